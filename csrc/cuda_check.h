@@ -1,0 +1,24 @@
+// Every CUDA runtime call goes through RBM_CUDA_CHECK: a failure becomes std::runtime_error
+// carrying the CUDA error string, file and line, which nanobind turns into a Python RuntimeError.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace rbm {
+[[noreturn]] inline void cuda_fail(cudaError_t err, const char *expr, const char *file, int line) {
+    throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(err) + " (" +
+                             cudaGetErrorString(err) + ") in " + expr + " at " + file + ":" +
+                             std::to_string(line));
+}
+}  // namespace rbm
+
+#define RBM_CUDA_CHECK(expr)                                                  \
+    do {                                                                      \
+        cudaError_t rbm_err_ = (expr);                                        \
+        if (rbm_err_ != cudaSuccess) rbm::cuda_fail(rbm_err_, #expr, __FILE__, __LINE__); \
+    } while (0)
+
+// After a kernel launch: launch-configuration errors surface here, with the launcher's line.
+#define RBM_CUDA_CHECK_LAUNCH() RBM_CUDA_CHECK(cudaGetLastError())

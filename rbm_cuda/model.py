@@ -1,0 +1,509 @@
+"""The RBM estimator: softmax / like-dislike / bernoulli visible units over sparse rating rows.
+
+Rows are users, columns items.  Training touches only the rated entries of each row (softmax) or
+gathers the nonzero entries for the positive phase (bernoulli); no users x items matrix is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from .backend import get_backend
+from .cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE
+from .params import PARAM_NAMES, validate_params
+
+# Monitoring RMSE on the training set uses at most this many ratings (a fixed seeded sample).
+TRAIN_RMSE_SAMPLE = 200_000
+# Users scored at once by score_users: bounds the dense (users x items x K) logits.
+SCORE_BLOCK_ELEMENTS = 2**24
+
+
+def _as_rating_csr(X, levels=None):
+    """(csr float32 ratings, levels, data) from a RatingData or a scipy sparse matrix."""
+    data = None
+    if hasattr(X, "ratings") and hasattr(X, "levels"):
+        data = X
+        csr, levels = X.ratings, np.asarray(X.levels, dtype=np.float64)
+    elif sp.issparse(X):
+        csr = X
+    else:
+        raise TypeError(
+            f"ratings must be a rbm_cuda.datasets.RatingData or a scipy.sparse matrix (users x items), "
+            f"got {type(X).__name__}"
+        )
+    csr = sp.csr_matrix(csr, dtype=np.float32)
+    csr.sum_duplicates()
+    csr.sort_indices()
+    if not np.all(np.isfinite(csr.data)):
+        raise ValueError("ratings contain NaN or infinite values")
+    if levels is None:
+        levels = np.unique(csr.data).astype(np.float64)
+    return csr, np.asarray(levels, dtype=np.float64), data
+
+
+class RBM:
+    """Restricted Boltzmann Machine recommender (Salakhutdinov, Mnih & Hinton 2007).
+
+    Parameters (validated together in rbm_cuda.params.validate_params)
+    ----------
+    n_hidden : int, number of binary hidden units F.
+    visible : "softmax" (one K-way softmax per rated item, K = number of rating levels),
+        "like" (softmax with K = 2: rating >= like_threshold is a like), or "bernoulli" (one unit per
+        item, value = rating / max level, unrated = 0).
+    like_threshold : float, used by visible="like".
+    cd_steps : int T, or a schedule over epochs ({first_epoch: T}, pairs, or "1,3@15,5@25").
+    learning_rate : float, step on the gradient averaged over the users of a batch.
+    momentum, initial_momentum, momentum_warmup : momentum after / during the first warm-up epochs.
+    weight_decay : float, L2 penalty on W (not on biases).
+    batch_size : int, users per mini-batch.
+    epochs : int, epochs run by fit.
+    seed : int, key of every random stream (Philox); same seed -> same model on CPU and GPU.
+    device : "auto" | "cpu" | "cuda".
+
+    Attributes after fit
+    --------------------
+    W_ : float32[n_items, K, n_hidden]; bv_ : float32[n_items, K]; bh_ : float32[n_hidden]
+    levels_ : float64[n_levels], the rating scale; history_ : list of per-epoch dicts.
+    """
+
+    FORMAT_VERSION = 1
+
+    def __init__(self, n_hidden=100, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.01,
+                 momentum=0.9, initial_momentum=0.5, momentum_warmup=5, weight_decay=0.001, batch_size=100,
+                 epochs=30, seed=0, device="auto"):
+        kw = dict(locals())
+        kw.pop("self")
+        self._params = validate_params(**kw)
+        for name in PARAM_NAMES:
+            setattr(self, name, kw[name])
+        self._dev = None
+
+    # -- scikit-learn conventions ------------------------------------------------------------
+    def get_params(self, deep=True):
+        return {name: getattr(self, name) for name in PARAM_NAMES}
+
+    def set_params(self, **kw):
+        merged = self.get_params()
+        merged.update(kw)
+        self._params = validate_params(**merged)
+        for name, value in kw.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != _DEFAULTS[k]]
+        return f"RBM({', '.join(changed)})"
+
+    # -- data encoding -------------------------------------------------------------------------
+    def _encode(self, csr):
+        """Visible-unit encoding of a rating CSR: (states int32[nnz], values float32[nnz] or empty)."""
+        p = self._params
+        ratings = csr.data
+        if p.visible == "softmax":
+            states = np.searchsorted(self.levels_, ratings).astype(np.int32)
+            bad = (states >= len(self.levels_)) | (self.levels_[np.minimum(states, len(self.levels_) - 1)] != ratings)
+            if bad.any():
+                v = ratings[np.argmax(bad)]
+                raise ValueError(f"rating {v} is not one of the model's levels {self.levels_.tolist()}")
+            return states, np.empty(0, dtype=np.float32)
+        if p.visible == "like":
+            return (ratings >= p.like_threshold).astype(np.int32), np.empty(0, dtype=np.float32)
+        return np.zeros(len(ratings), dtype=np.int32), (ratings / self.levels_.max()).astype(np.float32)
+
+    def _targets(self, ratings):
+        """What predict() estimates for these raw ratings: the rating, or the like label."""
+        if self._params.visible == "like":
+            return (ratings >= self._params.like_threshold).astype(np.float64)
+        return ratings.astype(np.float64)
+
+    def _output_levels(self):
+        p = self._params
+        if p.visible == "softmax":
+            return self.levels_.astype(np.float32)
+        if p.visible == "like":
+            return np.array([0.0, 1.0], dtype=np.float32)
+        return np.array([self.levels_.max()], dtype=np.float32)
+
+    # -- initialisation ------------------------------------------------------------------------
+    def _initialise(self, csr, levels, data):
+        p = self._params
+        self.levels_ = levels
+        self.n_users_, self.n_items_ = csr.shape
+        self.user_ids_ = np.asarray(data.user_ids) if data is not None else np.arange(csr.shape[0])
+        self.item_ids_ = np.asarray(data.item_ids) if data is not None else np.arange(csr.shape[1])
+        self.dataset_name_ = getattr(data, "name", "") or ""
+        self.items_ = getattr(data, "items", None)
+        n_states = {"softmax": len(levels), "like": 2, "bernoulli": 1}[p.visible]
+        if p.visible == "softmax" and n_states < 2:
+            raise ValueError(f"softmax visible units need at least 2 rating levels, the data has {levels.tolist()}")
+        rng = np.random.Generator(np.random.Philox(key=p.seed))
+        W = (0.01 * rng.standard_normal((self.n_items_, n_states, p.n_hidden))).astype(np.float32)
+        states, values = self._encode(csr)
+        item_of = csr.indices
+        if p.visible == "bernoulli":
+            # log-odds of each item's mean value over all users (unrated = 0)
+            mean = np.bincount(item_of, weights=values, minlength=self.n_items_) / max(self.n_users_, 1)
+            mean = np.clip(mean, 1e-3, 1 - 1e-3)
+            bv = np.log(mean / (1 - mean))[:, None]
+        else:
+            # log base rate of each level per item, Laplace-smoothed so unseen levels stay finite
+            counts = np.zeros((self.n_items_, n_states))
+            np.add.at(counts, (item_of, states), 1.0)
+            bv = np.log((counts + 1.0) / (counts.sum(1, keepdims=True) + n_states))
+        self.bv_ = bv.astype(np.float32)
+        self.bh_ = np.zeros(p.n_hidden, dtype=np.float32)
+        self.W_ = W
+        self.history_ = []
+        self.epochs_done_ = 0
+        self.step_ = 0
+        self._velocity = [np.zeros_like(self.W_), np.zeros_like(self.bv_), np.zeros_like(self.bh_)]
+        self._set_train(csr)
+
+    def _set_train(self, csr):
+        self.train_ = csr
+        self._dev = None
+
+    def _device(self):
+        """Backend and device copies of parameters and training rows, uploaded once."""
+        if self._dev is None:
+            be = get_backend(self._params.device)
+            states, values = self._encode(self.train_)
+            a = be.asarray
+            self._dev = {
+                "be": be,
+                "W": a(self.W_, np.float32), "bv": a(self.bv_, np.float32), "bh": a(self.bh_, np.float32),
+                "vel": [a(v, np.float32) for v in self._velocity],
+                "grad": [be.xp.zeros_like(a(x, np.float32)) for x in (self.W_, self.bv_, self.bh_)],
+                "indptr": a(self.train_.indptr, np.int64), "indices": a(self.train_.indices, np.int32),
+                "states": a(states, np.int32), "values": a(values, np.float32),
+                "levels": a(self._output_levels(), np.float32),
+            }
+        return self._dev
+
+    def _sync_host(self):
+        """Copy device parameters back into W_, bv_, bh_ (no-op cost on the CPU backend)."""
+        d = self._dev
+        be = d["be"]
+        self.W_, self.bv_, self.bh_ = (be.to_numpy(d[k]) for k in ("W", "bv", "bh"))
+        self._velocity = [be.to_numpy(v) for v in d["vel"]]
+
+    @property
+    def backend_(self) -> str:
+        return self._device()["be"].name
+
+    # -- training --------------------------------------------------------------------------------
+    def fit(self, X, valid=None, callback=None):
+        """Train from scratch for `epochs` epochs.
+
+        X : RatingData or scipy sparse (n_users, n_items) of raw ratings; valid : the same kind, same
+        shape, held-out ratings of the same users (monitoring only, never trained on).
+        callback(model, record) is called after each epoch with that epoch's history record.
+        """
+        csr, levels, data = _as_rating_csr(X)
+        if csr.nnz == 0:
+            raise ValueError("cannot fit on an empty rating matrix")
+        self._initialise(csr, levels, data)
+        monitor = self._monitor(valid)
+        for _ in range(self._params.epochs):
+            self._epoch(monitor, callback)
+        return self
+
+    def partial_fit(self, X=None, valid=None, callback=None):
+        """One more epoch.  The first call initialises from X; later calls train on the same item
+        space (X replaces the training rows when given)."""
+        if not hasattr(self, "W_"):
+            return self.set_params(epochs=1).fit(X, valid, callback) if X is not None else self._no_data()
+        if X is not None:
+            csr, _, _ = _as_rating_csr(X, self.levels_)
+            if csr.shape[1] != self.n_items_:
+                raise ValueError(f"X has {csr.shape[1]} items, the model was built for {self.n_items_}")
+            if self._dev is not None:
+                self._sync_host()
+            self._set_train(csr)
+            self.n_users_ = csr.shape[0]
+        self._epoch(self._monitor(valid), callback)
+        return self
+
+    def _no_data(self):
+        raise ValueError("partial_fit needs ratings X on its first call")
+
+    def _epoch(self, monitor, callback):
+        p = self._params
+        d = self._device()
+        be, xp = d["be"], d["be"].xp
+        epoch = self.epochs_done_
+        t0 = time.perf_counter()
+        order = np.random.Generator(np.random.Philox(key=p.seed, counter=[0, 0, 0, epoch])).permutation(
+            np.flatnonzero(np.diff(self.train_.indptr)))
+        steps = p.cd_at(epoch)
+        momentum = p.momentum_at(epoch)
+        n_items, K, F = self.W_.shape
+        if p.visible != "bernoulli":
+            neg_states = d.setdefault("neg_states", xp.zeros(self.train_.nnz, dtype=np.int32))
+        for start in range(0, len(order), p.batch_size):
+            rows = be.asarray(order[start:start + p.batch_size], np.int64)
+            self.step_ += 1
+            B = rows.shape[0]
+            ph0 = xp.empty((B, F), dtype=np.float32)
+            h = xp.empty((B, F), dtype=np.float32)
+            phT = xp.empty((B, F), dtype=np.float32)
+            be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
+                             p.seed, self.step_, 0, ph0, h, True)
+            gW, gbv, gbh = d["grad"]
+            if p.visible == "bernoulli":
+                W0 = d["W"][:, 0, :]
+                pv = xp.empty((B, n_items), dtype=np.float32)
+                v = xp.empty((B, n_items), dtype=np.float32)
+                for t in range(1, steps + 1):
+                    be.sigmoid_bernoulli(h @ W0.T + d["bv"][:, 0], rows, p.seed, self.step_, t, PHASE_VISIBLE, pv, v)
+                    be.sigmoid_bernoulli(v @ W0 + d["bh"], rows, p.seed, self.step_, t, PHASE_HIDDEN, phT, h)
+                be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
+                                     np.float32(1.0), gW, gbv)
+                gW[:, 0, :] -= v.T @ phT
+                gbv[:, 0] -= v.sum(axis=0)
+            else:
+                for t in range(1, steps + 1):
+                    be.sample_visible_softmax(d["indptr"], d["indices"], rows, h, d["W"], d["bv"],
+                                              p.seed, self.step_, t, neg_states)
+                    be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
+                                     p.seed, self.step_, t, phT, h, t < steps)
+                be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
+                                     np.float32(1.0), gW, gbv)
+                be.scatter_gradients(d["indptr"], d["indices"], neg_states, d["values"], rows, phT,
+                                     np.float32(-1.0), gW, gbv)
+            gbh += ph0.sum(axis=0) - phT.sum(axis=0)
+            scale = 1.0 / B
+            for param, grad, vel, decay in zip((d["W"], d["bv"], d["bh"]), d["grad"], d["vel"],
+                                               (p.weight_decay, 0.0, 0.0)):
+                be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
+                                momentum, decay, scale)
+        self._sync_host()
+        self.epochs_done_ += 1
+        record = {"epoch": self.epochs_done_, "cd_steps": steps, "seconds": time.perf_counter() - t0}
+        record.update(self._evaluate_monitor(monitor))
+        self.history_.append(record)
+        if callback is not None:
+            callback(self, record)
+
+    # -- monitoring --------------------------------------------------------------------------------
+    def _monitor(self, valid):
+        """Fixed (seeded) pieces for per-epoch monitoring: a train-RMSE sample, the validation pairs,
+        and equal-sized train/validation vectors of the validation users for the free-energy gap."""
+        rng = np.random.Generator(np.random.Philox(key=self._params.seed, counter=[0, 0, 1, 0]))
+        csr = self.train_
+        coo = csr.tocoo()
+        pick = np.arange(csr.nnz)
+        if csr.nnz > TRAIN_RMSE_SAMPLE:
+            pick = np.sort(rng.choice(csr.nnz, TRAIN_RMSE_SAMPLE, replace=False))
+        mon = {"train": (coo.row[pick], coo.col[pick], coo.data[pick])}
+        if valid is None:
+            return mon
+        vcsr, _, _ = _as_rating_csr(valid, self.levels_)
+        if vcsr.shape != csr.shape:
+            raise ValueError(f"valid has shape {vcsr.shape}, the training ratings {csr.shape}: "
+                             "validation ratings must use the same users and items")
+        if vcsr.multiply(csr).nnz:
+            raise ValueError("valid shares (user, item) pairs with the training ratings; held-out ratings must be disjoint")
+        vcoo = vcsr.tocoo()
+        mon["valid"] = (vcoo.row, vcoo.col, vcoo.data)
+        # Free-energy gap: for each user with validation ratings, as many of their training ratings,
+        # drawn at random, so both sides are vectors of the same size from the same person.
+        n_valid = np.diff(vcsr.indptr)
+        n_train = np.diff(csr.indptr)
+        users = np.flatnonzero((n_valid > 0) & (n_train > 0))
+        take = np.minimum(n_valid[users], n_train[users])
+        parts = [csr.indptr[u] + np.sort(rng.choice(n_train[u], m, replace=False)) for u, m in zip(users, take)]
+        sel = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        fe_train = sp.csr_matrix((csr.data[sel], csr.indices[sel], np.r_[0, np.cumsum(take)]),
+                                 shape=(len(users), csr.shape[1]))
+        vparts = [np.arange(vcsr.indptr[u], vcsr.indptr[u] + m) for u, m in zip(users, take)]
+        vsel = np.concatenate(vparts) if vparts else np.zeros(0, dtype=np.int64)
+        fe_valid = sp.csr_matrix((vcsr.data[vsel], vcsr.indices[vsel], np.r_[0, np.cumsum(take)]),
+                                 shape=(len(users), csr.shape[1]))
+        mon["free_energy"] = (fe_train, fe_valid)
+        return mon
+
+    def _evaluate_monitor(self, mon):
+        out = {}
+        for name in ("train", "valid"):
+            if name in mon:
+                u, i, r = mon[name]
+                pred = self._predict_idx(u, i)
+                out[f"{name}_rmse"] = float(np.sqrt(np.mean((pred - self._targets(r)) ** 2)))
+            else:
+                out[f"{name}_rmse"] = None
+        if "free_energy" in mon:
+            fe_t, fe_v = mon["free_energy"]
+            out["free_energy_train"] = float(np.mean(self.free_energy(fe_t)))
+            out["free_energy_valid"] = float(np.mean(self.free_energy(fe_v)))
+        else:
+            out["free_energy_train"] = float(np.mean(self.free_energy()))
+            out["free_energy_valid"] = None
+        return out
+
+    # -- inference --------------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "W_"):
+            raise RuntimeError("this RBM is not fitted yet: call fit() or RBM.load() first")
+
+    def _rows_input(self, X):
+        """(backend, indptr, indices, states, values) for rows of X, or the training rows."""
+        d = self._device()
+        be = d["be"]
+        if X is None:
+            return be, d["indptr"], d["indices"], d["states"], d["values"], self.train_.shape[0]
+        csr, _, _ = _as_rating_csr(X, self.levels_)
+        if csr.shape[1] != self.n_items_:
+            raise ValueError(f"X has {csr.shape[1]} items, the model was trained on {self.n_items_}")
+        states, values = self._encode(csr)
+        return (be, be.asarray(csr.indptr, np.int64), be.asarray(csr.indices, np.int32),
+                be.asarray(states, np.int32), be.asarray(values, np.float32), csr.shape[0])
+
+    def _hidden(self, rows, X=None):
+        """Mean-field p(h | v) for the given row indices of X (default: the training rows)."""
+        be, indptr, indices, states, values, _ = self._rows_input(X)
+        d = self._dev
+        rows = be.asarray(rows, np.int64)
+        out = be.xp.empty((rows.shape[0], self.W_.shape[2]), dtype=np.float32)
+        be.sample_hidden(indptr, indices, states, values, rows, d["W"], d["bh"], 0, 0, 0, out, out, False)
+        return out
+
+    def transform(self, X=None):
+        """Hidden-unit probabilities p(h = 1 | v), float32[n_rows, n_hidden], for the rows of X
+        (a RatingData / sparse matrix over the model's items) or, by default, the training users."""
+        self._check_fitted()
+        n = self.train_.shape[0] if X is None else _as_rating_csr(X, self.levels_)[0].shape[0]
+        return self._dev_to_numpy(self._hidden(np.arange(n), X))
+
+    def _dev_to_numpy(self, a):
+        return self._device()["be"].to_numpy(a)
+
+    def free_energy(self, X=None):
+        """Free energy F(v) in nats of each row of X (default: the training users), float32[n_rows]."""
+        self._check_fitted()
+        be, indptr, indices, states, values, n = self._rows_input(X)
+        d = self._dev
+        out = be.xp.empty(n, dtype=np.float32)
+        be.free_energy(indptr, indices, states, values, be.asarray(np.arange(n), np.int64), d["W"], d["bv"],
+                       d["bh"], out)
+        return be.to_numpy(out)
+
+    def _predict_idx(self, users, items):
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if len(users) == 0:
+            return np.zeros(0)
+        uniq, pair_rows = np.unique(users, return_inverse=True)
+        d = self._device()
+        be = d["be"]
+        ph = self._hidden(uniq)
+        out = be.xp.empty(len(items), dtype=np.float32)
+        be.predict_pairs(ph, be.asarray(pair_rows, np.int64), be.asarray(items, np.int32), d["W"], d["bv"],
+                         d["levels"], out)
+        pred = be.to_numpy(out).astype(np.float64)
+        lo, hi = (0.0, 1.0) if self._params.visible == "like" else (self.levels_.min(), self.levels_.max())
+        return np.clip(pred, lo, hi)
+
+    def user_index(self, user_ids):
+        return _lookup(self.user_ids_, user_ids, "user")
+
+    def item_index(self, item_ids):
+        return _lookup(self.item_ids_, item_ids, "item")
+
+    def predict(self, users, items):
+        """Mean-field expected rating (P(like) for visible="like") of each (user, item) pair, from the
+        user's training ratings.  users, items: raw ids, same length.  Returns float64[n_pairs]
+        clipped to the rating range."""
+        self._check_fitted()
+        users = np.atleast_1d(users)
+        items = np.atleast_1d(items)
+        if users.shape != items.shape:
+            raise ValueError(f"users and items must have the same length, got {users.shape} and {items.shape}")
+        return self._predict_idx(self.user_index(users), self.item_index(items))
+
+    def score_users(self, users):
+        """Scores of every item for the given user indices, float32[len(users), n_items]: the
+        expected rating (P(like) for visible="like"; levels_.max() * p(v=1) for bernoulli)."""
+        self._check_fitted()
+        d = self._device()
+        be, xp = d["be"], d["be"].xp
+        users = np.asarray(users, dtype=np.int64)
+        n_items, K, F = self.W_.shape
+        Wflat = d["W"].reshape(n_items * K, F)
+        out = np.empty((len(users), n_items), dtype=np.float32)
+        block = max(1, SCORE_BLOCK_ELEMENTS // (n_items * K))
+        for s in range(0, len(users), block):
+            ph = self._hidden(users[s:s + block])
+            logits = ph @ Wflat.T
+            scores = xp.empty((ph.shape[0], n_items), dtype=np.float32)
+            be.score_items(logits, d["bv"], d["levels"], scores)
+            out[s:s + block] = be.to_numpy(scores)
+        return out
+
+    def recommend(self, user, n=10, exclude_seen=True, items=None):
+        """Top-n items for one user (raw id): (item ids, scores), best first.
+
+        exclude_seen drops items the user rated in training; items restricts the candidates to
+        these raw item ids."""
+        self._check_fitted()
+        u = int(self.user_index(user))
+        scores = self.score_users([u])[0].astype(np.float64)
+        allowed = np.ones(self.n_items_, dtype=bool)
+        if items is not None:
+            allowed[:] = False
+            allowed[self.item_index(np.atleast_1d(items))] = True
+        if exclude_seen:
+            allowed[self.train_.indices[self.train_.indptr[u]:self.train_.indptr[u + 1]]] = False
+        cand = np.flatnonzero(allowed)
+        n = min(n, len(cand))
+        top = cand[np.argsort(-scores[cand], kind="stable")[:n]]
+        return self.item_ids_[top], scores[top]
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the model to `path` (.npz, no pickle): see rbm_cuda.serialization."""
+        from .serialization import save_model
+
+        self._check_fitted()
+        if self._dev is not None:
+            self._sync_host()
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Read a model written by save(); device overrides the saved device setting."""
+        from .serialization import load_model
+
+        return load_model(cls, path, device=device)
+
+
+def _lookup(ids, wanted, kind):
+    wanted_arr = np.atleast_1d(np.asarray(wanted))
+    if ids.dtype.kind in "iu" and len(ids) and ids[0] == 0 and ids[-1] == len(ids) - 1 and \
+            np.array_equal(ids, np.arange(len(ids))):
+        idx = wanted_arr.astype(np.int64, copy=False) if wanted_arr.dtype.kind in "iu" else None
+        ok = idx is not None and (idx >= 0).all() and (idx < len(ids)).all()
+    else:
+        sorter = np.argsort(ids, kind="stable")
+        try:
+            pos = np.searchsorted(ids, wanted_arr.astype(ids.dtype), sorter=sorter)
+        except (ValueError, TypeError):
+            pos = None
+        ok = pos is not None
+        if ok:
+            pos = np.minimum(pos, len(ids) - 1)
+            idx = sorter[pos]
+            ok = np.array_equal(ids[idx], wanted_arr.astype(ids.dtype))
+    if not ok:
+        known = set(ids.tolist())
+        missing = [w for w in wanted_arr.tolist() if w not in known]
+        raise KeyError(f"unknown {kind} id {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                       + f"; the model knows {len(ids)} {kind}s")
+    return idx if np.ndim(wanted) else int(idx[0])
+
+
+_DEFAULTS = {k: v.default for k, v in inspect.signature(RBM.__init__).parameters.items() if k != "self"}
