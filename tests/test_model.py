@@ -1,0 +1,281 @@
+"""The Numba-backed RBM against a plain dense NumPy implementation of the same CD-T epoch that draws
+from the same Philox streams; plus determinism, validation, persistence and learning."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from rbm_cuda import RBM
+from rbm_cuda.cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_uniforms
+from rbm_cuda.serialization import ModelFileError
+
+
+def random_ratings(n_users=60, n_items=25, density=0.2, levels=(1, 2, 3, 4, 5), seed=1, empty_rows=(3,)):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_users, n_items)) < density
+    mask[list(empty_rows)] = False
+    values = rng.choice(np.asarray(levels, dtype=np.float32), size=(n_users, n_items))
+    return sp.csr_matrix(values * mask)
+
+
+def uniforms(seed, step, gibbs, phase, elements):
+    """Philox uniforms for arbitrary element indices (drawn one contiguous range, then picked)."""
+    elements = np.asarray(elements, dtype=np.int64)
+    if elements.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    top = int(elements.max()) + 1
+    return philox_uniforms(seed, step, gibbs, phase, 0, top)[elements]
+
+
+def sigmoid(x):
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def reference_epoch(model, X, W, bv, bh, epoch=0):
+    """One CD-T epoch, dense over users x items x levels, written from the paper's equations."""
+    p = model._params
+    seed, F = p.seed, p.n_hidden
+    X = X.tocsr()
+    dense = X.toarray()
+    mask = dense != 0
+    n_users, n_items = dense.shape
+    K = W.shape[1]
+    if p.visible == "softmax":
+        state = np.searchsorted(model.levels_, dense).clip(0, K - 1)
+        value = mask.astype(np.float32)
+    elif p.visible == "like":
+        state = (dense >= p.like_threshold).astype(int)
+        value = mask.astype(np.float32)
+    else:
+        state = np.zeros_like(dense, dtype=int)
+        value = dense / model.levels_.max()
+    onehot = np.zeros((n_users, n_items, K), dtype=np.float32)
+    onehot[np.arange(n_users)[:, None], np.arange(n_items)[None, :], state] = 1
+    V0 = onehot * value[:, :, None]
+    # CSR position of each (user, item) entry: the element index of visible draws
+    pos = np.full(dense.shape, -1)
+    rows_of = np.repeat(np.arange(n_users), np.diff(X.indptr))
+    pos[rows_of, X.indices] = np.arange(X.nnz)
+
+    vel = [np.zeros_like(W), np.zeros_like(bv), np.zeros_like(bh)]
+    order = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 0, epoch])).permutation(
+        np.flatnonzero(np.diff(X.indptr)))
+    steps, mom = p.cd_at(epoch), p.momentum_at(epoch)
+    step = 0
+    for start in range(0, len(order), p.batch_size):
+        rows = order[start:start + p.batch_size]
+        step += 1
+        B = len(rows)
+        hid_elems = rows[:, None] * F + np.arange(F)[None, :]
+        ph0 = sigmoid(bh + np.einsum("bik,ikf->bf", V0[rows], W))
+        h = (uniforms(seed, step, 0, PHASE_HIDDEN, hid_elems) < ph0).astype(np.float32)
+        for t in range(1, steps + 1):
+            if p.visible == "bernoulli":
+                logits = h @ W[:, 0, :].T + bv[:, 0]
+                pv = sigmoid(logits)
+                vis_elems = rows[:, None] * n_items + np.arange(n_items)[None, :]
+                v = (uniforms(seed, step, t, PHASE_VISIBLE, vis_elems) < pv).astype(np.float32)
+                VT = v[:, :, None]
+                phT = sigmoid(v @ W[:, 0, :] + bh)
+            else:
+                logits = bv[None] + np.einsum("bf,ikf->bik", h, W)
+                prob = np.exp(logits - logits.max(-1, keepdims=True))
+                prob /= prob.sum(-1, keepdims=True)
+                m = mask[rows]
+                u = np.zeros(m.shape, dtype=np.float32)
+                u[m] = uniforms(seed, step, t, PHASE_VISIBLE, pos[rows][m])
+                cum = np.cumsum(prob, axis=-1)[:, :, :K - 1]
+                below = u[:, :, None] < cum
+                new_state = np.where(below.any(-1), below.argmax(-1), K - 1)
+                VT = np.zeros_like(V0[rows])
+                VT[np.arange(B)[:, None], np.arange(n_items)[None, :], new_state] = 1
+                VT *= m[:, :, None]
+                phT = sigmoid(bh + np.einsum("bik,ikf->bf", VT, W))
+            if t < steps:
+                h = (uniforms(seed, step, t, PHASE_HIDDEN, hid_elems) < phT).astype(np.float32)
+        gW = np.einsum("bik,bf->ikf", V0[rows], ph0) - np.einsum("bik,bf->ikf", VT, phT)
+        gbv = V0[rows].sum(0) - VT.sum(0)
+        gbh = ph0.sum(0) - phT.sum(0)
+        for n, (param, grad, decay) in enumerate(((W, gW, p.weight_decay), (bv, gbv, 0.0), (bh, gbh, 0.0))):
+            vel[n] = mom * vel[n] + p.learning_rate * (grad / B - decay * param)
+            param += vel[n]
+    return W, bv, bh
+
+
+@pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
+@pytest.mark.parametrize("cd_steps", [1, 2])
+def test_numba_epoch_matches_dense_reference(visible, cd_steps):
+    X = random_ratings()
+    model = RBM(n_hidden=12, visible=visible, cd_steps=cd_steps, batch_size=16, epochs=0, seed=7,
+                learning_rate=0.5, weight_decay=0.01, device="cpu").fit(X)
+    W, bv, bh = (a.astype(np.float32).copy() for a in (model.W_, model.bv_, model.bh_))
+    # large learning rate so that a wrong sample or a wrong gradient moves the parameters visibly
+    model.partial_fit()
+    W, bv, bh = reference_epoch(model, X, W, bv, bh)
+    assert not np.allclose(W, RBM(n_hidden=12, visible=visible, epochs=0, seed=7, device="cpu").fit(X).W_)
+    np.testing.assert_allclose(model.W_, W, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(model.bv_, bv, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(model.bh_, bh, rtol=1e-4, atol=2e-5)
+
+
+def test_reference_detects_a_different_random_stream():
+    """The comparison above is sharp: the same epoch under another seed's draws does not match."""
+    X = random_ratings()
+    model = RBM(n_hidden=12, batch_size=16, epochs=0, seed=7, learning_rate=0.5, device="cpu").fit(X)
+    W0, bv0, bh0 = (a.copy() for a in (model.W_, model.bv_, model.bh_))
+    model.partial_fit()
+    other = RBM(n_hidden=12, batch_size=16, epochs=0, seed=8, learning_rate=0.5, device="cpu").fit(X)
+    W, _, _ = reference_epoch(other, X, W0.copy(), bv0.copy(), bh0.copy())
+    assert np.abs(model.W_ - W).max() > 1e-3
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    X = random_ratings(n_users=80, n_items=30)
+    kw = dict(n_hidden=8, epochs=3, batch_size=10, device="cpu", cd_steps="1,2@1")
+    a = RBM(seed=3, **kw).fit(X)
+    b = RBM(seed=3, **kw).fit(X)
+    c = RBM(seed=4, **kw).fit(X)
+    assert np.array_equal(a.W_, b.W_) and np.array_equal(a.bv_, b.bv_) and np.array_equal(a.bh_, b.bh_)
+    assert not np.allclose(a.W_, c.W_)
+    assert a.history_[-1]["train_rmse"] == b.history_[-1]["train_rmse"]
+
+
+def test_fit_then_partial_fit_equals_longer_fit():
+    X = random_ratings()
+    kw = dict(n_hidden=8, batch_size=16, device="cpu", seed=2, cd_steps="1,2@2")
+    long = RBM(epochs=4, **kw).fit(X)
+    short = RBM(epochs=2, **kw).fit(X)
+    short.partial_fit().partial_fit()
+    np.testing.assert_array_equal(long.W_, short.W_)
+    assert [r["cd_steps"] for r in short.history_] == [1, 1, 2, 2]
+
+
+def test_save_load_round_trip_resumes_exactly(tmp_path):
+    X = random_ratings()
+    kw = dict(n_hidden=8, batch_size=16, device="cpu", seed=5, visible="like")
+    model = RBM(epochs=2, **kw).fit(X)
+    path = model.save(tmp_path / "m.npz")
+    loaded = RBM.load(path)
+    for name in ("W_", "bv_", "bh_", "levels_", "item_ids_", "user_ids_"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(loaded, name))
+    assert loaded.get_params() == {**model.get_params(), "cd_steps": [[0, 1]]}
+    np.testing.assert_array_equal(model.predict([0, 1, 2], [4, 5, 6]), loaded.predict([0, 1, 2], [4, 5, 6]))
+    # no pickle: the file opens with allow_pickle=False and its header is JSON
+    with np.load(path, allow_pickle=False) as npz:
+        assert json.loads(str(npz["header"][()]))["format_version"] == 1
+    model.partial_fit()
+    loaded.partial_fit()
+    np.testing.assert_array_equal(model.W_, loaded.W_)
+
+
+def test_model_file_errors(tmp_path):
+    X = random_ratings()
+    model = RBM(n_hidden=4, epochs=1, device="cpu").fit(X)
+    path = model.save(tmp_path / "m.npz")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        RBM.load(tmp_path / "missing.npz")
+    truncated = tmp_path / "t.npz"
+    truncated.write_bytes(open(path, "rb").read()[:200])
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        RBM.load(truncated)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(str(arrays["header"][()]))
+    header["format_version"] = 99
+    arrays["header"] = np.array(json.dumps(header))
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, **arrays)
+    with pytest.raises(ModelFileError, match="version 99, newer"):
+        RBM.load(newer)
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(n_hidden=0), "n_hidden=0 is not allowed: n_hidden must be an int >= 1"),
+    (dict(visible="gaussian"), "visible='gaussian'"),
+    (dict(momentum=1.5), "momentum=1.5"),
+    (dict(device="tpu"), "device='tpu'"),
+    (dict(cd_steps="1,x@3"), "cannot read 'x@3'"),
+    (dict(cd_steps={5: 3}), "from epoch 0"),
+    (dict(batch_size=2.5), "batch_size=2.5"),
+])
+def test_parameter_validation_names_value_and_rule(kw, fragment):
+    with pytest.raises(ValueError) as err:
+        RBM(**kw)
+    assert fragment in str(err.value)
+
+
+def test_cd_schedule_forms_agree():
+    a = RBM(cd_steps="1,3@15,5@25")._params
+    b = RBM(cd_steps={0: 1, 15: 3, 25: 5})._params
+    assert a.schedule == b.schedule == ((0, 1), (15, 3), (25, 5))
+    assert [a.cd_at(e) for e in (0, 14, 15, 24, 25, 99)] == [1, 1, 3, 3, 5, 5]
+
+
+def test_predictions_are_clipped_expectations_and_recommend_excludes_seen():
+    X = random_ratings()
+    model = RBM(n_hidden=8, epochs=2, device="cpu").fit(X)
+    users = np.repeat(np.arange(5), 4)
+    items = np.tile(np.arange(4), 5)
+    pred = model.predict(users, items)
+    assert pred.min() >= 1 and pred.max() <= 5
+    scores = model.score_users(np.arange(5))
+    np.testing.assert_allclose(pred, scores[users, items], rtol=1e-5)
+    ids, s = model.recommend(0, n=30)
+    seen = set(X[0].indices.tolist())
+    assert not seen & set(ids.tolist()) and len(ids) == X.shape[1] - len(seen)
+    assert np.all(np.diff(s) <= 0)
+
+
+def test_training_never_builds_a_dense_users_by_items_array(monkeypatch):
+    """Softmax training allocates nothing of size n_users * n_items (the sparse path is the point)."""
+    X = random_ratings(n_users=400, n_items=300, density=0.02)
+    limit = X.shape[0] * X.shape[1]
+    seen = []
+    real_empty, real_zeros = np.empty, np.zeros
+
+    def watch(real):
+        def f(shape, *a, **k):
+            size = int(np.prod(shape))
+            seen.append(size)
+            return real(shape, *a, **k)
+        return f
+
+    monkeypatch.setattr(np, "empty", watch(real_empty))
+    monkeypatch.setattr(np, "zeros", watch(real_zeros))
+    RBM(n_hidden=8, epochs=1, batch_size=50, device="cpu").fit(X)
+    assert seen and max(seen) < limit
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="empty"):
+        RBM(device="cpu").fit(sp.csr_matrix((5, 5), dtype=np.float32))
+    with pytest.raises(TypeError, match="RatingData or a scipy.sparse"):
+        RBM(device="cpu").fit(np.ones((3, 3)))
+    model = RBM(n_hidden=4, epochs=1, device="cpu").fit(random_ratings())
+    with pytest.raises(KeyError, match="unknown user id 999"):
+        model.recommend(999)
+    with pytest.raises(ValueError, match="same length"):
+        model.predict([0, 1], [0])
+
+
+ML100K = os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k")
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not os.path.exists(os.path.join(ML100K, "u1.base")), reason="needs $RBM_CUDA_DATA/ml-100k")
+def test_softmax_rbm_beats_item_mean_on_ml100k_u1():
+    from rbm_cuda.datasets import load_movielens_100k_split
+
+    train, test = load_movielens_100k_split(ML100K, "u1")
+    X, T = train.ratings, test.ratings.tocoo()
+    item_sum = np.bincount(X.indices, weights=X.data, minlength=X.shape[1])
+    item_n = np.bincount(X.indices, minlength=X.shape[1])
+    item_mean = np.where(item_n > 0, item_sum / np.maximum(item_n, 1), X.data.mean())
+    baseline = np.sqrt(np.mean((item_mean[T.col] - T.data) ** 2))
+    model = RBM(device="cpu", seed=0, learning_rate=0.1, epochs=20).fit(train)
+    pred = model._predict_idx(T.row, T.col)
+    rmse = np.sqrt(np.mean((pred - T.data) ** 2))
+    assert rmse < baseline - 0.02, (rmse, baseline)
