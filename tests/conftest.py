@@ -1,0 +1,27 @@
+"""Shared test set-up.  The tests run against the installed package (with its compiled modules),
+never a bare source tree: `pip install '.[test]'` first (see README)."""
+
+import os
+
+import pytest
+
+import rbm_cuda
+
+
+def pytest_configure(config):
+    try:
+        from rbm_cuda import _build_info  # noqa: F401  written only by a real build
+    except ImportError:
+        raise pytest.UsageError(
+            f"rbm_cuda was imported from {os.path.dirname(rbm_cuda.__file__)}, which is not a built package; "
+            "run `pip install '.[test]'` and then `pytest` (not `python -m pytest`) from the repository"
+        ) from None
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """$RBM_CUDA_DATA, or skip: tests on the real data sets need it (../shared/data in CI)."""
+    path = os.environ.get("RBM_CUDA_DATA")
+    if not path or not os.path.isdir(path):
+        pytest.skip("RBM_CUDA_DATA is not set to the folder of data sets")
+    return path
