@@ -425,9 +425,11 @@ class RBM:
             raise ValueError(f"users and items must have the same length, got {users.shape} and {items.shape}")
         return self._predict_idx(self.user_index(users), self.item_index(items))
 
-    def score_users(self, users):
+    def score_users(self, users, X=None):
         """Scores of every item for the given user indices, float32[len(users), n_items]: the
-        expected rating (P(like) for visible="like"; levels_.max() * p(v=1) for bernoulli)."""
+        expected rating (P(like) for visible="like"; levels_.max() * p(v=1) for bernoulli).
+        X: score rows of X (a sparse matrix over the model's items, e.g. a new user's ratings: fold-in)
+        instead of the training users."""
         self._check_fitted()
         d = self._device()
         be, xp = d["be"], d["be"].xp
@@ -437,7 +439,7 @@ class RBM:
         out = np.empty((len(users), n_items), dtype=np.float32)
         block = max(1, SCORE_BLOCK_ELEMENTS // (n_items * K))
         for s in range(0, len(users), block):
-            ph = self._hidden(users[s:s + block])
+            ph = self._hidden(users[s:s + block], X)
             logits = ph @ Wflat.T
             scores = xp.empty((ph.shape[0], n_items), dtype=np.float32)
             be.score_items(logits, d["bv"], d["levels"], scores)
@@ -462,6 +464,58 @@ class RBM:
         n = min(n, len(cand))
         top = cand[np.argsort(-scores[cand], kind="stable")[:n]]
         return self.item_ids_[top], scores[top]
+
+    def recommend_for(self, history, n=10, items=None, exclude_seen=True):
+        """Top-n items for someone who is not in the training data, by mean-field fold-in: p(h | their
+        ratings) from the trained weights, without retraining.
+
+        history: {raw item id: rating} or a 1-row sparse matrix over the model's items (ratings on the
+        model's levels).  exclude_seen drops the history's items; items restricts the candidates to
+        these raw item ids.  Returns (item ids, scores), best first."""
+        self._check_fitted()
+        row = self._history_row(history)
+        scores = self.score_users([0], X=row)[0].astype(np.float64)
+        top = self._top_n(scores, n, items, row.indices if exclude_seen else ())
+        return self.item_ids_[top], scores[top]
+
+    def similar_items(self, item, n=10):
+        """The n items most similar to `item` (raw id): cosine similarity of the flattened weight
+        vectors W[i] (K * F values), the item itself excluded.  Returns (item ids, cosines), most
+        similar first."""
+        self._check_fitted()
+        i = int(self.item_index(item))
+        W = np.asarray(self.W_, dtype=np.float32).reshape(self.n_items_, -1)
+        norms = np.linalg.norm(W, axis=1).astype(np.float64)
+        sims = (W @ W[i]).astype(np.float64) / np.maximum(norms * norms[i], 1e-30)
+        top = self._top_n(sims, n, None, [i])
+        return self.item_ids_[top], sims[top]
+
+    def _history_row(self, history):
+        """A 1 x n_items float32 CSR from {raw item id: rating} or a 1-row sparse matrix."""
+        if sp.issparse(history):
+            row = sp.csr_matrix(history, dtype=np.float32)
+            if row.shape != (1, self.n_items_):
+                raise ValueError(f"history must be one row over the model's {self.n_items_} items, "
+                                 f"got shape {row.shape}")
+        else:
+            pairs = dict(history)
+            idx = np.atleast_1d(self.item_index(list(pairs))) if pairs else np.zeros(0, dtype=np.int64)
+            vals = np.asarray(list(pairs.values()), dtype=np.float32)
+            row = sp.csr_matrix((vals, (np.zeros(len(idx), dtype=np.int64), idx)), shape=(1, self.n_items_))
+        row.sum_duplicates()
+        row.sort_indices()
+        return row
+
+    def _top_n(self, scores, n, items=None, exclude=()):
+        """Indices of the n best scores among the allowed items (items: raw ids or None for all;
+        exclude: item indices), best first, ties by index."""
+        allowed = np.ones(self.n_items_, dtype=bool)
+        if items is not None:
+            allowed[:] = False
+            allowed[np.atleast_1d(self.item_index(np.atleast_1d(items)))] = True
+        allowed[np.asarray(exclude, dtype=np.int64)] = False
+        cand = np.flatnonzero(allowed)
+        return cand[np.argsort(-scores[cand], kind="stable")[:max(0, min(n, len(cand)))]]
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path):
