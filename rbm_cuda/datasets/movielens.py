@@ -193,6 +193,18 @@ def _read_dat(file: Path, columns: list[str], expected: str):
     into tabs)."""
     require_file(file, expected)
     raw = file.read_bytes()
+    tab = raw.find(b"\t")
+    if tab >= 0:  # a tab would pass for a separator once '::' became tabs: report its line now
+        start = raw.rfind(b"\n", 0, tab) + 1
+        end = raw.find(b"\n", tab)
+        text = raw[start: end if end >= 0 else len(raw)].decode("latin-1").rstrip("\r")
+        found = len(text.split("::"))
+        line = raw.count(b"\n", 0, tab) + 1
+        detail = (
+            f"expected {len(columns)} fields separated by '::', found {found}: {text!r}"
+            + ("; is the separator '\\t'?" if found != len(columns) else "; it holds a tab")
+        )
+        raise DataError(f"{file}, line {line}: {detail}")
     return read_table(
         file, sep="\t", columns=columns, encoding="latin-1", content=raw.replace(b"::", b"\t"),
         display_sep="::", quoting=csv.QUOTE_NONE, expected=expected,
