@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 import re
 from pathlib import Path
 
@@ -396,7 +395,3 @@ def check_levels(values: np.ndarray, levels, origin: Origin, what: str = "rating
             f"{format_levels(lv)}{more}"
         )
     return lv
-
-
-def file_label(path) -> str:
-    return os.fspath(path)
