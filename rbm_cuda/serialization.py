@@ -58,7 +58,8 @@ def save_model(model, path) -> str:
             if col in items.columns:
                 arrays[f"item_{col}"] = items[col].fillna("").astype(str).to_numpy().astype(str)
     tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
+    # Uncompressed: float weights compress by ~5 % and compression made a checkpoint 7x slower.
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)  # a crash mid-write never leaves a half-written model behind
     return path
 

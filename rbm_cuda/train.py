@@ -82,8 +82,9 @@ def _fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
-def show_recommendations(model, data, user, n=10, out=sys.stdout):
+def show_recommendations(model, data, user, n=10, out=None):
     """Print the user's highest-rated training items beside the model's top-n unseen items."""
+    out = out or sys.stdout
     u = int(model.user_index(user))
     row = slice(model.train_.indptr[u], model.train_.indptr[u + 1])
     rated_items = model.train_.indices[row]

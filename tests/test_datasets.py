@@ -89,7 +89,8 @@ def write(path: Path, text: str, encoding="utf-8") -> Path:
 def assert_canonical(d: RatingData):
     m = d.ratings
     assert sp.isspmatrix_csr(m)
-    assert m.dtype == np.float32 and m.indptr.dtype == np.int64 and m.indices.dtype == np.int32
+    assert m.dtype == np.float32 and m.indptr.dtype == m.indices.dtype
+    m.tocoo()  # scipy routines accept the index arrays
     assert m.shape == (d.n_users, d.n_items)
     for r in range(0, d.n_users, max(1, d.n_users // 50)):
         row = m.indices[m.indptr[r]: m.indptr[r + 1]]
@@ -538,11 +539,11 @@ def test_rating_data_layout_and_validation():
         small(items=pd.DataFrame({"title": ["a", "b"]}))
     with pytest.raises(DataError, match="repeated ids"):
         small(user_ids=[10, 10])
-    # unsorted column indices are sorted; int32 indptr becomes int64
+    # unsorted column indices are sorted; indptr and indices share one dtype
     m = sp.csr_matrix((np.array([3, 5, 1], np.float32), np.array([2, 0, 1]), np.array([0, 2, 3])), shape=(2, 3))
     d = small(ratings=m)
     assert d.ratings.indices.tolist() == [0, 2, 1] and d.ratings.data.tolist() == [5, 3, 1]
-    assert d.ratings.indptr.dtype == np.int64 and d.ratings.indices.dtype == np.int32
+    assert d.ratings.indptr.dtype == d.ratings.indices.dtype
 
 
 def test_rating_data_index_maps_and_with_ratings():

@@ -61,7 +61,7 @@ class RatingData:
     ----------
     ratings : scipy.sparse.csr_matrix (n_users, n_items), float32 raw rating values, users are rows.
         Only rated entries are stored (a stored value is a rating, never "missing"); indices are
-        sorted, ``indptr`` is int64 and ``indices`` int32.
+        sorted; ``indptr`` and ``indices`` share one integer dtype (scipy needs that).
     user_ids, item_ids : index -> raw id; int64 when all raw ids are integers, else a numpy unicode
         array.
     levels : float64, the sorted distinct allowed rating values (the rating scale).
@@ -313,12 +313,14 @@ def _coerce_query(q: np.ndarray, kind_dtype: np.dtype):
 
 
 def _canonical_csr(m, dtype, name: str, what: str) -> sp.csr_matrix:
-    """CSR with the given data dtype, int64 indptr, int32 sorted indices; explicit entries kept
-    as they are (explicit zeros are not dropped). Raises DataError on repeated entries."""
+    """CSR with the given data dtype and sorted indices; explicit entries kept as they are (explicit
+    zeros are not dropped). indptr and indices share one dtype (int32 while it fits, else int64):
+    scipy's routines (tocoo, slicing) require that. Raises DataError on repeated entries."""
     if not sp.isspmatrix_csr(m):
         m = sp.csr_matrix(m)
-    indptr = np.asarray(m.indptr, dtype=np.int64)
-    indices = np.asarray(m.indices, dtype=np.int32)
+    index_dtype = np.int32 if max(m.nnz, m.shape[1]) < 2**31 - 1 else np.int64
+    indptr = np.asarray(m.indptr, dtype=index_dtype)
+    indices = np.asarray(m.indices, dtype=index_dtype)
     data = np.asarray(m.data, dtype=dtype)
     n_rows, n_cols = m.shape
     if len(indptr) != n_rows + 1 or indptr[0] != 0 or indptr[-1] != len(indices) or len(data) != len(indices):
@@ -345,9 +347,8 @@ def _canonical_csr(m, dtype, name: str, what: str) -> sp.csr_matrix:
                 f"{name}: {what} holds {int(rep.sum())} repeated entries, e.g. row {int(r[j])}, "
                 f"column {int(c[j])}; each (user, item) must be stored once"
             )
-        indices = c.astype(np.int32)
+        indices = c.astype(index_dtype)
     out = sp.csr_matrix(m.shape, dtype=dtype)
-    # set the arrays directly: the constructor would give indptr and indices one common dtype
     out.data, out.indices, out.indptr = data, indices, indptr
     out.has_sorted_indices = True
     return out

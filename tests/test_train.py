@@ -1,0 +1,67 @@
+"""python -m rbm_cuda.train end to end: the embedded data set, the JSON report, the saved model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rbm_cuda import RBM
+from rbm_cuda.train import holdout_split, main
+
+
+def test_default_job_on_embedded_data(tmp_path, capsys):
+    out, js = tmp_path / "m.npz", tmp_path / "h.json"
+    assert main(["--epochs", "3", "--hidden", "16", "--out", str(out), "--json", str(js), "--seed", "4"]) == 0
+    report = json.loads(js.read_text())
+    assert report["dataset"] == "ml-latest-small"
+    assert report["n_ratings"] == 100836 == report["n_train"] + report["n_valid"]
+    assert report["backend"] == "numba"
+    assert [r["epoch"] for r in report["history"]] == [1, 2, 3]
+    for rec in report["history"]:
+        assert set(rec) >= {"epoch", "train_rmse", "valid_rmse", "free_energy_train", "free_energy_valid", "seconds"}
+        assert 0 < rec["valid_rmse"] < 2
+    assert report["final"]["valid_rmse"] == report["history"][-1]["valid_rmse"]
+    # the saved model is the trained one, and what was printed is its top-10 for the first user
+    model = RBM.load(out)
+    assert model.epochs_done_ == 3
+    printed = capsys.readouterr().out
+    ids, _ = model.recommend(model.user_ids_[0], n=10)
+    titles = model.items_["title"].to_numpy()[model.item_index(ids)]
+    assert "top-10 recommendations" in printed
+    for title in titles[:3]:
+        assert title[:40] in printed
+
+
+def test_holdout_keeps_every_user_and_is_disjoint():
+    from rbm_cuda import datasets
+
+    data = datasets.load()
+    train, valid = holdout_split(data, 0.2, seed=1)
+    assert train.nnz + valid.nnz == data.nnz
+    assert train.ratings.multiply(valid.ratings).nnz == 0
+    per_user = np.diff(train.ratings.indptr)
+    assert per_user.min() >= 1
+    expected = np.minimum(np.rint(np.diff(data.ratings.indptr) * 0.2), np.diff(data.ratings.indptr) - 1)
+    np.testing.assert_array_equal(np.diff(valid.ratings.indptr), expected)
+
+
+def test_bad_flag_value_is_one_line_error(tmp_path, capsys):
+    assert main(["--epochs", "1", "--cd", "0", "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cd_steps") and "Traceback" not in err
+
+
+@pytest.mark.data
+def test_ml100k_by_name_with_json(data_dir, tmp_path):
+    js = tmp_path / "out.json"
+    env = dict(os.environ, RBM_CUDA_DATA=data_dir)
+    proc = subprocess.run([sys.executable, "-m", "rbm_cuda.train", "--data", "ml-100k", "--epochs", "2",
+                           "--hidden", "20", "--json", str(js), "--out", str(tmp_path / "m.npz"), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(js.read_text())
+    assert report["dataset"] == "ml-100k" and report["n_ratings"] == 100000
+    assert len(report["history"]) == 2
