@@ -1,0 +1,134 @@
+"""Where a softmax CD epoch spends its time, kernel by kernel (the Numba backend).
+
+Runs the same loop as rbm_cuda.model.RBM._epoch (softmax visible units) with a timer around every
+kernel call, for the current kernels (rbm_cuda/cpu/kernels.py) and, with --baseline, the frozen
+pre-optimisation copy (bench/baseline_kernels.py), alternating epochs so both see the same load.
+
+    PYTHONPATH=. python bench/profile_phases.py --dataset ml-1m --batch-size 1000 --epochs 5 --baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rbm_cuda import RBM  # noqa: E402
+from rbm_cuda.cpu import kernels as current_kernels  # noqa: E402
+
+PHASES = ["sample_hidden v0", "sample_visible_softmax", "sample_hidden vT", "scatter_gradients +",
+          "scatter_gradients -", "dbh (numpy)", "apply_update W", "apply_update bv, bh", "loop overhead"]
+
+
+def load(name):
+    if name == "ml-100k":
+        from rbm_cuda.datasets import load_movielens_100k
+
+        return load_movielens_100k(os.path.join(os.environ["RBM_CUDA_DATA"], "ml-100k")).ratings
+    import synthetic
+
+    return synthetic.load(name)
+
+
+def make_model(X, batch_size, cd, hidden=100, seed=0):
+    model = RBM(n_hidden=hidden, visible="softmax", cd_steps=cd, batch_size=batch_size, epochs=0, seed=seed,
+                device="cpu").fit(X)
+    d = model._device()
+    d["neg_states"] = np.zeros(model.train_.nnz, dtype=np.int32)
+    return model
+
+
+def epoch(model, kn, times, epoch_index=0):
+    """One softmax CD epoch as in RBM._epoch, with per-kernel timers added to `times`."""
+    p = model._params
+    d = model._device()
+    steps = p.cd_at(epoch_index)
+    momentum = p.momentum_at(epoch_index)
+    F = model.W_.shape[2]
+    neg = d["neg_states"]
+    gW, gbv, gbh = d["grad"]
+    clock = time.perf_counter
+    t_start = clock()
+    order = np.random.Generator(np.random.Philox(key=p.seed, counter=[0, 0, 0, epoch_index])).permutation(
+        np.flatnonzero(np.diff(model.train_.indptr)))
+    step = 0
+    for start in range(0, len(order), p.batch_size):
+        rows = np.ascontiguousarray(order[start:start + p.batch_size], np.int64)
+        step += 1
+        B = rows.shape[0]
+        ph0 = np.empty((B, F), dtype=np.float32)
+        h = np.empty((B, F), dtype=np.float32)
+        phT = np.empty((B, F), dtype=np.float32)
+        t = clock()
+        kn.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
+                         p.seed, step, 0, ph0, h, True)
+        t1 = clock(); times[0] += t1 - t
+        for g in range(1, steps + 1):
+            t = clock()
+            kn.sample_visible_softmax(d["indptr"], d["indices"], rows, h, d["W"], d["bv"], p.seed, step, g, neg)
+            t1 = clock(); times[1] += t1 - t
+            kn.sample_hidden(d["indptr"], d["indices"], neg, d["values"], rows, d["W"], d["bh"],
+                             p.seed, step, g, phT, h, g < steps)
+            t2 = clock(); times[2] += t2 - t1
+        t = clock()
+        kn.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0, np.float32(1.0), gW, gbv)
+        t1 = clock(); times[3] += t1 - t
+        kn.scatter_gradients(d["indptr"], d["indices"], neg, d["values"], rows, phT, np.float32(-1.0), gW, gbv)
+        t2 = clock(); times[4] += t2 - t1
+        gbh += ph0.sum(axis=0) - phT.sum(axis=0)
+        t3 = clock(); times[5] += t3 - t2
+        scale = 1.0 / B
+        for n, (param, grad, vel, decay) in enumerate(zip((d["W"], d["bv"], d["bh"]), d["grad"], d["vel"],
+                                                          (p.weight_decay, 0.0, 0.0))):
+            kn.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
+                            momentum, decay, scale)
+            if n == 0:
+                t4 = clock(); times[6] += t4 - t3
+        times[7] += clock() - t4
+    return clock() - t_start
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="ml-1m")
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--cd", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--baseline", action="store_true", help="also profile bench/baseline_kernels.py")
+    a = ap.parse_args(argv)
+    X = load(a.dataset)
+    impls = {"current": current_kernels}
+    if a.baseline:
+        import baseline_kernels
+
+        impls = {"baseline": baseline_kernels, "current": current_kernels}
+    models = {k: make_model(X, a.batch_size, a.cd) for k in impls}
+    for k, kn in impls.items():  # warm-up (compilation, caches)
+        epoch(models[k], kn, [0.0] * 9)
+    acc = {k: [] for k in impls}
+    for _ in range(a.epochs):
+        for k, kn in impls.items():
+            times = [0.0] * 9
+            total = epoch(models[k], kn, times)
+            times[8] = total - sum(times[:8])
+            acc[k].append(times + [total])
+    print(f"# {a.dataset}, F=100, K=5, CD-{a.cd}, batch {a.batch_size}, {a.epochs} epochs, median ms per epoch; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    med = {k: np.median(np.array(v), axis=0) * 1e3 for k, v in acc.items()}
+    head = "| phase | " + " | ".join(f"{k} ms" for k in impls) + (" | baseline / current |" if a.baseline else " |")
+    print(head)
+    print("|" + "---|" * (len(impls) + 1 + a.baseline))
+    for i, name in enumerate(PHASES + ["epoch (sum)"]):
+        cells = [f"{med[k][i]:.1f}" for k in impls]
+        ratio = f" | {med['baseline'][i] / max(med['current'][i], 1e-9):.1f}x" if a.baseline else ""
+        print(f"| {name} | " + " | ".join(cells) + ratio + " |")
+
+
+if __name__ == "__main__":
+    main()
