@@ -1,13 +1,224 @@
-// nanobind glue for rbm_cuda._cuda: the only file that knows about Python.
+// nanobind glue: the only file that knows about Python.  Built twice:
+//   rbm_cuda._cuda  with the kernels compiled by nvcc (pointers are device pointers);
+//   rbm_cuda._emu   with RBM_CUDA_EMULATION, the same kernel source compiled by the host compiler
+//                   (csrc/kernels_emu.cpp; pointers are host pointers, launches run on the CPU).
+// Both expose the same kernel functions with the same arguments: integer pointers, sizes, a stream
+// (an integer, cudaStream_t) and the device to run on.  They release the GIL; CUDA errors arrive as
+// RuntimeError carrying the error string, file and line, bad sizes as ValueError.  Shapes and dtypes
+// are checked by the Python side (rbm_cuda/cuda/kernels.py), which is shared by both modules.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "kernel_math.cuh"
+#include "kernels.h"
+#include "philox.cuh"
+#if !defined(RBM_CUDA_EMULATION)
 #include "device_info.h"
+#else
+#include "cuda_emulation.h"
+#endif
 
 namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+template <class T>
+T *ptr(uintptr_t p) {
+    return reinterpret_cast<T *>(p);
+}
+
+cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+using release_gil = nb::call_guard<nb::gil_scoped_release>;
+
+void define_kernels(nb::module_ &m) {
+    m.def(
+        "sample_hidden",
+        [](uintptr_t indptr, uintptr_t indices, uintptr_t states, uintptr_t values, int64_t n_values, uintptr_t rows,
+           int64_t n_batch, uintptr_t W, int64_t n_levels, int64_t n_hidden, uintptr_t bh, uint64_t seed,
+           uint32_t step, uint32_t gibbs, uintptr_t prob_out, uintptr_t sample_out, bool sample, uintptr_t stream,
+           int device) {
+            rbm::use_device(device);
+            rbm::sample_hidden(ptr<const int64_t>(indptr), ptr<const int32_t>(indices), ptr<const int32_t>(states),
+                               ptr<const float>(values), n_values, ptr<const int64_t>(rows), n_batch,
+                               ptr<const float>(W), n_levels, n_hidden, ptr<const float>(bh), seed, step, gibbs,
+                               ptr<float>(prob_out), ptr<float>(sample_out), sample, as_stream(stream));
+        },
+        "indptr"_a, "indices"_a, "states"_a, "values"_a, "n_values"_a, "rows"_a, "n_batch"_a, "W"_a, "n_levels"_a,
+        "n_hidden"_a, "bh"_a, "seed"_a, "step"_a, "gibbs"_a, "prob_out"_a, "sample_out"_a, "sample"_a, "stream"_a,
+        "device"_a, release_gil(), "p(h | v) and a Bernoulli draw for the batch rows (kernels.sample_hidden)");
+
+    m.def(
+        "sample_visible_softmax",
+        [](uintptr_t indptr, uintptr_t indices, uintptr_t rows, int64_t n_batch, uintptr_t h, uintptr_t W,
+           uintptr_t bv, int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step, uint32_t gibbs,
+           uintptr_t out_states, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::sample_visible_softmax(ptr<const int64_t>(indptr), ptr<const int32_t>(indices),
+                                        ptr<const int64_t>(rows), n_batch, ptr<const float>(h), ptr<const float>(W),
+                                        ptr<const float>(bv), n_levels, n_hidden, seed, step, gibbs,
+                                        ptr<int32_t>(out_states), as_stream(stream));
+        },
+        "indptr"_a, "indices"_a, "rows"_a, "n_batch"_a, "h"_a, "W"_a, "bv"_a, "n_levels"_a, "n_hidden"_a, "seed"_a,
+        "step"_a, "gibbs"_a, "out_states"_a, "stream"_a, "device"_a, release_gil(),
+        "softmax reconstruction and categorical draw of the rated entries (kernels.sample_visible_softmax)");
+
+    m.def(
+        "sigmoid_bernoulli",
+        [](uintptr_t logits, int64_t n_batch, int64_t width, uintptr_t rows, uint64_t seed, uint32_t step,
+           uint32_t gibbs, uint32_t phase, uintptr_t prob_out, uintptr_t sample_out, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::sigmoid_bernoulli(ptr<const float>(logits), n_batch, width, ptr<const int64_t>(rows), seed, step,
+                                   gibbs, phase, ptr<float>(prob_out), ptr<float>(sample_out), as_stream(stream));
+        },
+        "logits"_a, "n_batch"_a, "width"_a, "rows"_a, "seed"_a, "step"_a, "gibbs"_a, "phase"_a, "prob_out"_a,
+        "sample_out"_a, "stream"_a, "device"_a, release_gil(),
+        "dense sigmoid and Bernoulli draw (kernels.sigmoid_bernoulli)");
+
+    m.def(
+        "scatter_gradients",
+        [](uintptr_t indptr, uintptr_t indices, uintptr_t states, uintptr_t values, int64_t n_values, uintptr_t rows,
+           int64_t n_batch, uintptr_t ph, float sign, uintptr_t dW, uintptr_t dbv, int64_t n_levels,
+           int64_t n_hidden, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::scatter_gradients(ptr<const int64_t>(indptr), ptr<const int32_t>(indices),
+                                   ptr<const int32_t>(states), ptr<const float>(values), n_values,
+                                   ptr<const int64_t>(rows), n_batch, ptr<const float>(ph), sign, ptr<float>(dW),
+                                   ptr<float>(dbv), n_levels, n_hidden, as_stream(stream));
+        },
+        "indptr"_a, "indices"_a, "states"_a, "values"_a, "n_values"_a, "rows"_a, "n_batch"_a, "ph"_a, "sign"_a,
+        "dW"_a, "dbv"_a, "n_levels"_a, "n_hidden"_a, "stream"_a, "device"_a, release_gil(),
+        "scatter-add of sign * value * ph into the rated items' weights (kernels.scatter_gradients, atomics)");
+
+    m.def(
+        "apply_update",
+        [](uintptr_t param, uintptr_t grad, uintptr_t velocity, int64_t n, float learning_rate, float momentum,
+           float weight_decay, float scale, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::apply_update(ptr<float>(param), ptr<float>(grad), ptr<float>(velocity), n, learning_rate, momentum,
+                              weight_decay, scale, as_stream(stream));
+        },
+        "param"_a, "grad"_a, "velocity"_a, "n"_a, "learning_rate"_a, "momentum"_a, "weight_decay"_a, "scale"_a,
+        "stream"_a, "device"_a, release_gil(), "momentum and weight-decay update (kernels.apply_update)");
+
+    m.def(
+        "predict_pairs",
+        [](uintptr_t ph, uintptr_t pair_rows, uintptr_t items, int64_t n_pairs, uintptr_t W, uintptr_t bv,
+           uintptr_t levels, int64_t n_levels, int64_t n_hidden, uintptr_t out, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::predict_pairs(ptr<const float>(ph), ptr<const int64_t>(pair_rows), ptr<const int32_t>(items),
+                               n_pairs, ptr<const float>(W), ptr<const float>(bv), ptr<const float>(levels),
+                               n_levels, n_hidden, ptr<float>(out), as_stream(stream));
+        },
+        "ph"_a, "pair_rows"_a, "items"_a, "n_pairs"_a, "W"_a, "bv"_a, "levels"_a, "n_levels"_a, "n_hidden"_a,
+        "out"_a, "stream"_a, "device"_a, release_gil(), "mean-field prediction of (user, item) pairs (kernels.predict_pairs)");
+
+    m.def(
+        "score_items",
+        [](uintptr_t logits, int64_t n_users, uintptr_t bv, int64_t n_items, int64_t n_levels, uintptr_t levels,
+           uintptr_t out, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::score_items(ptr<const float>(logits), n_users, ptr<const float>(bv), n_items, n_levels,
+                             ptr<const float>(levels), ptr<float>(out), as_stream(stream));
+        },
+        "logits"_a, "n_users"_a, "bv"_a, "n_items"_a, "n_levels"_a, "levels"_a, "out"_a, "stream"_a, "device"_a,
+        release_gil(), "expected rating of every item from dense logits (kernels.score_items)");
+
+    m.def(
+        "free_energy",
+        [](uintptr_t indptr, uintptr_t indices, uintptr_t states, uintptr_t values, int64_t n_values, uintptr_t rows,
+           int64_t n_batch, uintptr_t W, uintptr_t bv, uintptr_t bh, int64_t n_levels, int64_t n_hidden,
+           uintptr_t out, uintptr_t scratch, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::free_energy(ptr<const int64_t>(indptr), ptr<const int32_t>(indices), ptr<const int32_t>(states),
+                             ptr<const float>(values), n_values, ptr<const int64_t>(rows), n_batch,
+                             ptr<const float>(W), ptr<const float>(bv), ptr<const float>(bh), n_levels, n_hidden,
+                             ptr<float>(out), ptr<float>(scratch), as_stream(stream));
+        },
+        "indptr"_a, "indices"_a, "states"_a, "values"_a, "n_values"_a, "rows"_a, "n_batch"_a, "W"_a, "bv"_a, "bh"_a,
+        "n_levels"_a, "n_hidden"_a, "out"_a, "scratch"_a, "stream"_a, "device"_a, release_gil(),
+        "free energy of the batch rows, scratch: float32[n_batch, n_hidden] (kernels.free_energy)");
+
+    m.def(
+        "philox_words",
+        [](uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start, int64_t count, uintptr_t out,
+           uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::philox_words(seed, step, gibbs, phase, start, count, ptr<uint32_t>(out), as_stream(stream));
+        },
+        "seed"_a, "step"_a, "gibbs"_a, "phase"_a, "start"_a, "count"_a, "out"_a, "stream"_a, "device"_a,
+        release_gil(), "uint32 words of elements start .. start + count - 1, by a kernel (philox.philox_words)");
+
+    m.def(
+        "philox_uniforms",
+        [](uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start, int64_t count, uintptr_t out,
+           uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::philox_uniforms(seed, step, gibbs, phase, start, count, ptr<float>(out), as_stream(stream));
+        },
+        "seed"_a, "step"_a, "gibbs"_a, "phase"_a, "start"_a, "count"_a, "out"_a, "stream"_a, "device"_a,
+        release_gil(), "float32 uniforms of elements start .. start + count - 1, by a kernel (philox.philox_uniforms)");
+
+    m.def(
+        "synchronize",
+        [](uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::synchronize(as_stream(stream));
+        },
+        "stream"_a, "device"_a, release_gil(), "wait until the stream has finished its work");
+
+    // The header function itself, called on the host: for the known-answer tests.
+    m.def(
+        "philox4x32_10",
+        [](uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+            const rbm::Philox4 r = rbm::philox4x32_10(rbm::Philox4{{c0, c1, c2, c3}}, k0, k1);
+            return std::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
+        },
+        "c0"_a, "c1"_a, "c2"_a, "c3"_a, "k0"_a, "k1"_a, "Philox4x32-10 of a counter and key (csrc/philox.cuh, on the host)");
+
+    m.attr("MAX_LEVELS") = rbm::kMaxLevels;
+}
+
+}  // namespace
+
+#if defined(RBM_CUDA_EMULATION)
+
+NB_MODULE(_emu, m) {
+    m.doc() =
+        "rbm_cuda kernels (csrc/kernels.cu) compiled by the host compiler: every launch runs its grid on the CPU. "
+        "Pointers are host addresses (numpy arrays); stream and device are ignored.";
+    define_kernels(m);
+    m.def(
+        "set_schedule",
+        [](const std::string &order) {
+            if (order == "forward")
+                rbm_emu::schedule = rbm_emu::Schedule::forward;
+            else if (order == "reverse")
+                rbm_emu::schedule = rbm_emu::Schedule::reverse;
+            else
+                throw std::invalid_argument("schedule must be 'forward' or 'reverse', got '" + order + "'");
+        },
+        "order"_a, "order in which launches visit blocks and threads: 'forward' or 'reverse'");
+    m.def("get_schedule", []() -> std::string {
+        return rbm_emu::schedule == rbm_emu::Schedule::forward ? "forward" : "reverse";
+    });
+}
+
+#else
 
 NB_MODULE(_cuda, m) {
     m.doc() = "rbm_cuda CUDA kernels (device pointers are passed as integers)";
     m.def("runtime_version", &rbm::runtime_version, "CUDA runtime version linked into the module");
     m.def("driver_version", &rbm::driver_version, "CUDA driver version, 0 when no driver is present");
     m.def("device_count", &rbm::device_count, "number of CUDA devices; raises RuntimeError without a driver");
+    define_kernels(m);
 }
+
+#endif

@@ -1,7 +1,13 @@
 // Every CUDA runtime call goes through RBM_CUDA_CHECK: a failure becomes std::runtime_error
 // carrying the CUDA error string, file and line, which nanobind turns into a Python RuntimeError.
+// In the host-compiler build of the kernels (RBM_CUDA_EMULATION) the runtime calls come from
+// cuda_emulation.h instead.
 #pragma once
+#if defined(RBM_CUDA_EMULATION)
+#include "cuda_emulation.h"
+#else
 #include <cuda_runtime.h>
+#endif
 
 #include <stdexcept>
 #include <string>

@@ -11,6 +11,10 @@
 
 namespace rbm {
 
+// Phase numbers in the high counter word (rbm_cuda/cpu/philox.py PHASE_HIDDEN, PHASE_VISIBLE).
+constexpr uint32_t kPhaseHidden = 0;
+constexpr uint32_t kPhaseVisible = 1;
+
 struct Philox4 {
     uint32_t v[4];
 };
@@ -55,7 +59,9 @@ RBM_HD inline uint32_t philox_word(uint64_t seed, uint32_t step, uint32_t gibbs,
     c.v[2] = step;
     c.v[3] = gibbs * 4u + phase;
     const Philox4 r = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-    return r.v[element & 3u];
+    // Selects, not r.v[lane]: a dynamic index would put r in local memory on the device.
+    const uint32_t lane = static_cast<uint32_t>(element & 3u);
+    return lane == 0 ? r.v[0] : lane == 1 ? r.v[1] : lane == 2 ? r.v[2] : r.v[3];
 }
 
 RBM_HD inline float philox_uniform(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase,

@@ -1,0 +1,220 @@
+// Runs CUDA kernel source on the host: the CUDA keywords, the built-in index variables, the few
+// runtime calls our launchers use, and RBM_LAUNCH as a loop over the grid.  Included (first) by
+// csrc/kernels_emu.cpp, which then includes csrc/kernels.cu itself, so rbm_cuda._emu is built from
+// exactly the source that nvcc compiles into rbm_cuda._cuda.
+//
+// Supported subset (see csrc/EMULATION.md): kernels whose threads do not communicate except through
+// atomicAdd.  A launch runs its blocks, and each block's threads, one after another on the calling
+// host thread.  __shared__, __syncthreads, warp shuffles/votes and dynamic shared memory would need
+// threads of a block to run concurrently, which this header does not do: using them is a compile
+// error here (or, for dynamic shared memory, a launch error), never a silently wrong result.
+#pragma once
+
+#if defined(__CUDACC__)
+#error "cuda_emulation.h is for the host-compiler build of the kernels; nvcc must not include it"
+#endif
+
+#ifndef RBM_CUDA_EMULATION
+#define RBM_CUDA_EMULATION 1
+#endif
+
+#include <math.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <tuple>
+
+// ---- keywords ------------------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+// __restrict__ is understood by GCC and Clang as it is.
+
+// Shared memory needs a block's threads to run concurrently with a barrier: not emulated.
+#define __shared__ \
+    static_assert(false, "__shared__ is not supported by the sequential emulation (csrc/EMULATION.md)");
+
+namespace rbm_emu {
+template <class... T>
+constexpr bool unsupported = false;
+}  // namespace rbm_emu
+
+template <class... T>
+inline void __syncthreads(T...) {
+    static_assert(rbm_emu::unsupported<T...>,
+                  "__syncthreads is not supported by the sequential emulation (csrc/EMULATION.md)");
+}
+template <class... T>
+inline void __syncwarp(T...) {
+    static_assert(rbm_emu::unsupported<T...>,
+                  "__syncwarp is not supported by the sequential emulation (csrc/EMULATION.md)");
+}
+#define RBM_EMU_UNSUPPORTED_WARP_OP(name)                                                              \
+    template <class... T>                                                                              \
+    inline unsigned name(T...) {                                                                       \
+        static_assert(rbm_emu::unsupported<T...>,                                                      \
+                      #name " (warp-level) is not supported by the sequential emulation (csrc/EMULATION.md)"); \
+        return 0;                                                                                      \
+    }
+RBM_EMU_UNSUPPORTED_WARP_OP(__shfl_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__shfl_up_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__shfl_down_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__shfl_xor_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__ballot_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__any_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__all_sync)
+RBM_EMU_UNSUPPORTED_WARP_OP(__activemask)
+RBM_EMU_UNSUPPORTED_WARP_OP(__match_any_sync)
+#undef RBM_EMU_UNSUPPORTED_WARP_OP
+
+// ---- built-in variables ----------------------------------------------------------------------
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+// thread_local: two Python threads may run emulated launches at the same time.
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+constexpr int warpSize = 32;
+
+// ---- runtime API subset -------------------------------------------------------------------------
+struct CUstream_st;
+typedef struct CUstream_st *cudaStream_t;
+
+enum cudaError_t {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorInvalidConfiguration = 9,
+};
+
+inline const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    }
+    return "cudaErrorUnknown";
+}
+
+inline const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument (emulated)";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated)";
+    }
+    return "unknown error (emulated)";
+}
+
+namespace rbm_emu {
+inline thread_local cudaError_t last_error = cudaSuccess;
+
+// Order in which a launch visits blocks and the threads of a block.  Kernels whose threads do not
+// race give the same result in any order; tests run both to look for races the sequential
+// emulation would otherwise hide.
+enum class Schedule { forward, reverse };
+inline Schedule schedule = Schedule::forward;
+}  // namespace rbm_emu
+
+inline cudaError_t cudaGetLastError() {
+    const cudaError_t e = rbm_emu::last_error;
+    rbm_emu::last_error = cudaSuccess;
+    return e;
+}
+inline cudaError_t cudaPeekAtLastError() { return rbm_emu::last_error; }
+inline cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+inline cudaError_t cudaGetDevice(int *device) {
+    *device = 0;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }  // launches are synchronous
+
+// ---- device functions ------------------------------------------------------------------------------
+// Threads of a launch run one at a time, so a read-modify-write is atomic.
+inline float atomicAdd(float *address, float value) {
+    const float old = *address;
+    *address = old + value;
+    return old;
+}
+inline double atomicAdd(double *address, double value) {
+    const double old = *address;
+    *address = old + value;
+    return old;
+}
+inline int atomicAdd(int *address, int value) {
+    const int old = *address;
+    *address = old + value;
+    return old;
+}
+inline unsigned int atomicAdd(unsigned int *address, unsigned int value) {
+    const unsigned int old = *address;
+    *address = old + value;
+    return old;
+}
+template <class T>
+inline T __ldg(const T *address) {
+    return *address;
+}
+// Fast-math intrinsics (__expf, __fdividef, ...) are deliberately absent: the kernels must use
+// expf etc. so that the CPU build computes the same functions as the device build.
+
+// ---- launches --------------------------------------------------------------------------------------
+namespace rbm_emu {
+
+inline bool valid_configuration(dim3 grid, dim3 block) {
+    const unsigned long long threads = 1ull * block.x * block.y * block.z;
+    return grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535u &&
+           grid.z <= 65535u && block.x >= 1 && block.y >= 1 && block.z >= 1 && block.x <= 1024u &&
+           block.y <= 1024u && block.z <= 64u && threads <= 1024u;
+}
+
+// kernel<<<grid, block, shmem, stream>>>(args...) on the host: every thread of every block runs
+// the kernel to completion, one after another, with its own copy of the arguments.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_shared_bytes,
+            cudaStream_t /*stream: the host runs everything in order*/, Args &&...args) {
+    static_assert(sizeof...(Params) == sizeof...(Args), "kernel launched with the wrong number of arguments");
+    if (!valid_configuration(grid, block)) {
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    if (dynamic_shared_bytes != 0) {  // dynamic shared memory: not emulated (csrc/EMULATION.md)
+        last_error = cudaErrorInvalidValue;
+        return;
+    }
+    const std::tuple<Params...> arguments(std::forward<Args>(args)...);
+    const dim3 saved_grid = gridDim, saved_block = blockDim;
+    const uint3 saved_bidx = blockIdx, saved_tidx = threadIdx;
+    gridDim = grid;
+    blockDim = block;
+    const unsigned long long n_blocks = 1ull * grid.x * grid.y * grid.z;
+    const unsigned long long n_threads = 1ull * block.x * block.y * block.z;
+    const bool reverse = schedule == Schedule::reverse;
+    for (unsigned long long nb = 0; nb < n_blocks; ++nb) {
+        const unsigned long long ib = reverse ? n_blocks - 1 - nb : nb;
+        blockIdx = uint3{static_cast<unsigned>(ib % grid.x), static_cast<unsigned>(ib / grid.x % grid.y),
+                         static_cast<unsigned>(ib / grid.x / grid.y)};
+        for (unsigned long long nt = 0; nt < n_threads; ++nt) {
+            const unsigned long long it = reverse ? n_threads - 1 - nt : nt;
+            threadIdx = uint3{static_cast<unsigned>(it % block.x), static_cast<unsigned>(it / block.x % block.y),
+                              static_cast<unsigned>(it / block.x / block.y)};
+            std::apply(kernel, arguments);  // copies the arguments: each thread owns its parameters
+        }
+    }
+    gridDim = saved_grid;
+    blockDim = saved_block;
+    blockIdx = saved_bidx;
+    threadIdx = saved_tidx;
+}
+
+}  // namespace rbm_emu
+
+#define RBM_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+    ::rbm_emu::launch(kernel, grid, block, shmem, stream, __VA_ARGS__)

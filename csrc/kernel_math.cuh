@@ -1,0 +1,86 @@
+// The per-element maths of the kernels, as __host__ __device__ functions: the exact float32
+// operations of the Numba twin (rbm_cuda/cpu/kernels.py), in the same order.  expf / log1pf,
+// never the fast-math intrinsics, so the device build computes what the CPU build computes (to an
+// ulp or two of the device's expf).
+#pragma once
+#include <math.h>
+
+#include <cstdint>
+
+#include "cuda_compat.h"
+
+namespace rbm {
+
+// Softmax visible units with more levels than this are not supported by the CUDA kernels (the
+// logits of one entry live in a per-thread array).
+constexpr int kMaxLevels = 32;
+
+// kernels._sigmoid
+RBM_HD inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// kernels._softplus
+RBM_HD inline float softplus(float x) {
+    if (x > 0.0f) return x + log1pf(expf(-x));
+    return log1pf(expf(x));
+}
+
+// Bernoulli draw from a uniform u in [0, 1): 1 when u < p.
+RBM_HD inline float bernoulli(float u, float p) { return u < p ? 1.0f : 0.0f; }
+
+// The per-entry level arrays below are float[MaxLevels] with n_levels <= MaxLevels used: loops run
+// to the compile-time MaxLevels (unrolled, so the array stays in registers) and skip k >= n_levels.
+
+// kernels._expectation: sum_k levels[k] softmax_k(z), or levels[0] sigmoid(z[0]) when K == 1.
+// top = max_k z[k].
+template <int MaxLevels>
+RBM_HD inline float expectation(const float (&z)[MaxLevels], int n_levels, float top, const float *levels) {
+    if (n_levels == 1) return levels[0] * sigmoid(z[0]);
+    float total = 0.0f;
+    float mean = 0.0f;
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels; ++k) {
+        if (k < n_levels) {
+            const float e = expf(z[k] - top);
+            total += e;
+            mean += e * levels[k];
+        }
+    }
+    return mean / total;
+}
+
+// Softmax numerators in place: z[k] <- exp(z[k] - top); returns their sum.
+template <int MaxLevels>
+RBM_HD inline float softmax_numerators(float (&z)[MaxLevels], int n_levels, float top) {
+    float total = 0.0f;
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels; ++k) {
+        if (k < n_levels) {
+            const float e = expf(z[k] - top);
+            z[k] = e;
+            total += e;
+        }
+    }
+    return total;
+}
+
+// Categorical draw (kernels.sample_visible_softmax): the first level k < K - 1 whose cumulative
+// probability e[0]/total + ... + e[k]/total exceeds u, else the last level K - 1.
+template <int MaxLevels>
+RBM_HD inline int categorical(const float (&e)[MaxLevels], int n_levels, float total, float u) {
+    float cum = 0.0f;
+    int chosen = n_levels - 1;
+    bool found = false;
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels - 1; ++k) {
+        if (!found && k < n_levels - 1) {
+            cum += e[k] / total;
+            if (u < cum) {
+                chosen = k;
+                found = true;
+            }
+        }
+    }
+    return chosen;
+}
+
+}  // namespace rbm

@@ -1,0 +1,437 @@
+// The RBM kernels and their launchers.  Each kernel mirrors the Numba function of the same name in
+// rbm_cuda/cpu/kernels.py: same maths in float32, same order of additions, same Philox element
+// indices (hidden unit f of CSR row r: r * F + f; rated entry at CSR position j: j; dense unit
+// (b, n): rows[b] * width + n), same `u < p` test.  Per-element maths is in kernel_math.cuh.
+//
+// This file is compiled twice: by nvcc into rbm_cuda._cuda, and by the host compiler (through
+// kernels_emu.cpp and cuda_emulation.h) into rbm_cuda._emu, where each launch runs on the CPU.  So:
+// launch only through RBM_LAUNCH, and no __shared__ / __syncthreads / warp intrinsics unless the
+// emulation learns to run a block's threads concurrently (csrc/EMULATION.md).
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "cuda_check.h"
+#include "kernel_math.cuh"
+#include "kernels.h"
+#include "launch.cuh"
+#include "philox.cuh"
+
+namespace rbm {
+
+namespace {
+
+constexpr int64_t kHiddenBlockMax = 128;  // threads over the hidden units of one row
+constexpr int64_t kVisibleBlock = 64;     // threads over the rated entries of one row
+constexpr int64_t kFlatBlock = 256;       // elementwise kernels
+constexpr int64_t kFlatGridMax = 1 << 20; // elementwise kernels loop (grid stride) beyond this
+
+[[noreturn]] void invalid(const std::string &what) { throw std::invalid_argument(what); }
+
+void check_count(int64_t n, const char *name) {
+    if (n < 0) invalid(std::string(name) + " must not be negative, got " + std::to_string(n));
+}
+
+void check_levels(int64_t n_levels) {
+    if (n_levels < 1 || n_levels > kMaxLevels)
+        invalid("the CUDA kernels support 1 to " + std::to_string(kMaxLevels) + " levels per visible unit, got " +
+                std::to_string(n_levels) + " (use device='cpu' for more)");
+}
+
+// Threads per block over the hidden units: a multiple of the warp size, at most kHiddenBlockMax.
+int64_t hidden_block(int64_t n_hidden) { return std::min<int64_t>(kHiddenBlockMax, (n_hidden + 31) / 32 * 32); }
+
+// One block per batch row (grid x), hidden units across threads and grid y.
+dim3 row_hidden_grid(int64_t n_batch, int64_t n_hidden, int64_t block) {
+    const int64_t chunks = (n_hidden + block - 1) / block;
+    if (n_batch > 2147483647LL) invalid("batch too large for one launch: " + std::to_string(n_batch) + " rows");
+    if (chunks > 65535) invalid("n_hidden too large for one launch: " + std::to_string(n_hidden));
+    return dim3(static_cast<unsigned>(n_batch), static_cast<unsigned>(chunks), 1);
+}
+
+dim3 flat_grid(int64_t n) {
+    return dim3(static_cast<unsigned>(std::min<int64_t>((n + kFlatBlock - 1) / kFlatBlock, kFlatGridMax)), 1, 1);
+}
+
+}  // namespace
+
+// Launches the instantiation of a kernel template <int MaxLevels> that fits n_levels (register
+// arrays for the usual level counts: 1-2 like/bernoulli, 5 stars, 10 half stars).
+#define RBM_LAUNCH_BY_LEVELS(n_levels, kernel, grid, block, stream, ...)                 \
+    do {                                                                                 \
+        if ((n_levels) <= 2)                                                             \
+            RBM_LAUNCH(kernel<2>, grid, block, 0, stream, __VA_ARGS__);                  \
+        else if ((n_levels) <= 5)                                                        \
+            RBM_LAUNCH(kernel<5>, grid, block, 0, stream, __VA_ARGS__);                  \
+        else if ((n_levels) <= 10)                                                       \
+            RBM_LAUNCH(kernel<10>, grid, block, 0, stream, __VA_ARGS__);                 \
+        else                                                                             \
+            RBM_LAUNCH(kernel<kMaxLevels>, grid, block, 0, stream, __VA_ARGS__);         \
+    } while (0)
+
+// ---- kernels --------------------------------------------------------------------------------------
+
+// kernels.sample_hidden: thread (b, f) sums W[item_j, state_j, f] over row rows[b] (coalesced
+// across f), then p = sigmoid, and h = (u < p) with u from element rows[b] * F + f.
+__global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
+                                     const int32_t *__restrict__ states, const float *__restrict__ values,
+                                     bool use_values, const int64_t *__restrict__ rows, const float *__restrict__ W,
+                                     int64_t n_levels, int64_t n_hidden, const float *__restrict__ bh, uint64_t seed,
+                                     uint32_t step, uint32_t gibbs, float *prob_out, float *sample_out,
+                                     bool sample) {
+    const int64_t b = blockIdx.x;
+    const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+    if (f >= n_hidden) return;
+    const int64_t r = rows[b];
+    float acc = bh[f];
+    const int64_t end = indptr[r + 1];
+    for (int64_t j = indptr[r]; j < end; ++j) {
+        const float w = W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
+        if (use_values)
+            acc += values[j] * w;
+        else
+            acc += w;
+    }
+    const float p = sigmoid(acc);
+    const int64_t out = b * n_hidden + f;
+    prob_out[out] = p;
+    if (sample) {
+        const float u = philox_uniform(seed, step, gibbs, kPhaseHidden,
+                                       static_cast<uint64_t>(r) * static_cast<uint64_t>(n_hidden) +
+                                           static_cast<uint64_t>(f));
+        sample_out[out] = bernoulli(u, p);
+    }
+}
+
+// kernels.sample_visible_softmax: one block per batch row, a thread per rated entry j (strided):
+// K logits, softmax, one categorical draw from element j.
+template <int MaxLevels>
+__global__ void sample_visible_softmax_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
+                                              const int64_t *__restrict__ rows, const float *__restrict__ h,
+                                              const float *__restrict__ W, const float *__restrict__ bv,
+                                              int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step,
+                                              uint32_t gibbs, int32_t *__restrict__ out_states) {
+    const int64_t b = blockIdx.x;
+    const int64_t r = rows[b];
+    const float *hb = h + b * n_hidden;
+    const int64_t end = indptr[r + 1];
+    const int levels = static_cast<int>(n_levels);
+    for (int64_t j = indptr[r] + threadIdx.x; j < end; j += blockDim.x) {
+        const int64_t i = indices[j];
+        float z[MaxLevels];
+        float top = -INFINITY;
+        RBM_UNROLL
+        for (int k = 0; k < MaxLevels; ++k) {
+            if (k < levels) {
+                float acc = bv[i * n_levels + k];
+                const float *w = W + (i * n_levels + k) * n_hidden;
+                for (int64_t f = 0; f < n_hidden; ++f) acc += hb[f] * w[f];
+                z[k] = acc;
+                if (acc > top) top = acc;
+            }
+        }
+        const float total = softmax_numerators(z, levels, top);
+        const float u = philox_uniform(seed, step, gibbs, kPhaseVisible, static_cast<uint64_t>(j));
+        out_states[j] = categorical(z, levels, total, u);
+    }
+}
+
+// kernels.sigmoid_bernoulli: element (b, n) draws element rows[b] * width + n.
+__global__ void sigmoid_bernoulli_kernel(const float *__restrict__ logits, int64_t n_batch, int64_t width,
+                                         const int64_t *__restrict__ rows, uint64_t seed, uint32_t step,
+                                         uint32_t gibbs, uint32_t phase, float *__restrict__ prob_out,
+                                         float *__restrict__ sample_out) {
+    const int64_t total = n_batch * width;
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
+        const int64_t b = e / width;
+        const int64_t n = e - b * width;
+        const float p = sigmoid(logits[e]);
+        prob_out[e] = p;
+        const float u = philox_uniform(seed, step, gibbs, phase,
+                                       static_cast<uint64_t>(rows[b]) * static_cast<uint64_t>(width) +
+                                           static_cast<uint64_t>(n));
+        sample_out[e] = bernoulli(u, p);
+    }
+}
+
+// kernels.scatter_gradients with atomics: thread (b, f) adds s * ph[b, f] for each entry of the row.
+__global__ void scatter_gradients_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
+                                         const int32_t *__restrict__ states, const float *__restrict__ values,
+                                         bool use_values, const int64_t *__restrict__ rows,
+                                         const float *__restrict__ ph, float sign, float *dW, float *dbv,
+                                         int64_t n_levels, int64_t n_hidden) {
+    const int64_t b = blockIdx.x;
+    const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+    if (f >= n_hidden) return;
+    const int64_t r = rows[b];
+    const float phf = ph[b * n_hidden + f];
+    const int64_t end = indptr[r + 1];
+    for (int64_t j = indptr[r]; j < end; ++j) {
+        const float s = use_values ? sign * values[j] : sign;
+        const int64_t unit = static_cast<int64_t>(indices[j]) * n_levels + states[j];
+        atomicAdd(dW + unit * n_hidden + f, s * phf);
+        if (f == 0) atomicAdd(dbv + unit, s);
+    }
+}
+
+// kernels.apply_update
+__global__ void apply_update_kernel(float *__restrict__ param, float *__restrict__ grad,
+                                    float *__restrict__ velocity, int64_t n, float learning_rate, float momentum,
+                                    float weight_decay, float scale) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const float v = momentum * velocity[e] + learning_rate * (scale * grad[e] - weight_decay * param[e]);
+        velocity[e] = v;
+        param[e] += v;
+        grad[e] = 0.0f;
+    }
+}
+
+// kernels.predict_pairs: a thread per pair.
+template <int MaxLevels>
+__global__ void predict_pairs_kernel(const float *__restrict__ ph, const int64_t *__restrict__ pair_rows,
+                                     const int32_t *__restrict__ items, int64_t n_pairs, const float *__restrict__ W,
+                                     const float *__restrict__ bv, const float *__restrict__ levels,
+                                     int64_t n_levels, int64_t n_hidden, float *__restrict__ out) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    const int n_lev = static_cast<int>(n_levels);
+    for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < n_pairs; p += stride) {
+        const int64_t i = items[p];
+        const float *hb = ph + pair_rows[p] * n_hidden;
+        float z[MaxLevels];
+        float top = -INFINITY;
+        RBM_UNROLL
+        for (int k = 0; k < MaxLevels; ++k) {
+            if (k < n_lev) {
+                float acc = bv[i * n_levels + k];
+                const float *w = W + (i * n_levels + k) * n_hidden;
+                for (int64_t f = 0; f < n_hidden; ++f) acc += hb[f] * w[f];
+                z[k] = acc;
+                if (acc > top) top = acc;
+            }
+        }
+        out[p] = expectation(z, n_lev, top, levels);
+    }
+}
+
+// kernels.score_items: a thread per (user, item), on logits from a dense product (cuBLAS).
+template <int MaxLevels>
+__global__ void score_items_kernel(const float *__restrict__ logits, int64_t n_users, const float *__restrict__ bv,
+                                   int64_t n_items, int64_t n_levels, const float *__restrict__ levels,
+                                   float *__restrict__ out) {
+    const int64_t total = n_users * n_items;
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    const int n_lev = static_cast<int>(n_levels);
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
+        const int64_t u = e / n_items;
+        const int64_t i = e - u * n_items;
+        const float *row = logits + u * n_items * n_levels + i * n_levels;
+        float z[MaxLevels];
+        float top = -INFINITY;
+        RBM_UNROLL
+        for (int k = 0; k < MaxLevels; ++k) {
+            if (k < n_lev) {
+                z[k] = row[k] + bv[i * n_levels + k];
+                if (z[k] > top) top = z[k];
+            }
+        }
+        out[e] = expectation(z, n_lev, top, levels);
+    }
+}
+
+// kernels.free_energy, part 1: thread (b, f) writes softplus(bh_f + sum_j value_j W[item_j, state_j, f]).
+__global__ void free_energy_hidden_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
+                                          const int32_t *__restrict__ states, const float *__restrict__ values,
+                                          bool use_values, const int64_t *__restrict__ rows,
+                                          const float *__restrict__ W, const float *__restrict__ bh,
+                                          int64_t n_levels, int64_t n_hidden, float *__restrict__ scratch) {
+    const int64_t b = blockIdx.x;
+    const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+    if (f >= n_hidden) return;
+    const int64_t r = rows[b];
+    float acc = bh[f];
+    const int64_t end = indptr[r + 1];
+    for (int64_t j = indptr[r]; j < end; ++j) {
+        const float v = use_values ? values[j] : 1.0f;
+        acc += v * W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
+    }
+    scratch[b * n_hidden + f] = softplus(acc);
+}
+
+// kernels.free_energy, part 2: a thread per row sums the visible term (CSR order) and the hidden
+// terms (f order), as the Numba loop does.
+__global__ void free_energy_sum_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
+                                       const int32_t *__restrict__ states, const float *__restrict__ values,
+                                       bool use_values, const int64_t *__restrict__ rows, int64_t n_batch,
+                                       const float *__restrict__ bv, int64_t n_levels, int64_t n_hidden,
+                                       const float *__restrict__ scratch, float *__restrict__ out) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < n_batch; b += stride) {
+        const int64_t r = rows[b];
+        float visible = 0.0f;
+        const int64_t end = indptr[r + 1];
+        for (int64_t j = indptr[r]; j < end; ++j) {
+            const float v = use_values ? values[j] : 1.0f;
+            visible += v * bv[static_cast<int64_t>(indices[j]) * n_levels + states[j]];
+        }
+        float hidden = 0.0f;
+        const float *s = scratch + b * n_hidden;
+        for (int64_t f = 0; f < n_hidden; ++f) hidden += s[f];
+        out[b] = -visible - hidden;
+    }
+}
+
+// philox.philox_words / philox_uniforms: element start + n of the stream.
+__global__ void philox_words_kernel(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start,
+                                    int64_t count, uint32_t *__restrict__ out) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += stride)
+        out[e] = philox_word(seed, step, gibbs, phase, start + static_cast<uint64_t>(e));
+}
+
+__global__ void philox_uniforms_kernel(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase,
+                                       uint64_t start, int64_t count, float *__restrict__ out) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += stride)
+        out[e] = philox_uniform(seed, step, gibbs, phase, start + static_cast<uint64_t>(e));
+}
+
+// ---- launchers ------------------------------------------------------------------------------------
+
+void use_device(int device) {
+    int current = -1;
+    RBM_CUDA_CHECK(cudaGetDevice(&current));
+    if (current != device) RBM_CUDA_CHECK(cudaSetDevice(device));
+}
+
+void synchronize(cudaStream_t stream) { RBM_CUDA_CHECK(cudaStreamSynchronize(stream)); }
+
+void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
+                   int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, int64_t n_levels,
+                   int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,
+                   float *sample_out, bool sample, cudaStream_t stream) {
+    check_count(n_values, "n_values");
+    check_count(n_batch, "n_batch");
+    check_count(n_hidden, "n_hidden");
+    if (n_batch == 0 || n_hidden == 0) return;
+    const int64_t block = hidden_block(n_hidden);
+    RBM_LAUNCH(sample_hidden_kernel, row_hidden_grid(n_batch, n_hidden, block), dim3(static_cast<unsigned>(block)),
+               0, stream, indptr, indices, states, values, n_values > 0, rows, W, n_levels, n_hidden, bh, seed, step,
+               gibbs, prob_out, sample_out, sample);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void sample_visible_softmax(const int64_t *indptr, const int32_t *indices, const int64_t *rows, int64_t n_batch,
+                            const float *h, const float *W, const float *bv, int64_t n_levels, int64_t n_hidden,
+                            uint64_t seed, uint32_t step, uint32_t gibbs, int32_t *out_states, cudaStream_t stream) {
+    check_count(n_batch, "n_batch");
+    check_count(n_hidden, "n_hidden");
+    check_levels(n_levels);
+    if (n_batch == 0) return;
+    if (n_batch > 2147483647LL) invalid("batch too large for one launch: " + std::to_string(n_batch) + " rows");
+    RBM_LAUNCH_BY_LEVELS(n_levels, sample_visible_softmax_kernel, dim3(static_cast<unsigned>(n_batch)),
+                         dim3(static_cast<unsigned>(kVisibleBlock)), stream, indptr, indices, rows, h, W, bv, n_levels,
+               n_hidden, seed, step, gibbs, out_states);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void sigmoid_bernoulli(const float *logits, int64_t n_batch, int64_t width, const int64_t *rows, uint64_t seed,
+                       uint32_t step, uint32_t gibbs, uint32_t phase, float *prob_out, float *sample_out,
+                       cudaStream_t stream) {
+    check_count(n_batch, "n_batch");
+    check_count(width, "width");
+    if (n_batch == 0 || width == 0) return;
+    RBM_LAUNCH(sigmoid_bernoulli_kernel, flat_grid(n_batch * width), dim3(static_cast<unsigned>(kFlatBlock)), 0,
+               stream, logits, n_batch, width, rows, seed, step, gibbs, phase, prob_out, sample_out);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void scatter_gradients(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
+                       int64_t n_values, const int64_t *rows, int64_t n_batch, const float *ph, float sign,
+                       float *dW, float *dbv, int64_t n_levels, int64_t n_hidden, cudaStream_t stream) {
+    check_count(n_values, "n_values");
+    check_count(n_batch, "n_batch");
+    check_count(n_hidden, "n_hidden");
+    if (n_batch == 0 || n_hidden == 0) return;  // Numba: no chunks, so no work at all
+    const int64_t block = hidden_block(n_hidden);
+    RBM_LAUNCH(scatter_gradients_kernel, row_hidden_grid(n_batch, n_hidden, block),
+               dim3(static_cast<unsigned>(block)), 0, stream, indptr, indices, states, values, n_values > 0, rows, ph,
+               sign, dW, dbv, n_levels, n_hidden);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void apply_update(float *param, float *grad, float *velocity, int64_t n, float learning_rate, float momentum,
+                  float weight_decay, float scale, cudaStream_t stream) {
+    check_count(n, "n");
+    if (n == 0) return;
+    RBM_LAUNCH(apply_update_kernel, flat_grid(n), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, param, grad,
+               velocity, n, learning_rate, momentum, weight_decay, scale);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,
+                   const float *bv, const float *levels, int64_t n_levels, int64_t n_hidden, float *out,
+                   cudaStream_t stream) {
+    check_count(n_pairs, "n_pairs");
+    check_count(n_hidden, "n_hidden");
+    check_levels(n_levels);
+    if (n_pairs == 0) return;
+    RBM_LAUNCH_BY_LEVELS(n_levels, predict_pairs_kernel, flat_grid(n_pairs), dim3(static_cast<unsigned>(kFlatBlock)),
+                         stream, ph,
+               pair_rows, items, n_pairs, W, bv, levels, n_levels, n_hidden, out);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void score_items(const float *logits, int64_t n_users, const float *bv, int64_t n_items, int64_t n_levels,
+                 const float *levels, float *out, cudaStream_t stream) {
+    check_count(n_users, "n_users");
+    check_count(n_items, "n_items");
+    check_levels(n_levels);
+    if (n_users == 0 || n_items == 0) return;
+    RBM_LAUNCH_BY_LEVELS(n_levels, score_items_kernel, flat_grid(n_users * n_items),
+                         dim3(static_cast<unsigned>(kFlatBlock)), stream, logits, n_users, bv, n_items, n_levels, levels, out);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void free_energy(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
+                 int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, const float *bv,
+                 const float *bh, int64_t n_levels, int64_t n_hidden, float *out, float *scratch,
+                 cudaStream_t stream) {
+    check_count(n_values, "n_values");
+    check_count(n_batch, "n_batch");
+    check_count(n_hidden, "n_hidden");
+    if (n_batch == 0) return;
+    const bool use_values = n_values > 0;
+    if (n_hidden > 0) {
+        const int64_t block = hidden_block(n_hidden);
+        RBM_LAUNCH(free_energy_hidden_kernel, row_hidden_grid(n_batch, n_hidden, block),
+                   dim3(static_cast<unsigned>(block)), 0, stream, indptr, indices, states, values, use_values, rows,
+                   W, bh, n_levels, n_hidden, scratch);
+        RBM_CUDA_CHECK_LAUNCH();
+    }
+    RBM_LAUNCH(free_energy_sum_kernel, flat_grid(n_batch), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, indptr,
+               indices, states, values, use_values, rows, n_batch, bv, n_levels, n_hidden,
+               static_cast<const float *>(scratch), out);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void philox_words(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start, int64_t count,
+                  uint32_t *out, cudaStream_t stream) {
+    check_count(count, "count");
+    if (count == 0) return;
+    RBM_LAUNCH(philox_words_kernel, flat_grid(count), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, seed, step,
+               gibbs, phase, start, count, out);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void philox_uniforms(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start, int64_t count,
+                     float *out, cudaStream_t stream) {
+    check_count(count, "count");
+    if (count == 0) return;
+    RBM_LAUNCH(philox_uniforms_kernel, flat_grid(count), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, seed,
+               step, gibbs, phase, start, count, out);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace rbm

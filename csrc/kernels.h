@@ -1,0 +1,69 @@
+// Launchers of the RBM kernels (csrc/kernels.cu): plain C++ taking raw pointers (device memory
+// under CUDA, host memory in the emulation build), sizes and a stream.  Each mirrors the Numba
+// function of the same name in rbm_cuda/cpu/kernels.py: same arguments in the same order, the array
+// shapes passed as counts.  Launch errors throw std::runtime_error (RBM_CUDA_CHECK); arguments the
+// kernels cannot handle throw std::invalid_argument.  No CUDA header is needed to call them.
+#pragma once
+#include <cstdint>
+
+struct CUstream_st;
+typedef struct CUstream_st *cudaStream_t;
+
+namespace rbm {
+
+// Makes `device` current on the calling thread (CuPy's current device), so pointers and streams
+// from CuPy match the device the launches go to.  No-op in the emulation build (device 0 only).
+void use_device(int device);
+
+// Blocks until `stream` has finished (for tests and timing).
+void synchronize(cudaStream_t stream);
+
+// Shapes: indptr[n_rows + 1], indices/states[nnz], values[n_values] (0 or nnz), rows[n_batch],
+// W[n_items, n_levels, n_hidden], bh[n_hidden], prob_out/sample_out[n_batch, n_hidden].
+void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
+                   int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, int64_t n_levels,
+                   int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,
+                   float *sample_out, bool sample, cudaStream_t stream);
+
+// h[n_batch, n_hidden], bv[n_items, n_levels], out_states[nnz] (written at the batch's entries).
+void sample_visible_softmax(const int64_t *indptr, const int32_t *indices, const int64_t *rows, int64_t n_batch,
+                            const float *h, const float *W, const float *bv, int64_t n_levels, int64_t n_hidden,
+                            uint64_t seed, uint32_t step, uint32_t gibbs, int32_t *out_states, cudaStream_t stream);
+
+// logits, prob_out, sample_out [n_batch, width]; rows[n_batch].
+void sigmoid_bernoulli(const float *logits, int64_t n_batch, int64_t width, const int64_t *rows, uint64_t seed,
+                       uint32_t step, uint32_t gibbs, uint32_t phase, float *prob_out, float *sample_out,
+                       cudaStream_t stream);
+
+// ph[n_batch, n_hidden], dW[n_items, n_levels, n_hidden], dbv[n_items, n_levels].
+// Float atomics: the order of the additions, hence the last bits of dW and dbv, can vary per run.
+void scatter_gradients(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
+                       int64_t n_values, const int64_t *rows, int64_t n_batch, const float *ph, float sign,
+                       float *dW, float *dbv, int64_t n_levels, int64_t n_hidden, cudaStream_t stream);
+
+// param, grad, velocity: float32[n].
+void apply_update(float *param, float *grad, float *velocity, int64_t n, float learning_rate, float momentum,
+                  float weight_decay, float scale, cudaStream_t stream);
+
+// ph[n_users, n_hidden], pair_rows[n_pairs], items[n_pairs], levels[n_levels], out[n_pairs].
+void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,
+                   const float *bv, const float *levels, int64_t n_levels, int64_t n_hidden, float *out,
+                   cudaStream_t stream);
+
+// logits[n_users, n_items * n_levels], bv[n_items, n_levels], out[n_users, n_items].
+void score_items(const float *logits, int64_t n_users, const float *bv, int64_t n_items, int64_t n_levels,
+                 const float *levels, float *out, cudaStream_t stream);
+
+// out[n_batch]; scratch: float32[n_batch, n_hidden] of work space owned by the caller.
+void free_energy(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
+                 int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, const float *bv,
+                 const float *bh, int64_t n_levels, int64_t n_hidden, float *out, float *scratch,
+                 cudaStream_t stream);
+
+// Twins of rbm_cuda/cpu/philox.py philox_words / philox_uniforms, computed by a kernel: out[count].
+void philox_words(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start, int64_t count,
+                  uint32_t *out, cudaStream_t stream);
+void philox_uniforms(uint64_t seed, uint32_t step, uint32_t gibbs, uint32_t phase, uint64_t start, int64_t count,
+                     float *out, cudaStream_t stream);
+
+}  // namespace rbm
