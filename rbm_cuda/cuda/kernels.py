@@ -1,0 +1,218 @@
+"""Calling the compiled kernels with arrays: shared by the CuPy backend (rbm_cuda._cuda, device
+memory) and the emulation backend (rbm_cuda._emu, the same kernel source run on the CPU over numpy
+arrays).
+
+Each method has the name and arguments of the Numba kernel in rbm_cuda/cpu/kernels.py.  It checks
+dtypes, shapes and C-contiguity (the compiled side only sees pointers, so a wrong array would
+silently read the wrong memory), then passes pointers, sizes, the stream and the device.  With
+``check_bounds`` it also checks that every index points inside its array (rows, indptr, items,
+levels): O(nnz) work and a device synchronisation per call, for tests and debugging
+(``RBM_CUDA_CHECK_BOUNDS=1`` turns it on for the CuPy backend).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+F32 = np.dtype(np.float32)
+I32 = np.dtype(np.int32)
+I64 = np.dtype(np.int64)
+U32 = np.dtype(np.uint32)
+
+
+def _shape_str(shape):
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class PointerKernels:
+    """The kernel methods of a backend whose kernels take raw pointers.
+
+    Subclasses set ``name``, ``xp`` and implement ``_pointer(array)``; ``_stream()`` and
+    ``_device()`` default to 0 (the host emulation ignores both).
+    """
+
+    name = "pointer"
+
+    def __init__(self, module, xp, check_bounds=False):
+        self._m = module
+        self.xp = xp
+        self.check_bounds = bool(check_bounds)
+
+    # -- to override ----------------------------------------------------------------------------
+    def _pointer(self, a) -> int:
+        raise NotImplementedError
+
+    def _stream(self) -> int:
+        return 0
+
+    def _device(self) -> int:
+        return 0
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _ptr(self, a, name, dtype, shape, out=False):
+        """Pointer of `a` after checking it is a C-contiguous `dtype` array of `shape` (None: any)."""
+        if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+            raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+        if a.dtype != dtype:
+            raise TypeError(f"{name} must be {dtype.name}, got {a.dtype}")
+        if len(a.shape) != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape)):
+            raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {_shape_str(shape)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (the kernels index it as a flat array)")
+        if out and not getattr(a.flags, "writeable", True):
+            raise ValueError(f"{name} is read-only, but the kernel writes to it")
+        return self._pointer(a)
+
+    def _in_range(self, a, name, hi, lo=0):
+        if not self.check_bounds or a.shape[0] == 0:
+            return
+        amin, amax = int(a.min()), int(a.max())
+        if amin < lo or amax >= hi:
+            raise IndexError(f"{name} must lie in [{lo}, {hi}), found values in [{amin}, {amax}]")
+
+    def _check_rows(self, indptr, rows, nnz):
+        n_rows = indptr.shape[0] - 1
+        self._in_range(rows, "rows", n_rows)
+        ip = indptr
+        if int(ip[0]) < 0 or int(ip[-1]) > nnz or (n_rows > 0 and bool((ip[1:] < ip[:-1]).any())):
+            raise IndexError(f"indptr must be non-decreasing within [0, nnz = {nnz}]")
+
+    def _csr(self, indptr, indices, states, values, rows, n_items, n_levels):
+        """Checks the CSR rating arrays and returns their pointers and sizes."""
+        nnz = indices.shape[0] if hasattr(indices, "shape") else None
+        p_indptr = self._ptr(indptr, "indptr", I64, (None,))
+        if indptr.shape[0] < 1:
+            raise ValueError("indptr must have n_rows + 1 >= 1 entries")
+        p_indices = self._ptr(indices, "indices", I32, (None,))
+        p_states = self._ptr(states, "states", I32, (nnz,))
+        if not hasattr(values, "shape") or values.shape[0] not in (0, nnz):
+            raise ValueError(f"values must have 0 or nnz = {nnz} entries, got shape {getattr(values, 'shape', None)}")
+        p_values = self._ptr(values, "values", F32, (values.shape[0],))
+        p_rows = self._ptr(rows, "rows", I64, (None,))
+        if self.check_bounds:
+            self._check_rows(indptr, rows, nnz)
+            self._in_range(indices, "indices", n_items)
+            self._in_range(states, "states", n_levels)
+        return p_indptr, p_indices, p_states, p_values, values.shape[0], p_rows, rows.shape[0]
+
+    @staticmethod
+    def _weights(W):
+        if not hasattr(W, "shape") or len(W.shape) != 3:
+            raise ValueError(f"W must be float32[n_items, K, F], got shape {getattr(W, 'shape', None)}")
+        return W.shape
+
+    # -- kernels (rbm_cuda/cpu/kernels.py) -------------------------------------------------------------
+    def sample_hidden(self, indptr, indices, states, values, rows, W, bh, seed, step, gibbs, prob_out, sample_out,
+                      sample):
+        n_items, K, F = self._weights(W)
+        p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
+            indptr, indices, states, values, rows, n_items, K)
+        self._m.sample_hidden(
+            p_indptr, p_indices, p_states, p_values, n_values, p_rows, B,
+            self._ptr(W, "W", F32, (n_items, K, F)), K, F, self._ptr(bh, "bh", F32, (F,)),
+            int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
+            self._ptr(prob_out, "prob_out", F32, (B, F), out=True),
+            self._ptr(sample_out, "sample_out", F32, (B, F), out=True), bool(sample),
+            self._stream(), self._device())
+
+    def sample_visible_softmax(self, indptr, indices, rows, h, W, bv, seed, step, gibbs, out_states):
+        n_items, K, F = self._weights(W)
+        nnz = indices.shape[0]
+        p_indptr = self._ptr(indptr, "indptr", I64, (None,))
+        if indptr.shape[0] < 1:
+            raise ValueError("indptr must have n_rows + 1 >= 1 entries")
+        p_indices = self._ptr(indices, "indices", I32, (None,))
+        p_rows = self._ptr(rows, "rows", I64, (None,))
+        B = rows.shape[0]
+        if self.check_bounds:
+            self._check_rows(indptr, rows, nnz)
+            self._in_range(indices, "indices", n_items)
+        self._m.sample_visible_softmax(
+            p_indptr, p_indices, p_rows, B, self._ptr(h, "h", F32, (B, F)), self._ptr(W, "W", F32, (n_items, K, F)),
+            self._ptr(bv, "bv", F32, (n_items, K)), K, F, int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
+            self._ptr(out_states, "out_states", I32, (nnz,), out=True), self._stream(), self._device())
+
+    def sigmoid_bernoulli(self, logits, rows, seed, step, gibbs, phase, prob_out, sample_out):
+        if not hasattr(logits, "shape") or len(logits.shape) != 2:
+            raise ValueError(f"logits must be float32[B, N], got shape {getattr(logits, 'shape', None)}")
+        B, N = logits.shape
+        self._m.sigmoid_bernoulli(
+            self._ptr(logits, "logits", F32, (B, N)), B, N, self._ptr(rows, "rows", I64, (B,)),
+            int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32, int(phase) & _U32,
+            self._ptr(prob_out, "prob_out", F32, (B, N), out=True),
+            self._ptr(sample_out, "sample_out", F32, (B, N), out=True), self._stream(), self._device())
+
+    def scatter_gradients(self, indptr, indices, states, values, rows, ph, sign, dW, dbv):
+        n_items, K, F = self._weights(dW)
+        p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
+            indptr, indices, states, values, rows, n_items, K)
+        self._m.scatter_gradients(
+            p_indptr, p_indices, p_states, p_values, n_values, p_rows, B, self._ptr(ph, "ph", F32, (B, F)),
+            float(sign), self._ptr(dW, "dW", F32, (n_items, K, F), out=True),
+            self._ptr(dbv, "dbv", F32, (n_items, K), out=True), K, F, self._stream(), self._device())
+
+    def apply_update(self, param, grad, velocity, learning_rate, momentum, weight_decay, scale):
+        n = param.shape[0] if hasattr(param, "shape") and len(param.shape) == 1 else None
+        if n is None:
+            raise ValueError(f"param must be a flat float32 array, got shape {getattr(param, 'shape', None)}")
+        self._m.apply_update(
+            self._ptr(param, "param", F32, (n,), out=True), self._ptr(grad, "grad", F32, (n,), out=True),
+            self._ptr(velocity, "velocity", F32, (n,), out=True), n, float(learning_rate), float(momentum),
+            float(weight_decay), float(scale), self._stream(), self._device())
+
+    def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
+        n_items, K, F = self._weights(W)
+        if not hasattr(ph, "shape") or len(ph.shape) != 2:
+            raise ValueError(f"ph must be float32[U, F], got shape {getattr(ph, 'shape', None)}")
+        P = items.shape[0]
+        if self.check_bounds:
+            self._in_range(pair_rows, "pair_rows", ph.shape[0])
+            self._in_range(items, "items", n_items)
+        self._m.predict_pairs(
+            self._ptr(ph, "ph", F32, (ph.shape[0], F)), self._ptr(pair_rows, "pair_rows", I64, (P,)),
+            self._ptr(items, "items", I32, (P,)), P, self._ptr(W, "W", F32, (n_items, K, F)),
+            self._ptr(bv, "bv", F32, (n_items, K)), self._ptr(levels, "levels", F32, (K,)), K, F,
+            self._ptr(out, "out", F32, (P,), out=True), self._stream(), self._device())
+
+    def score_items(self, logits, bv, levels, out):
+        if not hasattr(bv, "shape") or len(bv.shape) != 2:
+            raise ValueError(f"bv must be float32[n_items, K], got shape {getattr(bv, 'shape', None)}")
+        n_items, K = bv.shape
+        U = logits.shape[0]
+        self._m.score_items(
+            self._ptr(logits, "logits", F32, (U, n_items * K)), U, self._ptr(bv, "bv", F32, (n_items, K)), n_items, K,
+            self._ptr(levels, "levels", F32, (K,)), self._ptr(out, "out", F32, (U, n_items), out=True),
+            self._stream(), self._device())
+
+    def free_energy(self, indptr, indices, states, values, rows, W, bv, bh, out):
+        n_items, K, F = self._weights(W)
+        p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
+            indptr, indices, states, values, rows, n_items, K)
+        scratch = self.xp.empty((B, F), dtype=np.float32)
+        self._m.free_energy(
+            p_indptr, p_indices, p_states, p_values, n_values, p_rows, B, self._ptr(W, "W", F32, (n_items, K, F)),
+            self._ptr(bv, "bv", F32, (n_items, K)), self._ptr(bh, "bh", F32, (F,)), K, F,
+            self._ptr(out, "out", F32, (B,), out=True), self._ptr(scratch, "scratch", F32, (B, F), out=True),
+            self._stream(), self._device())
+
+    # -- Philox (rbm_cuda/cpu/philox.py), computed by a kernel ------------------------------------------
+    def philox_words(self, seed, step, gibbs, phase, start, count):
+        out = self.xp.empty(int(count), dtype=np.uint32)
+        self._m.philox_words(int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32, int(phase) & _U32,
+                             int(start) & _U64, int(count), self._ptr(out, "out", U32, (int(count),), out=True),
+                             self._stream(), self._device())
+        return out
+
+    def philox_uniforms(self, seed, step, gibbs, phase, start, count):
+        out = self.xp.empty(int(count), dtype=np.float32)
+        self._m.philox_uniforms(int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32, int(phase) & _U32,
+                                int(start) & _U64, int(count), self._ptr(out, "out", F32, (int(count),), out=True),
+                                self._stream(), self._device())
+        return out
+
+    def synchronize(self):
+        """Wait for the kernels queued so far (no-op on the host emulation)."""
+        self._m.synchronize(self._stream(), self._device())
