@@ -1,0 +1,525 @@
+"""The CUDA kernel source (csrc/kernels.cu) run on the CPU through rbm_cuda._emu, against the Numba
+kernels (rbm_cuda/cpu/kernels.py), on inputs shaped like MovieLens 100K and on edge cases.
+
+What "agree" means here (the same criteria are used by tests/test_gpu.py on a real GPU):
+  * Philox words and uniforms: bit for bit.
+  * samples (hidden/visible Bernoulli, categorical states): equal wherever the uniform is farther
+    than SAMPLE_MARGIN from the probability (or from a cumulative boundary of the categorical draw);
+    within the margin an ulp of expf may flip a draw, and there must be very few such places.
+  * probabilities, predictions, scores: |a - b| <= PROB_ATOL + PROB_RTOL |b|.
+  * gradients (sums of up to ~1000 terms, atomics on the GPU): GRAD_ATOL / GRAD_RTOL.
+  * free energies (sums of ~100 softplus terms, magnitude ~10-1000): FE_ATOL / FE_RTOL.
+  * a whole CD-1 epoch: parameters within EPOCH_ATOL / EPOCH_RTOL.
+The emulation is built with -ffp-contract=off and the host's expf, so in practice it matches the
+Numba twin bit for bit (the measured maximum differences are 0); the tolerances are those the GPU,
+with fused multiply-adds and its own expf, must meet too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import rbm_cuda
+from rbm_cuda.cpu import kernels as nk
+from rbm_cuda.cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_uniforms, philox_words
+
+PROB_RTOL, PROB_ATOL = 1e-5, 1e-6
+SAMPLE_MARGIN = 1e-6
+GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-5
+FE_RTOL, FE_ATOL = 1e-5, 1e-4
+EPOCH_RTOL, EPOCH_ATOL = 1e-4, 1e-5
+# At most this fraction of draws may sit within SAMPLE_MARGIN of their probability.
+MAX_AMBIGUOUS = 1e-3
+
+N_USERS, N_ITEMS, N_RATINGS = 943, 1682, 80_000
+
+
+def _emulation_backend():
+    from rbm_cuda import emulation
+
+    if not emulation.AVAILABLE:
+        from rbm_cuda.gpu import CUDA_BUILD
+
+        if "not built" in CUDA_BUILD:  # running on an unbuilt source tree: nothing to test
+            pytest.skip("rbm_cuda is not built (pip install .): rbm_cuda._emu is missing")
+        raise AssertionError(f"the package was built but rbm_cuda._emu is missing: {emulation.IMPORT_ERROR}")
+    return emulation.EmulatedBackend()
+
+
+# ---- data shaped like MovieLens 100K ----------------------------------------------------------------
+def synthetic_ml100k(seed=0):
+    """943 users x 1682 items, 80,000 ratings 1-5 from a low-rank model, skewed popularity and
+    activity like MovieLens; user 0 has no ratings, user 1 exactly one, item 1681 nobody rated."""
+    rng = np.random.default_rng(seed)
+    n_full = N_USERS - 2
+    activity = rng.lognormal(0, 1, n_full)
+    counts = 20 + rng.multinomial(N_RATINGS - 1 - 20 * n_full, activity / activity.sum())
+    counts = np.minimum(counts, N_ITEMS - 1)
+    counts[0] += N_RATINGS - 1 - counts.sum()  # exact total after clipping
+    pop = 1.0 / np.arange(1, N_ITEMS) ** 0.8
+    pop /= pop.sum()
+    rows, cols = [np.array([1])], [np.array([rng.integers(N_ITEMS - 1)])]
+    for u, c in enumerate(counts, start=2):
+        rows.append(np.full(c, u))
+        cols.append(rng.choice(N_ITEMS - 1, size=c, replace=False, p=pop))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    U, V = rng.normal(size=(N_USERS, 4)), rng.normal(size=(N_ITEMS, 4))
+    score = 3.5 + 0.6 * np.einsum("nk,nk->n", U[rows], V[cols]) + rng.normal(0, 0.5, len(rows))
+    ratings = np.clip(np.rint(score), 1, 5).astype(np.float32)
+    X = sp.csr_matrix((ratings, (rows, cols)), shape=(N_USERS, N_ITEMS))
+    X.sort_indices()
+    return X
+
+
+def real_u1_base():
+    root = os.environ.get("RBM_CUDA_DATA", "")
+    path = os.path.join(root, "ml-100k", "u1.base")
+    if not root or not os.path.exists(path):
+        return None
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t", names=["user", "item", "rating", "ts"])
+    X = sp.csr_matrix((df.rating.to_numpy(np.float32), (df.user.to_numpy() - 1, df.item.to_numpy() - 1)),
+                      shape=(N_USERS, N_ITEMS))
+    X.sort_indices()
+    return X
+
+
+@pytest.fixture(scope="module", params=["synthetic", "u1.base"])
+def ratings(request):
+    if request.param == "synthetic":
+        return synthetic_ml100k()
+    X = real_u1_base()
+    if X is None:
+        pytest.skip("MovieLens 100K u1.base not found under $RBM_CUDA_DATA/ml-100k (the synthetic case still runs)")
+    return X
+
+
+def encode(X, visible):
+    """(states, values, K) as RBM._encode does for ratings 1-5."""
+    r = X.data
+    if visible == "softmax":
+        return (r - 1).astype(np.int32), np.empty(0, np.float32), 5
+    if visible == "like":
+        return (r >= 4).astype(np.int32), np.empty(0, np.float32), 2
+    return np.zeros(len(r), np.int32), (r / 5).astype(np.float32), 1
+
+
+def params(n_items, K, F, seed=0, scale=0.3):
+    rng = np.random.default_rng(seed)
+    W = (scale * rng.standard_normal((n_items, K, F))).astype(np.float32)
+    bv = rng.normal(0, 0.5, (n_items, K)).astype(np.float32)
+    bh = rng.normal(0, 0.5, F).astype(np.float32)
+    return W, bv, bh
+
+
+def batch_rows(X, B, seed=0):
+    """B rows, always including the empty row 0 and the one-rating row 1 when B >= 2."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(X.shape[0])[:B].astype(np.int64)
+    if B >= 2:
+        rows = np.concatenate([[0, 1], rows[~np.isin(rows, [0, 1])][:B - 2]]).astype(np.int64)
+    return rows
+
+
+# ---- comparison helpers ------------------------------------------------------------------------------
+def assert_close(got, want, rtol, atol, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, what
+    assert np.all(np.isfinite(got) == np.isfinite(want)), f"{what}: non-finite values differ"
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bad = err > atol + rtol * np.abs(want.astype(np.float64))
+    assert not bad.any(), (f"{what}: {bad.sum()} of {bad.size} differ beyond rtol={rtol}, atol={atol}; "
+                           f"max |diff| {err.max():.3g}")
+
+
+def assert_samples(got, want, u, p, what):
+    """Bernoulli samples equal wherever |u - p| > SAMPLE_MARGIN."""
+    clear = np.abs(u.astype(np.float64) - p.astype(np.float64)) > SAMPLE_MARGIN
+    assert (~clear).mean() <= MAX_AMBIGUOUS, f"{what}: too many draws within {SAMPLE_MARGIN} of p"
+    diff = (got != want) & clear
+    assert not diff.any(), f"{what}: {diff.sum()} samples differ where |u - p| > {SAMPLE_MARGIN}"
+
+
+def hidden_uniforms(seed, step, gibbs, rows, F):
+    elems = rows[:, None] * F + np.arange(F)[None, :]
+    top = int(elems.max()) + 1 if elems.size else 0
+    return philox_uniforms(seed, step, gibbs, PHASE_HIDDEN, 0, top)[elems] if top else np.zeros(elems.shape, np.float32)
+
+
+def both(fn_name, make_args, out_names, emu=None):
+    """Run a kernel through Numba and through the emulation on identical fresh inputs."""
+    emu = emu or _emulation_backend()
+    a, b = make_args(), make_args()
+    getattr(nk, fn_name)(*a.values())
+    getattr(emu, fn_name)(*b.values())
+    return {k: a[k] for k in out_names}, {k: b[k] for k in out_names}
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return _emulation_backend()
+
+
+pytestmark = pytest.mark.emulation
+
+
+# ---- Philox through a kernel --------------------------------------------------------------------------
+@pytest.mark.parametrize("seed,step,gibbs,phase,start,count", [
+    (0, 0, 0, 0, 0, 4096),
+    (123456789, 17, 2, PHASE_VISIBLE, 1, 1001),              # start and count not multiples of 4
+    (2**63 + 12345, 2**32 - 1, 7, PHASE_HIDDEN, 2**34 - 3, 37),  # high seed word, block high word
+])
+def test_philox_kernel_bit_for_bit(emu, seed, step, gibbs, phase, start, count):
+    w = emu.philox_words(seed, step, gibbs, phase, start, count)
+    assert w.dtype == np.uint32
+    nseed = np.uint64(seed)  # Numba types a Python int >= 2**63 as int64 and overflows
+    np.testing.assert_array_equal(w, philox_words(nseed, step, gibbs, phase, start, count))
+    u = emu.philox_uniforms(seed, step, gibbs, phase, start, count)
+    np.testing.assert_array_equal(u.view(np.uint32), philox_uniforms(nseed, step, gibbs, phase, start, count).view(np.uint32))
+
+
+# ---- sample_hidden -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
+@pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 17), (1, 5)])
+def test_sample_hidden(ratings, visible, F, B):
+    X = ratings
+    states, values, K = encode(X, visible)
+    W, bv, bh = params(X.shape[1], K, F, seed=F)
+    rows = batch_rows(X, B, seed=B)
+    seed, step, gibbs = 99, 12, 1
+
+    def args():
+        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), states=states.copy(),
+                    values=values.copy(), rows=rows.copy(), W=W.copy(), bh=bh.copy(), seed=seed, step=step,
+                    gibbs=gibbs, prob_out=np.full((B, F), -1, np.float32), sample_out=np.full((B, F), -1, np.float32),
+                    sample=True)
+
+    want, got = both("sample_hidden", args, ["prob_out", "sample_out"])
+    assert_close(got["prob_out"], want["prob_out"], PROB_RTOL, PROB_ATOL, "p(h|v)")
+    u = hidden_uniforms(seed, step, gibbs, rows, F)
+    assert_samples(got["sample_out"], want["sample_out"], u, want["prob_out"], "h")
+    assert set(np.unique(got["sample_out"])) <= {0.0, 1.0}
+    if B >= 2 and X.indptr[1] == 0:  # an empty row (row 0 of the synthetic data) is the bias alone
+        assert_close(got["prob_out"][0], 1 / (1 + np.exp(-bh.astype(np.float64))), 1e-6, 1e-7, "empty row")
+
+
+def test_sample_hidden_without_draw_writes_probabilities_only(emu):
+    X = synthetic_ml100k()
+    states, values, K = encode(X, "softmax")
+    W, _, bh = params(X.shape[1], K, 50)
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    out = np.full((len(rows), 50), -1, np.float32)
+    emu.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, rows, W, bh, 0, 0, 0, out, out, False)
+    ref = np.empty_like(out)
+    nk.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, rows, W, bh, 0, 0, 0, ref, ref, False)
+    assert_close(out, ref, PROB_RTOL, PROB_ATOL, "p(h|v), all users, prob_out is sample_out")
+
+
+# ---- sample_visible_softmax ----------------------------------------------------------------------------
+def softmax_cumulative(X, rows, h, W, bv):
+    """Per rated entry of the batch: CSR position, and the K-1 cumulative probabilities (float64)."""
+    pos, cums = [], []
+    for b, r in enumerate(rows):
+        js = np.arange(X.indptr[r], X.indptr[r + 1])
+        items = X.indices[js]
+        logits = bv[items].astype(np.float64) + np.einsum("ikf,f->ik", W[items].astype(np.float64), h[b])
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        cums.append(np.cumsum(e / e.sum(1, keepdims=True), axis=1)[:, :-1])
+        pos.append(js)
+    return np.concatenate(pos), np.concatenate(cums)
+
+
+@pytest.mark.parametrize("K", [5, 2, 3, 7, 11, 32])  # 2, 5, 10 and 32-level instantiations of the kernel
+@pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 30)])
+def test_sample_visible_softmax(ratings, K, F, B):
+    X = ratings
+    W, bv, _ = params(X.shape[1], K, F, seed=K + F, scale=0.1)
+    rows = batch_rows(X, B, seed=B + 1)
+    h = (np.random.default_rng(K).random((B, F)) < 0.5).astype(np.float32)
+    seed, step, gibbs = 5, 3, 1
+
+    def args():
+        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), rows=rows.copy(),
+                    h=h.copy(), W=W.copy(), bv=bv.copy(), seed=seed, step=step, gibbs=gibbs,
+                    out_states=np.full(X.nnz, -1, np.int32))
+
+    want, got = both("sample_visible_softmax", args, ["out_states"])
+    want, got = want["out_states"], got["out_states"]
+    pos, cum = softmax_cumulative(X, rows, h, W, bv)
+    untouched = np.ones(X.nnz, bool)
+    untouched[pos] = False
+    assert (got[untouched] == -1).all(), "wrote outside the batch's rated entries"
+    u = philox_uniforms(seed, step, gibbs, PHASE_VISIBLE, 0, X.nnz)[pos].astype(np.float64)
+    clear = (np.abs(cum - u[:, None]) > SAMPLE_MARGIN).all(1) if K > 1 else np.ones(len(pos), bool)
+    assert (~clear).mean() <= MAX_AMBIGUOUS
+    assert ((got[pos] >= 0) & (got[pos] < K)).all()
+    diff = (got[pos] != want[pos]) & clear
+    assert not diff.any(), f"{diff.sum()} of {len(pos)} categorical draws differ away from a boundary"
+    # and both are the draw the float64 probabilities give
+    expect = np.where((u[:, None] < cum).any(1), (u[:, None] < cum).argmax(1), K - 1)
+    assert not ((got[pos] != expect) & clear).any()
+
+
+def test_too_many_levels_is_a_clear_error(emu):
+    X = synthetic_ml100k()
+    W, bv, _ = params(X.shape[1], 33, 4)
+    rows = np.arange(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="levels"):
+        emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, rows, np.zeros((3, 4), np.float32), W, bv,
+                                   0, 0, 1, np.zeros(X.nnz, np.int32))
+
+
+# ---- sigmoid_bernoulli ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("B,N,phase", [(100, N_ITEMS, PHASE_VISIBLE), (1, 100, PHASE_HIDDEN), (7, 129, PHASE_VISIBLE)])
+def test_sigmoid_bernoulli(B, N, phase):
+    rng = np.random.default_rng(N)
+    logits = rng.normal(0, 3, (B, N)).astype(np.float32)
+    logits[0, :3] = [0.0, 80.0, -80.0]
+    rows = rng.permutation(N_USERS)[:B].astype(np.int64)
+    seed, step, gibbs = 2**40 + 1, 1000, 1
+
+    def args():
+        return dict(logits=logits.copy(), rows=rows.copy(), seed=seed, step=step, gibbs=gibbs, phase=phase,
+                    prob_out=np.empty((B, N), np.float32), sample_out=np.empty((B, N), np.float32))
+
+    want, got = both("sigmoid_bernoulli", args, ["prob_out", "sample_out"])
+    assert_close(got["prob_out"], want["prob_out"], PROB_RTOL, PROB_ATOL, "sigmoid")
+    elems = rows[:, None] * N + np.arange(N)[None, :]
+    u = philox_uniforms(seed, step, gibbs, phase, 0, int(elems.max()) + 1)[elems]
+    assert_samples(got["sample_out"], want["sample_out"], u, want["prob_out"], "v")
+
+
+def test_sigmoid_bernoulli_draws_what_sample_hidden_draws(emu):
+    """Dense hidden units (bernoulli negative phase) draw the same numbers as sample_hidden."""
+    X = synthetic_ml100k()
+    states, values, K = encode(X, "bernoulli")
+    W, _, bh = params(X.shape[1], K, 64)
+    rows = batch_rows(X, 40)
+    ph = np.empty((40, 64), np.float32)
+    h = np.empty_like(ph)
+    emu.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, rows, W, bh, 4, 9, 2, ph, h, True)
+    logits = np.log(ph) - np.log1p(-ph)  # any logits whose sigmoid is ph (to a few ulps)
+    p2, h2 = np.empty_like(ph), np.empty_like(ph)
+    emu.sigmoid_bernoulli(logits.astype(np.float32), rows, 4, 9, 2, PHASE_HIDDEN, p2, h2)
+    u = hidden_uniforms(4, 9, 2, rows, 64)
+    clear = np.abs(u - ph) > 1e-5
+    assert (h2 == h)[clear].all()
+
+
+# ---- scatter_gradients ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
+@pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 943)])
+def test_scatter_gradients(ratings, visible, F, B):
+    X = ratings
+    states, values, K = encode(X, visible)
+    rows = batch_rows(X, B, seed=3)
+    ph = np.random.default_rng(F).random((B, F)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    dW0 = rng.normal(0, 1, (X.shape[1], K, F)).astype(np.float32)
+    dbv0 = rng.normal(0, 1, (X.shape[1], K)).astype(np.float32)
+
+    def args():
+        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), states=states.copy(),
+                    values=values.copy(), rows=rows.copy(), ph=ph.copy(), sign=np.float32(-1.0), dW=dW0.copy(),
+                    dbv=dbv0.copy())
+
+    want, got = both("scatter_gradients", args, ["dW", "dbv"])
+    assert_close(got["dW"], want["dW"], GRAD_RTOL, GRAD_ATOL, "dW")
+    assert_close(got["dbv"], want["dbv"], GRAD_RTOL, GRAD_ATOL, "dbv")
+    # items no user of the batch rated keep their gradient
+    rated = np.zeros(X.shape[1], bool)
+    for r in rows:
+        rated[X.indices[X.indptr[r]:X.indptr[r + 1]]] = True
+    assert (~rated).any()
+    np.testing.assert_array_equal(got["dW"][~rated], dW0[~rated])
+    np.testing.assert_array_equal(got["dbv"][~rated], dbv0[~rated])
+
+
+# ---- apply_update ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 255, 257, N_ITEMS * 5 * 100])
+def test_apply_update(n):
+    rng = np.random.default_rng(n)
+    p0, g0, v0 = (rng.normal(0, 1, n).astype(np.float32) for _ in range(3))
+
+    def args():
+        return dict(param=p0.copy(), grad=g0.copy(), velocity=v0.copy(), learning_rate=0.01, momentum=0.9,
+                    weight_decay=0.001, scale=1 / 100)
+
+    want, got = both("apply_update", args, ["param", "grad", "velocity"])
+    assert_close(got["velocity"], want["velocity"], PROB_RTOL, PROB_ATOL, "velocity")
+    assert_close(got["param"], want["param"], PROB_RTOL, PROB_ATOL, "param")
+    assert (got["grad"] == 0).all()
+
+
+# ---- predict_pairs, score_items --------------------------------------------------------------------------
+@pytest.mark.parametrize("K", [5, 2, 1, 10, 32])
+@pytest.mark.parametrize("F", [100, 37])
+def test_predict_pairs(K, F):
+    rng = np.random.default_rng(K * F)
+    W, bv, _ = params(N_ITEMS, K, F, seed=K, scale=0.2)
+    ph = rng.random((50, F)).astype(np.float32)
+    P = 20_000
+    pair_rows = rng.integers(0, 50, P).astype(np.int64)
+    items = rng.integers(0, N_ITEMS, P).astype(np.int32)
+    levels = np.linspace(1, 5, K).astype(np.float32) if K > 1 else np.array([5.0], np.float32)
+
+    def args():
+        return dict(ph=ph.copy(), pair_rows=pair_rows.copy(), items=items.copy(), W=W.copy(), bv=bv.copy(),
+                    levels=levels.copy(), out=np.empty(P, np.float32))
+
+    want, got = both("predict_pairs", args, ["out"])
+    assert_close(got["out"], want["out"], PROB_RTOL, PROB_ATOL * 5, "predictions")
+
+
+@pytest.mark.parametrize("K", [5, 2, 1, 11])
+@pytest.mark.parametrize("U", [1, 64])
+def test_score_items(K, U):
+    rng = np.random.default_rng(K + U)
+    W, bv, _ = params(N_ITEMS, K, 100, seed=K, scale=0.2)
+    ph = rng.random((U, 100)).astype(np.float32)
+    logits = np.ascontiguousarray(ph @ W.reshape(N_ITEMS * K, 100).T)
+    levels = np.linspace(1, 5, K).astype(np.float32) if K > 1 else np.array([5.0], np.float32)
+
+    def args():
+        return dict(logits=logits.copy(), bv=bv.copy(), levels=levels.copy(), out=np.empty((U, N_ITEMS), np.float32))
+
+    want, got = both("score_items", args, ["out"])
+    assert_close(got["out"], want["out"], PROB_RTOL, PROB_ATOL * 5, "scores")
+
+
+# ---- free_energy ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("visible", ["softmax", "bernoulli"])
+@pytest.mark.parametrize("F,B", [(100, N_USERS), (37, 1), (129, 10)])
+def test_free_energy(ratings, visible, F, B):
+    X = ratings
+    states, values, K = encode(X, visible)
+    W, bv, bh = params(X.shape[1], K, F, seed=7, scale=0.1)
+    rows = batch_rows(X, B, seed=5) if B < N_USERS else np.arange(N_USERS, dtype=np.int64)
+
+    def args():
+        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), states=states.copy(),
+                    values=values.copy(), rows=rows.copy(), W=W.copy(), bv=bv.copy(), bh=bh.copy(),
+                    out=np.empty(B, np.float32))
+
+    want, got = both("free_energy", args, ["out"])
+    assert_close(got["out"], want["out"], FE_RTOL, FE_ATOL, "free energy")
+
+
+# ---- no races: the result does not depend on the order threads run in ---------------------------------
+def test_kernels_do_not_depend_on_thread_order(emu):
+    from rbm_cuda.emulation import schedule
+
+    X = synthetic_ml100k()
+    states, values, K = encode(X, "softmax")
+    F, B = 100, 100
+    W, bv, bh = params(X.shape[1], K, F)
+    rows = batch_rows(X, B)
+    ip = X.indptr.astype(np.int64)
+
+    def run():
+        ph, h = np.empty((B, F), np.float32), np.empty((B, F), np.float32)
+        emu.sample_hidden(ip, X.indices, states, values, rows, W, bh, 1, 2, 0, ph, h, True)
+        neg = np.zeros(X.nnz, np.int32)
+        emu.sample_visible_softmax(ip, X.indices, rows, h, W, bv, 1, 2, 1, neg)
+        dW, dbv = np.zeros_like(W), np.zeros_like(bv)
+        emu.scatter_gradients(ip, X.indices, neg, values, rows, ph, np.float32(1), dW, dbv)
+        fe = np.empty(B, np.float32)
+        emu.free_energy(ip, X.indices, states, values, rows, W, bv, bh, fe)
+        pv, v = np.empty((B, 300), np.float32), np.empty((B, 300), np.float32)
+        emu.sigmoid_bernoulli(np.ascontiguousarray(ph[:, :1].repeat(300, 1)), rows, 1, 2, 1, 1, pv, v)
+        return ph, h, neg, dW, dbv, fe, pv, v
+
+    fwd = run()
+    with schedule("reverse"):
+        rev = run()
+    for name, a, b in zip(["ph", "h", "neg", "dW", "dbv", "fe", "pv", "v"], fwd, rev):
+        if name in ("dW", "dbv"):  # atomics: the order of additions is free
+            assert_close(b, a, GRAD_RTOL, GRAD_ATOL, name)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# ---- argument checks (shared with the CuPy backend) -------------------------------------------------------
+def test_argument_checks(emu):
+    X = synthetic_ml100k()
+    states, values, K = encode(X, "softmax")
+    W, bv, bh = params(X.shape[1], K, 8)
+    rows = np.arange(4, dtype=np.int64)
+    ip = X.indptr.astype(np.int64)
+    out = np.empty((4, 8), np.float32)
+    call = emu.sample_hidden
+    with pytest.raises(TypeError, match="rows must be int64"):
+        call(ip, X.indices, states, values, rows.astype(np.int32), W, bh, 0, 0, 0, out, out, True)
+    with pytest.raises(ValueError, match="prob_out has shape"):
+        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out[:3], out, True)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, np.empty((8, 4), np.float32).T, out, True)
+    with pytest.raises(IndexError, match="rows"):
+        call(ip, X.indices, states, values, rows + N_USERS, W, bh, 0, 0, 0, out, out, True)
+    with pytest.raises(IndexError, match="states"):
+        call(ip, X.indices, states + 5, values, rows, W, bh, 0, 0, 0, out, out, True)
+    with pytest.raises(TypeError, match="must be an array"):
+        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out, [[0.0] * 8] * 4, True)
+    with pytest.raises(ValueError, match="values"):
+        call(ip, X.indices, states, np.ones(3, np.float32), rows, W, bh, 0, 0, 0, out, out, True)
+
+
+def test_empty_inputs_are_no_ops(emu):
+    X = synthetic_ml100k()
+    states, values, K = encode(X, "softmax")
+    W, bv, bh = params(X.shape[1], K, 8)
+    none = np.zeros(0, np.int64)
+    out = np.empty((0, 8), np.float32)
+    emu.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, none, W, bh, 0, 0, 0, out, out, True)
+    emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, none, out, W, bv, 0, 0, 1, np.zeros(X.nnz, np.int32))
+    emu.apply_update(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), 0.1, 0.9, 0.0, 1.0)
+    emu.predict_pairs(np.zeros((1, 8), np.float32), none, np.zeros(0, np.int32), W, bv, np.arange(1, 6, dtype=np.float32),
+                      np.zeros(0, np.float32))
+
+
+# ---- a whole CD-1 epoch through the emulated kernels ----------------------------------------------------------
+@pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
+def test_cd1_epoch_matches_numba(ratings, visible, monkeypatch):
+    from rbm_cuda import model as model_module
+    from rbm_cuda.emulation import EmulatedBackend
+
+    X = ratings
+    kw = dict(n_hidden=100, visible=visible, cd_steps=1, batch_size=100, epochs=1, seed=11, learning_rate=0.05)
+    ref = rbm_cuda.RBM(device="cpu", **kw).fit(X)
+    real_get_backend = model_module.get_backend
+    used = []
+
+    def get_backend(device):
+        if device == "cuda":
+            used.append(device)
+            return EmulatedBackend()
+        return real_get_backend(device)
+
+    monkeypatch.setattr(model_module, "get_backend", get_backend)
+    got = rbm_cuda.RBM(device="cuda", **kw).fit(X)
+    assert used and got.backend_ == "emulation"
+    start = rbm_cuda.RBM(device="cpu", **dict(kw, epochs=0)).fit(X)
+    assert np.abs(ref.W_ - start.W_).max() > 1e-3, "the epoch should move the weights"
+    assert_close(got.W_, ref.W_, EPOCH_RTOL, EPOCH_ATOL, "W after one epoch")
+    assert_close(got.bv_, ref.bv_, EPOCH_RTOL, EPOCH_ATOL, "bv after one epoch")
+    assert_close(got.bh_, ref.bh_, EPOCH_RTOL, EPOCH_ATOL, "bh after one epoch")
+    for k in ("train_rmse", "free_energy_train"):
+        assert abs(got.history_[0][k] - ref.history_[0][k]) <= 1e-4 * max(1.0, abs(ref.history_[0][k])), k
+    # inference through the emulated kernels: predictions and scores
+    users = np.array([1, 2, 3, 500]), np.array([0, 10, 20, 30])
+    assert_close(got.predict(*users), ref.predict(*users), 1e-5, 1e-5, "predict")
+    assert_close(got.score_users([2, 3]), ref.score_users([2, 3]), 1e-5, 1e-5, "score_users")
+
+
+def test_device_cuda_without_gpu_fails_with_the_reason():
+    if rbm_cuda.gpu.HAS_CUDA:
+        pytest.skip("a GPU is usable here")
+    X = synthetic_ml100k()
+    with pytest.raises(RuntimeError) as err:
+        rbm_cuda.RBM(device="cuda", epochs=1).fit(X)
+    assert rbm_cuda.gpu.REASON in str(err.value)
