@@ -123,9 +123,10 @@ __global__ void sample_visible_softmax_kernel(const int64_t *__restrict__ indptr
         RBM_UNROLL
         for (int k = 0; k < MaxLevels; ++k) {
             if (k < levels) {
-                float acc = bv[i * n_levels + k];
                 const float *w = W + (i * n_levels + k) * n_hidden;
-                for (int64_t f = 0; f < n_hidden; ++f) acc += hb[f] * w[f];
+                float dot = 0.0f;  // as the Numba twin: bv + (h . w), not a running sum from bv
+                for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
+                const float acc = bv[i * n_levels + k] + dot;
                 z[k] = acc;
                 if (acc > top) top = acc;
             }
@@ -204,9 +205,10 @@ __global__ void predict_pairs_kernel(const float *__restrict__ ph, const int64_t
         RBM_UNROLL
         for (int k = 0; k < MaxLevels; ++k) {
             if (k < n_lev) {
-                float acc = bv[i * n_levels + k];
                 const float *w = W + (i * n_levels + k) * n_hidden;
-                for (int64_t f = 0; f < n_hidden; ++f) acc += hb[f] * w[f];
+                float dot = 0.0f;  // as the Numba twin: bv + (h . w), not a running sum from bv
+                for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
+                const float acc = bv[i * n_levels + k] + dot;
                 z[k] = acc;
                 if (acc > top) top = acc;
             }
