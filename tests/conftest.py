@@ -18,6 +18,13 @@ def pytest_configure(config):
         ) from None
 
 
+def pytest_report_header(config):
+    from rbm_cuda import gpu
+
+    return [f"rbm_cuda {rbm_cuda.__version__} from {os.path.dirname(rbm_cuda.__file__)}",
+            f"GPU backend: {'yes' if gpu.HAS_CUDA else 'no'} ({gpu.REASON})"]
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """$RBM_CUDA_DATA, or skip: tests on the real data sets need it (../shared/data in CI)."""
