@@ -151,9 +151,14 @@ def hidden_uniforms(seed, step, gibbs, rows, F):
     return philox_uniforms(seed, step, gibbs, PHASE_HIDDEN, 0, top)[elems] if top else np.zeros(elems.shape, np.float32)
 
 
+# Which compiled kernels the comparisons run: the emulation here; tests/test_gpu.py loads this file
+# as a separate module and points this at the CuPy backend (numpy in, numpy out).
+KERNEL_BACKEND = _emulation_backend
+
+
 def both(fn_name, make_args, out_names, emu=None):
-    """Run a kernel through Numba and through the emulation on identical fresh inputs."""
-    emu = emu or _emulation_backend()
+    """Run a kernel through Numba and through the compiled kernels on identical fresh inputs."""
+    emu = emu or KERNEL_BACKEND()
     a, b = make_args(), make_args()
     getattr(nk, fn_name)(*a.values())
     getattr(emu, fn_name)(*b.values())
@@ -162,7 +167,7 @@ def both(fn_name, make_args, out_names, emu=None):
 
 @pytest.fixture(scope="module")
 def emu():
-    return _emulation_backend()
+    return KERNEL_BACKEND()
 
 
 pytestmark = pytest.mark.emulation
