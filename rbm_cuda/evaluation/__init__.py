@@ -1,0 +1,23 @@
+"""Evaluation of rbm_cuda recommenders: split protocols, metrics, baselines, the harness.
+
+>>> from rbm_cuda.evaluation import make_splits, evaluate, default_models
+>>> report = evaluate(lambda: default_models(), make_splits("folds", folder="/data/ml-100k"))
+
+The command line is ``python -m rbm_cuda.evaluate``; definitions and results: docs/evaluation.md.
+"""
+
+from .baselines import Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD, Model
+from .harness import evaluate, evaluate_split, format_table, to_json
+from .metrics import like_dislike, mae, ranking_at_k, relevant_sets, rmse, roc_auc, top_k
+from .models import Blend, ImplicitRBM, SoftmaxRBM
+from .registry import MODEL_NAMES, default_models, make_models
+from .splits import PROTOCOLS, Split, check_split, make_splits, random_split, stratified_split, validation_split
+
+__all__ = [
+    "Model", "GlobalMean", "Biases", "ItemPopularity", "ConstantLike", "MeanImputedSVD",
+    "SoftmaxRBM", "ImplicitRBM", "Blend",
+    "evaluate", "evaluate_split", "format_table", "to_json",
+    "rmse", "mae", "ranking_at_k", "relevant_sets", "top_k", "like_dislike", "roc_auc",
+    "MODEL_NAMES", "default_models", "make_models",
+    "PROTOCOLS", "Split", "check_split", "make_splits", "random_split", "stratified_split", "validation_split",
+]

@@ -1,0 +1,163 @@
+"""Baselines, fitted and evaluated beside the RBM on the same split.
+
+Every model of the harness (these and rbm_cuda.evaluation.models) has the same small interface:
+  fit(train)            train: a RatingData; the only place ratings reach a model
+  predict(users, items) -> float64[n] predicted ratings (None if the model does not predict ratings)
+  scores(users)         -> float[U, n_items] ranking scores, higher = better (None: no ranking)
+  p_like(users, items)  -> float64[n] in [0, 1], P(rating >= like threshold) (None: no such output)
+users and items are index arrays: the harness never hands a model test ratings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from .metrics import LIKE_THRESHOLD
+
+
+def like_from_rating(pred, threshold=LIKE_THRESHOLD, levels=None):
+    """P(like) for a model that predicts ratings only: a logistic of the predicted rating centred
+    half a level below the like threshold (2.5 on a 1-5 scale), slope 4 per rating point.  Only
+    its ordering (AUC) and its side of 0.5 (the hard decision) enter the metrics."""
+    centre = threshold - 0.5
+    return 1.0 / (1.0 + np.exp(-4.0 * (np.asarray(pred, np.float64) - centre)))
+
+
+class Model:
+    """Base class: outputs a model does not have return None."""
+
+    name = "model"
+
+    def fit(self, train):
+        raise NotImplementedError
+
+    def predict(self, users, items):
+        return None
+
+    def scores(self, users):
+        return None
+
+    def p_like(self, users, items):
+        pred = self.predict(users, items)
+        return None if pred is None else like_from_rating(pred, self.like_threshold)
+
+    like_threshold = LIKE_THRESHOLD
+
+    def _remember(self, train):
+        self.levels_ = np.asarray(train.levels, np.float64)
+        self.n_users_, self.n_items_ = train.ratings.shape
+        self.lo_, self.hi_ = float(self.levels_.min()), float(self.levels_.max())
+
+    def _clip(self, pred):
+        return np.clip(np.asarray(pred, np.float64), self.lo_, self.hi_)
+
+
+class GlobalMean(Model):
+    """Every rating predicted as the mean training rating."""
+
+    name = "global-mean"
+
+    def fit(self, train):
+        self._remember(train)
+        self.mu_ = float(train.ratings.data.mean())
+        return self
+
+    def predict(self, users, items):
+        return self._clip(np.full(len(users), self.mu_))
+
+
+class Biases(Model):
+    """r_ui = mu + b_u + b_i, regularised least squares fitted by alternating updates (the
+    scikit-surprise BaselineOnly ALS: reg_i = 10, reg_u = 15, 10 sweeps).  Ranks items by b_i."""
+
+    name = "biases"
+
+    def __init__(self, reg_u=15.0, reg_i=10.0, n_iter=10):
+        self.reg_u, self.reg_i, self.n_iter = reg_u, reg_i, n_iter
+
+    def fit(self, train):
+        self._remember(train)
+        coo = train.ratings.tocoo()
+        u, i, r = coo.row, coo.col, coo.data.astype(np.float64)
+        self.mu_ = float(r.mean())
+        nu, ni = train.ratings.shape
+        bu, bi = np.zeros(nu), np.zeros(ni)
+        cu = np.bincount(u, minlength=nu)
+        ci = np.bincount(i, minlength=ni)
+        for _ in range(self.n_iter):
+            bi = np.bincount(i, weights=r - self.mu_ - bu[u], minlength=ni) / (self.reg_i + ci)
+            bu = np.bincount(u, weights=r - self.mu_ - bi[i], minlength=nu) / (self.reg_u + cu)
+        self.bu_, self.bi_ = bu, bi
+        return self
+
+    def predict(self, users, items):
+        return self._clip(self.mu_ + self.bu_[users] + self.bi_[items])
+
+    def scores(self, users):
+        return np.broadcast_to(self.mu_ + self.bu_[np.asarray(users)][:, None] + self.bi_[None, :],
+                               (len(users), self.n_items_))
+
+
+class ItemPopularity(Model):
+    """Ranks items by their number of training ratings (ranking only)."""
+
+    name = "popularity"
+
+    def fit(self, train):
+        self._remember(train)
+        self.counts_ = np.bincount(train.ratings.indices, minlength=self.n_items_).astype(np.float64)
+        return self
+
+    def scores(self, users):
+        return np.broadcast_to(self.counts_, (len(users), self.n_items_))
+
+    def p_like(self, users, items):
+        return None
+
+
+class ConstantLike(Model):
+    """Always answers "like" (like/dislike only)."""
+
+    name = "always-like"
+
+    def fit(self, train):
+        self._remember(train)
+        return self
+
+    def p_like(self, users, items):
+        return np.ones(len(users))
+
+
+class MeanImputedSVD(Model):
+    """Truncated SVD of the rating matrix with every missing entry filled by its item's mean
+    training rating: with the item means subtracted the filled entries are 0, so the SVD runs on the
+    sparse matrix of centred ratings (never densified).  r_ui = mean_i + (U_k S_k V_k^T)[u, i]."""
+
+    name = "svd"
+
+    def __init__(self, rank=10):
+        self.rank = rank
+
+    def fit(self, train):
+        self._remember(train)
+        csr = sp.csr_matrix(train.ratings, dtype=np.float64)
+        counts = np.bincount(csr.indices, minlength=self.n_items_)
+        sums = np.bincount(csr.indices, weights=csr.data, minlength=self.n_items_)
+        mu = float(csr.data.mean())
+        self.item_mean_ = np.where(counts > 0, sums / np.maximum(counts, 1), mu)
+        centred = csr.copy()
+        centred.data = csr.data - self.item_mean_[csr.indices]
+        k = max(1, min(self.rank, min(csr.shape) - 1))
+        U, s, Vt = svds(centred, k=k, random_state=0)
+        self.P_ = U * s
+        self.Q_ = Vt.T
+        return self
+
+    def predict(self, users, items):
+        users, items = np.asarray(users), np.asarray(items)
+        return self._clip(self.item_mean_[items] + np.einsum("nk,nk->n", self.P_[users], self.Q_[items]))
+
+    def scores(self, users):
+        return self.item_mean_[None, :] + self.P_[np.asarray(users)] @ self.Q_.T

@@ -1,0 +1,339 @@
+"""rbm_cuda.evaluation: metric definitions on hand-computed cases, split protocols, baselines, the
+JSON report, and the guard that test ratings never reach a model."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from rbm_cuda.datasets import RatingData
+from rbm_cuda.evaluation import (Biases, ConstantLike, GlobalMean, ImplicitRBM, ItemPopularity, MeanImputedSVD,
+                                 Model, SoftmaxRBM, Split, check_split, evaluate, evaluate_split, format_table,
+                                 like_dislike, mae, make_models, random_split, ranking_at_k, relevant_sets, rmse,
+                                 roc_auc, stratified_split, to_json, top_k)
+from rbm_cuda.evaluation.splits import half_up
+
+TINY_RBM = dict(n_hidden=8, epochs=3, batch_size=16)
+
+
+# ------------------------------------------------------------------------------------------ data
+def synthetic(n_users=60, n_items=40, density=0.3, seed=0, levels=(1, 2, 3, 4, 5)):
+    """Ratings with structure: user bias + item bias + a rank-2 taste term, rounded to the levels;
+    popular items (low index) are rated more often."""
+    rng = np.random.default_rng(seed)
+    bu = rng.normal(0, 0.6, n_users)
+    bi = np.linspace(1.0, -1.0, n_items)
+    P, Q = rng.normal(0, 0.7, (n_users, 2)), rng.normal(0, 0.7, (n_items, 2))
+    r = np.clip(np.rint(3.4 + bu[:, None] + bi[None, :] + P @ Q.T), 1, 5)
+    p_rated = density * 2 * np.linspace(1.0, 0.1, n_items)[None, :] / 1.1
+    mask = rng.random((n_users, n_items)) < p_rated
+    mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True  # nobody is empty
+    mask[:, :3] |= rng.random((n_users, 3)) < 0.5
+    csr = sp.csr_matrix(np.where(mask, r, 0.0).astype(np.float32))
+    return RatingData(csr, np.arange(n_users) + 100, np.arange(n_items) + 500, levels, name="synthetic")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic()
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_rmse_mae():
+    assert rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(math.sqrt(4 / 3))
+    assert mae([1, 2, 3], [2, 2, 5]) == pytest.approx(1.0)
+
+
+def test_ranking_metrics_hand_computed():
+    # user 0: list 3 1 7 2, relevant {1, 2, 9}: hits at ranks 2 and 4
+    # user 1: list 5 6 8 0, relevant {5}: a hit at rank 1
+    top = np.array([[3, 1, 7, 2], [5, 6, 8, 0]])
+    rel = [{1, 2, 9}, {5}]
+    res = ranking_at_k(top, rel, np.array([3, 1]), k=4)
+    l2 = math.log2
+    p = [2 / 4, 1 / 4]
+    r = [2 / 3, 1.0]
+    ndcg0 = (1 / l2(3) + 1 / l2(5)) / (1 + 1 / l2(3) + 1 / l2(4))
+    ndcg = [ndcg0, 1.0]
+    ap = [(1 / 2 + 2 / 4) / 3, 1.0]
+    assert res["precision@4"] == pytest.approx(np.mean(p))
+    assert res["recall@4"] == pytest.approx(np.mean(r))
+    assert res["ndcg@4"] == pytest.approx(np.mean(ndcg))
+    assert res["map@4"] == pytest.approx(np.mean(ap))
+    # k below the list length: only the first 2 ranks count, IDCG over min(#relevant, 2)
+    res2 = ranking_at_k(top[:, :2], rel, np.array([3, 1]), k=2)
+    assert res2["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert res2["ndcg@2"] == pytest.approx(((1 / l2(3)) / (1 + 1 / l2(3)) + 1.0) / 2)
+    assert res2["map@2"] == pytest.approx(((1 / 2) / 2 + 1.0) / 2)
+
+
+def test_top_k_excludes_and_breaks_ties_by_index():
+    scores = np.array([[0.5, 0.9, 0.9, 0.1, 0.7]])
+    seen = np.array([[False, False, False, False, True]])
+    assert top_k(scores, seen, 3).tolist() == [[1, 2, 0]]
+    assert top_k(scores, np.array([[True, True, True, False, True]]), 2).tolist() == [[3, -1]]
+
+
+def test_relevant_sets_threshold():
+    test = sp.csr_matrix(np.array([[0, 5, 3], [0, 0, 0], [2, 0, 0]], dtype=np.float32))
+    users, sets, n = relevant_sets(test)
+    assert users.tolist() == [0, 2] and sets == [{1, 2}, {0}] and n.tolist() == [2, 1]
+    users, sets, n = relevant_sets(test, threshold=4)
+    assert users.tolist() == [0] and sets == [{1}]
+
+
+def test_like_dislike_metric_hand_computed():
+    users = np.array([0, 0, 0, 1, 1])
+    labels = np.array([1, 0, 1, 1, 1])
+    p = np.array([0.9, 0.8, 0.2, 0.6, 0.5])  # hard: 1 1 0 1 1 -> errors 0 1 1 0 0
+    res = like_dislike(users, labels, p)
+    assert res["like_loss"] == pytest.approx((2 / 3 + 0) / 2)  # mean over users of per-user mean
+    assert res["like_accuracy"] == pytest.approx(3 / 5)
+    # AUC: positives 0.9 0.2 0.6 0.5 vs the negative 0.8: one of four positives is above it
+    assert res["like_auc"] == pytest.approx(1 / 4)
+
+
+def test_roc_auc_ties_and_agrees_with_pairs():
+    rng = np.random.default_rng(3)
+    y = rng.random(200) < 0.4
+    s = np.round(rng.random(200), 1)  # many ties
+    pos, neg = s[y], s[~y]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(y, s) == pytest.approx(pairs)
+    assert math.isnan(roc_auc(np.ones(3, bool), [1, 2, 3]))
+
+
+# ------------------------------------------------------------------------------------------ splits
+def _entries(csr):
+    coo = csr.tocoo()
+    return set(zip(coo.row.tolist(), coo.col.tolist()))
+
+
+def _assert_partition(data, split):
+    check_split(split.train, split.test)
+    tr, te = _entries(split.train.ratings), _entries(split.test.ratings)
+    assert not tr & te
+    assert tr | te == _entries(data.ratings)
+    # values kept
+    assert np.isclose(split.train.ratings.sum() + split.test.ratings.sum(), data.ratings.sum())
+
+
+def test_stratified_split_takes_round_quarter_per_user(data):
+    s = stratified_split(data, 0.25, seed=4)
+    _assert_partition(data, s)
+    n = np.diff(data.ratings.indptr)
+    expect = np.minimum(half_up(0.25 * n), n - 1)
+    assert np.array_equal(np.diff(s.test.ratings.indptr), expect)
+    assert half_up(2.5) == 3 and half_up(0.5) == 1  # half up, not to even
+    assert _entries(stratified_split(data, 0.25, seed=4).test.ratings) == _entries(s.test.ratings)
+    assert _entries(stratified_split(data, 0.25, seed=5).test.ratings) != _entries(s.test.ratings)
+
+
+def test_random_split_disjoint_covering_and_sized(data):
+    s = random_split(data, 0.1, seed=1)
+    _assert_partition(data, s)
+    assert s.test.ratings.nnz == half_up(0.1 * data.ratings.nnz)
+
+
+def test_check_split_refuses_overlap(data):
+    s = random_split(data, 0.2, seed=0)
+    leaked = s.test.ratings + s.train.ratings.multiply(_first_entry_mask(s.train.ratings))
+    with pytest.raises(ValueError, match="share"):
+        check_split(s.train, s.test.with_ratings(sp.csr_matrix(leaked)))
+
+
+def _first_entry_mask(csr):
+    m = sp.csr_matrix(csr.shape, dtype=np.float32).tolil()
+    coo = csr.tocoo()
+    m[coo.row[0], coo.col[0]] = 1
+    return m.tocsr()
+
+
+def test_official_folds_partition_the_data():
+    folder = os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k")
+    if not os.path.isfile(os.path.join(folder, "u1.base")):
+        pytest.skip("ml-100k is not under $RBM_CUDA_DATA")
+    from rbm_cuda.datasets import load_movielens_100k
+    from rbm_cuda.evaluation import make_splits
+
+    full = load_movielens_100k(folder)
+    splits = make_splits("folds", folder=folder)
+    tests = [_entries(s.test.ratings) for s in splits]
+    for s in splits:
+        _assert_partition(full, s)
+    assert sum(len(t) for t in tests) == full.ratings.nnz
+    assert set().union(*tests) == _entries(full.ratings)
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def test_baselines_beat_trivial_ones(data):
+    split = stratified_split(data, 0.25, seed=0)
+    res = evaluate_split([GlobalMean(), Biases(), MeanImputedSVD(rank=2), ItemPopularity(), ConstantLike(),
+                          _RandomRanker()], split)
+    assert res["biases"]["rmse"] < res["global-mean"]["rmse"] - 0.05
+    assert res["svd"]["rmse"] < res["global-mean"]["rmse"] - 0.05
+    assert res["popularity"]["precision@10"] > res["random"]["precision@10"] + 0.05
+    assert res["popularity"]["ndcg@10"] > res["random"]["ndcg@10"]
+    assert res["always-like"]["like_accuracy"] == pytest.approx(
+        np.mean(split.test.ratings.data >= 3))
+    assert "rmse" not in res["popularity"] and "precision@10" not in res["always-like"]
+
+
+def test_rbms_learn_something(data):
+    split = stratified_split(data, 0.25, seed=0)
+    models = [GlobalMean(), ItemPopularity(), _RandomRanker(),
+              SoftmaxRBM("item", **{**TINY_RBM, "epochs": 15}, learning_rate=0.1),
+              ImplicitRBM(**{**TINY_RBM, "epochs": 15}, learning_rate=0.1)]
+    res = evaluate_split(models, split)
+    assert res["rbm-item"]["rmse"] < res["global-mean"]["rmse"]
+    assert res["rbm-implicit"]["precision@10"] > res["random"]["precision@10"]
+
+
+class _RandomRanker(Model):
+    name = "random"
+
+    def fit(self, train):
+        self._remember(train)
+        return self
+
+    def scores(self, users):
+        return np.random.default_rng(0).random((len(users), self.n_items_))
+
+    def p_like(self, users, items):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ report
+EXPECTED_METRICS = {"rmse", "mae", "precision@10", "recall@10", "ndcg@10", "map@10", "like_loss", "like_accuracy",
+                    "like_auc"}
+
+
+def test_cli_json_schema(tmp_path, data):
+    from rbm_cuda.evaluate import main
+
+    coo = data.ratings.tocoo()
+    csv = tmp_path / "tiny.csv"
+    with open(csv, "w") as f:
+        f.write("user,item,rating\n")
+        for u, i, r in zip(coo.row, coo.col, coo.data):
+            f.write(f"{data.user_ids[u]},{data.item_ids[i]},{int(r)}\n")
+    out = tmp_path / "r.json"
+    rc = main(["--data", str(csv), "--protocol", "random", "--seeds", "0,1", "--epochs", "2", "--json", str(out),
+               "--quiet"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["protocol"] == "random" and doc["dataset"] and doc["splits"] == ["seed0", "seed1"]
+    models = doc["models"]
+    assert set(models) == {"rbm", "rbm-item", "rbm-user", "rbm-implicit", "global-mean", "biases", "popularity",
+                           "always-like", "svd"}
+    assert EXPECTED_METRICS <= set(models["rbm"])
+    assert all(isinstance(models["rbm"][m], float) for m in EXPECTED_METRICS)
+    assert {"rmse", "mae", "precision@10", "ndcg@10"} <= set(models["biases"])
+    assert set(doc["spread"]) == set(models) and set(doc["per_split"]["rbm"]) == {"seed0", "seed1"}
+    assert main(["--data", str(csv), "--protocol", "folds", "--quiet"]) == 2  # folds need ml-100k
+    assert main(["--data", str(csv), "--models", "nope"]) == 2
+
+
+def test_table_has_models_as_rows_and_spread(data):
+    report = evaluate(lambda: [GlobalMean(), ItemPopularity()],
+                      [random_split(data, 0.2, seed=s) for s in (0, 1)])
+    table = format_table(report)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["model", "rmse", "mae"]
+    assert lines[2].startswith("global-mean") and "±" in lines[2]
+    assert lines[3].startswith("popularity") and " - " in lines[3]
+    doc = to_json(report, "random", "synthetic", 10)
+    assert doc["models"]["global-mean"]["rmse"] == pytest.approx(
+        np.mean([doc["per_split"]["global-mean"][s]["rmse"] for s in ("seed0", "seed1")]))
+
+
+# ------------------------------------------------------------------------------------------ guard
+class Spy(Model):
+    """Wraps a model and records every argument it is given and every output it returns."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.calls = inner, inner.name, []
+
+    def fit(self, train):
+        self.calls.append(("fit", train))
+        self.inner.fit(train)
+        self._remember(train)
+        return self
+
+    def _call(self, what, *args):
+        self.calls.append((what, *[np.array(a, copy=True) for a in args]))
+        out = getattr(self.inner, what)(*args)
+        self.calls.append((what + ":out", None if out is None else np.array(out, copy=True)))
+        return out
+
+    def predict(self, users, items):
+        return self._call("predict", users, items)
+
+    def scores(self, users):
+        return self._call("scores", users)
+
+    def p_like(self, users, items):
+        return self._call("p_like", users, items)
+
+
+def _guard_models():
+    return [Spy(m) for m in (SoftmaxRBM("item", **TINY_RBM), SoftmaxRBM("user", **TINY_RBM),
+                             ImplicitRBM(**TINY_RBM), Biases(), MeanImputedSVD(rank=2))]
+
+
+def test_guard_models_see_train_ratings_and_test_indices_only(data):
+    split = stratified_split(data, 0.25, seed=2)
+    models = _guard_models()
+    evaluate_split(models, split)
+    test_values = split.test.ratings.data
+    for spy in models:
+        fits = [c for c in spy.calls if c[0] == "fit"]
+        assert len(fits) == 1 and fits[0][1] is split.train, "a model was fitted on something other than train"
+        for call in spy.calls:
+            if call[0] in ("predict", "scores", "p_like"):
+                for arg in call[1:]:
+                    assert arg.dtype.kind in "iu", f"{spy.name}.{call[0]} was given non-index data"
+        # the RBMs predict from the training rows they keep
+        inner = spy.inner
+        if hasattr(inner, "model_"):
+            kept = inner.model_.train_
+            want = split.train.ratings if getattr(inner, "orientation", "user") == "user" else split.train.ratings.T
+            assert kept.nnz == split.train.ratings.nnz and (abs(kept - sp.csr_matrix(want)) > 0).nnz == 0 \
+                if inner.params.get("visible") != "bernoulli" else kept.nnz == split.train.ratings.nnz
+    assert len(test_values)
+
+
+def test_guard_poisoned_test_ratings_change_nothing_a_model_outputs(data):
+    """Replace every test rating by another level: if any test rating reached a model, its outputs
+    (predictions, P(like), top-k lists) would change."""
+    split = stratified_split(data, 0.25, seed=2)
+    t = split.test.ratings.copy()
+    t.data = np.where(t.data >= 3, 1.0, 5.0).astype(np.float32)
+    poisoned = Split(split.name, split.train, split.test.with_ratings(t))
+    a, b = _guard_models(), _guard_models()
+    ra, rb = evaluate_split(a, split), evaluate_split(b, poisoned)
+    for sa, sb in zip(a, b):
+        outs_a = [c for c in sa.calls if c[0].endswith(":out")]
+        outs_b = [c for c in sb.calls if c[0].endswith(":out")]
+        assert len(outs_a) == len(outs_b)
+        for ca, cb in zip(outs_a, outs_b):
+            assert (ca[1] is None and cb[1] is None) or np.array_equal(ca[1], cb[1]), f"{sa.name} {ca[0]} changed"
+        # relevance = any test rating: the ranking metrics must not move either
+        if "precision@10" in ra[sa.name]:
+            assert ra[sa.name]["precision@10"] == rb[sb.name]["precision@10"]
+    assert ra["biases"]["rmse"] != rb["biases"]["rmse"]  # the poison is real: the truth did change
+
+
+def test_registry_shares_parts_and_trains_them_once(data):
+    models = make_models(["rbm", "rbm-item", "rbm-user", "rbm-implicit"], epochs=1)
+    blend = models[0]
+    assert blend.models[0] is models[1] and blend.models[1] is models[2] and blend.ranker is models[3]
+    split = random_split(data, 0.2, seed=0)
+    res = evaluate_split(models, split)
+    fitted = models[1].model_
+    evaluate_split([models[1]], split)
+    assert models[1].model_ is fitted  # same train object: not refitted
+    assert res["rbm"]["rmse"] > 0 and res["rbm"]["precision@10"] == res["rbm-implicit"]["precision@10"]
