@@ -27,13 +27,9 @@ PHASES = ["sample_hidden v0", "sample_visible_softmax", "sample_hidden vT", "sca
 
 
 def load(name):
-    if name == "ml-100k":
-        from rbm_cuda.datasets import load_movielens_100k
+    from throughput import load_data
 
-        return load_movielens_100k(os.path.join(os.environ["RBM_CUDA_DATA"], "ml-100k")).ratings
-    import synthetic
-
-    return synthetic.load(name)
+    return load_data(name)
 
 
 def make_model(X, batch_size, cd, hidden=100, seed=0):

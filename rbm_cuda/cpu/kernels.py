@@ -20,8 +20,9 @@ from .philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_block, pick_word, unifor
 # _UPDATE_BLOCK elements (64 KiB of each array) handed to the threads.
 _SERIAL_UPDATE = 1 << 15
 _UPDATE_BLOCK = 1 << 14
-# scatter_gradients: width of the hidden-unit slice each parallel task owns (see there).
-_SCATTER_SLICE = 64
+# sample_visible_softmax, scatter_gradients: parallel tasks per call, each a range of items
+# holding about the same number of the batch's ratings.
+_ITEM_CHUNKS = 16
 
 
 @njit(cache=True, inline="always")
@@ -76,6 +77,52 @@ def _bernoulli_row(prob, out, n, seed, step, gibbs, phase, base):
             lane += 1
             f += 1
 
+@njit(cache=True)
+def _group_by_item(indptr, indices, rows, n_items):
+    """The batch's rated entries grouped by item (a stable counting sort, O(entries + items)).
+
+    Returns (start int64[n_items + 1], slot_b int64[m], slot_j int64[m], slot_p int64[m], bounds):
+    the entries of item i are slots start[i] .. start[i + 1] - 1, in batch order (b ascending; a
+    row rates an item at most once), each with its batch row b, CSR position j and position p in the
+    batch's row-major order; bounds int64[_ITEM_CHUNKS + 1] cuts the items into ranges of about equal
+    numbers of entries, the parallel tasks.  Walking W row by row this way reads each touched item's
+    weights once per batch instead of once per rating (users x items is random order for W)."""
+    n_rows = rows.shape[0]
+    count = np.zeros(n_items + 1, dtype=np.int64)
+    m = 0
+    for b in range(n_rows):
+        r = rows[b]
+        for j in range(indptr[r], indptr[r + 1]):
+            count[indices[j] + 1] += 1
+        m += indptr[r + 1] - indptr[r]
+    for i in range(n_items):
+        count[i + 1] += count[i]
+    start = count
+    fill = start[:n_items].copy()
+    slot_b = np.empty(m, dtype=np.int64)
+    slot_j = np.empty(m, dtype=np.int64)
+    slot_p = np.empty(m, dtype=np.int64)
+    p = 0
+    for b in range(n_rows):
+        r = rows[b]
+        for j in range(indptr[r], indptr[r + 1]):
+            i = indices[j]
+            q = fill[i]
+            fill[i] = q + 1
+            slot_b[q] = b
+            slot_j[q] = j
+            slot_p[q] = p
+            p += 1
+    bounds = np.empty(_ITEM_CHUNKS + 1, dtype=np.int64)
+    for c in range(_ITEM_CHUNKS + 1):
+        bounds[c] = np.searchsorted(start, (m * c) // _ITEM_CHUNKS)
+    bounds[0] = 0
+    bounds[_ITEM_CHUNKS] = n_items
+    for c in range(1, _ITEM_CHUNKS + 1):
+        if bounds[c] < bounds[c - 1]:
+            bounds[c] = bounds[c - 1]
+    return start, slot_b, slot_j, slot_p, bounds
+
 
 @njit(parallel=True, cache=True)
 def sample_hidden(indptr, indices, states, values, rows, W, bh, seed, step, gibbs, prob_out, sample_out, sample):
@@ -110,41 +157,56 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
     h: float32[B, F] hidden states driving the chain. out_states: int32[nnz], written at the
     batch's CSR positions only.
     """
+    n_items = W.shape[0]
     n_levels = W.shape[1]
     n_hidden = W.shape[2]
+    start, slot_b, slot_j, slot_p, bounds = _group_by_item(indptr, indices, rows, n_items)
+    # The uniforms first, row by row: a row's entries draw consecutive elements, one Philox block
+    # per four of them.  u[p] for the entry at batch position p.
+    u = np.empty(slot_p.shape[0], dtype=np.float32)
+    offs = np.empty(rows.shape[0] + 1, dtype=np.int64)
+    offs[0] = 0
+    for b in range(rows.shape[0]):
+        offs[b + 1] = offs[b] + indptr[rows[b] + 1] - indptr[rows[b]]
     for b in prange(rows.shape[0]):
-        r = rows[b]
-        hb = h[b]
-        logits = np.empty(n_levels, dtype=np.float32)
-        j0 = indptr[r]
-        # entries j0, j0+1, ... draw consecutive elements: one Philox block per four of them
-        r4 = philox_block(seed, step, gibbs, PHASE_VISIBLE, np.uint64(j0) >> np.uint64(2))
-        for j in range(j0, indptr[r + 1]):
+        j0 = indptr[rows[b]]
+        j1 = indptr[rows[b] + 1]
+        j = j0
+        while j < j1:
+            r4 = philox_block(seed, step, gibbs, PHASE_VISIBLE, np.uint64(j) >> np.uint64(2))
             lane = j & 3
-            if lane == 0 and j > j0:
-                r4 = philox_block(seed, step, gibbs, PHASE_VISIBLE, np.uint64(j) >> np.uint64(2))
-            i = indices[j]
-            top = np.float32(-np.inf)
-            for k in range(n_levels):
-                acc = bv[i, k] + _dot(hb, W[i, k], n_hidden)
-                logits[k] = acc
-                if acc > top:
-                    top = acc
-            total = np.float32(0.0)
-            for k in range(n_levels):
-                e = np.exp(logits[k] - top)
-                logits[k] = e
-                total += e
-            u = uniform_from_word(pick_word(r4, lane))
-            # Categorical draw: the first level whose cumulative probability exceeds u.
-            cum = np.float32(0.0)
-            chosen = n_levels - 1
-            for k in range(n_levels - 1):
-                cum += logits[k] / total
-                if u < cum:
-                    chosen = k
-                    break
-            out_states[j] = chosen
+            while lane < 4 and j < j1:
+                u[offs[b] + j - j0] = uniform_from_word(pick_word(r4, lane))
+                lane += 1
+                j += 1
+    # Then item by item (W[i] stays in cache for all the batch's ratings of item i).
+    for c in prange(_ITEM_CHUNKS):
+        logits = np.empty(n_levels, dtype=np.float32)
+        for i in range(bounds[c], bounds[c + 1]):
+            Wi = W[i]
+            for q in range(start[i], start[i + 1]):
+                hb = h[slot_b[q]]
+                top = np.float32(-np.inf)
+                for k in range(n_levels):
+                    acc = bv[i, k] + _dot(hb, Wi[k], n_hidden)
+                    logits[k] = acc
+                    if acc > top:
+                        top = acc
+                total = np.float32(0.0)
+                for k in range(n_levels):
+                    e = np.exp(logits[k] - top)
+                    logits[k] = e
+                    total += e
+                uq = u[slot_p[q]]
+                # Categorical draw: the first level whose cumulative probability exceeds u.
+                cum = np.float32(0.0)
+                chosen = n_levels - 1
+                for k in range(n_levels - 1):
+                    cum += logits[k] / total
+                    if uq < cum:
+                        chosen = k
+                        break
+                out_states[slot_j[q]] = chosen
 
 
 @njit(parallel=True, cache=True)
@@ -168,28 +230,20 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
     """dW[item_j, state_j, :] += sign * value_j * ph[b, :] and dbv[item_j, state_j] += sign * value_j
     over the batch's rated entries.
 
-    Deterministic: each thread owns a slice of the hidden units, so no two threads write the same
-    float and every sum runs in CSR order (the CUDA kernel uses atomics instead).
+    Deterministic: each thread owns a range of items, so no two threads write the same float, and
+    every sum runs in batch order, as a plain loop over the batch's rows would add (the CUDA kernel
+    uses atomics instead).
     """
     n_hidden = dW.shape[2]
     use_values = values.shape[0] > 0
-    # Slices of about _SCATTER_SLICE hidden units (few: every slice walks the whole batch), each a
-    # multiple of 8 floats wide so the inner loop runs in full AVX2 vectors: F = 100 -> 56 + 44.
-    n_chunks = (n_hidden + _SCATTER_SLICE - 1) // _SCATTER_SLICE
-    chunk = ((n_hidden + n_chunks - 1) // n_chunks + 7) // 8 * 8
-    n_chunks = (n_hidden + chunk - 1) // chunk
-    for c in prange(n_chunks):
-        f0 = c * chunk
-        f1 = min(n_hidden, f0 + chunk)
-        for b in range(rows.shape[0]):
-            r = rows[b]
-            phb = ph[b, f0:f1]
-            for j in range(indptr[r], indptr[r + 1]):
+    start, slot_b, slot_j, slot_p, bounds = _group_by_item(indptr, indices, rows, dW.shape[0])
+    for c in prange(_ITEM_CHUNKS):
+        for i in range(bounds[c], bounds[c + 1]):
+            for q in range(start[i], start[i + 1]):
+                j = slot_j[q]
                 s = sign * values[j] if use_values else sign
-                w = dW[indices[j], states[j], f0:f1]
-                _axpy_row(w, s, phb, f1 - f0)
-                if c == 0:
-                    dbv[indices[j], states[j]] += s
+                _axpy_row(dW[i, states[j]], s, ph[slot_b[q]], n_hidden)
+                dbv[i, states[j]] += s
 
 
 @njit(cache=True, inline="always")

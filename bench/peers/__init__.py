@@ -1,0 +1,1 @@
+"""Peer implementations the throughput benchmark runs beside rbm_cuda (each only when importable)."""

@@ -1,0 +1,320 @@
+"""Training throughput of rbm_cuda beside its peers: seconds per epoch, ratings per second, peak RSS.
+
+    PYTHONPATH=. python bench/throughput.py                 # everything installed, a few minutes
+    PYTHONPATH=. python bench/throughput.py --quick         # smoke run: ml-100k + ml-1m, CD-1, 2 epochs
+    PYTHONPATH=. python bench/throughput.py --datasets ml-1m --impls numba,numpy-dense --cd 1 --json out.json
+
+Every case (implementation x data set x CD steps) runs in its own subprocess, so its peak resident
+memory is its own and a peer that runs out of memory cannot take the benchmark down.  Each case
+loads its data, builds its model, runs warm-up epochs (Numba compilation, caches) and then times
+--epochs epochs; the table shows the median.  Only the epoch loop is timed: data generation, dense
+conversions and rbm_cuda's per-epoch monitoring (train RMSE + free energy, timed separately and
+shown below the table) are not.  Peers are divided by rbm_cuda-numba of the same data set and CD
+steps measured in the same run (`ratio_to_numba` > 1: the peer is slower).
+
+Implementations (each only when its package imports; `pip install '.[bench]'`, torch by hand):
+  numba          rbm_cuda, Numba backend (softmax visible units, K = 5 levels)
+  cuda           rbm_cuda, CUDA backend (only when rbm_cuda.gpu.HAS_CUDA)
+  numpy-dense    bench/peers/numpy_dense.py: dense binary (rating / 5) CD-k, NumPy float32 matmuls
+  sklearn-dense  scikit-learn BernoulliRBM on the dense rating / 5 matrix (float32)
+  sklearn-csr    scikit-learn BernoulliRBM on the same as CSR (float32); it has one Gibbs step (PCD)
+  torch          bench/peers/torch_rbm.py, the PyTorch seed's RBM with the benchmark's CD and batch
+  torch-seed     the same with the seed's own recipe: CD-10, batches of 100 (paired with numba CD-10)
+Data: ml-100k (real, from $RBM_CUDA_DATA/ml-100k/u.data) and synthetic sets shaped like
+MovieLens 1M and 20M (bench/synthetic.py; generated once and cached, ~2 min for 20M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+N_HIDDEN = 100
+N_LEVELS = 5
+# The machine's float32 peak (docs/performance.md): 2 cores x 2 FMA pipes x 8 lanes x 2 flops x ~2.45 GHz.
+PEAK_FLOPS = 156e9
+ALL_IMPLS = ["numba", "cuda", "numpy-dense", "sklearn-dense", "sklearn-csr", "torch", "torch-seed"]
+DENSE_IMPLS = {"numpy-dense", "sklearn-dense", "torch", "torch-seed"}
+DENSE_LIMIT_BYTES = 4 << 30  # dense users x items float32 beyond this is reported as skipped
+
+
+# ---------------------------------------------------------------------------------------------------
+# data
+def load_data(name):
+    """float32 CSR of ratings 1..5, users as rows."""
+    import scipy.sparse as sp
+
+    if name == "ml-100k":
+        folder = os.environ.get("RBM_CUDA_DATA", "")
+        path = os.path.join(folder, "ml-100k", "u.data")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"needs $RBM_CUDA_DATA/ml-100k/u.data (RBM_CUDA_DATA={folder!r})")
+        a = np.loadtxt(path, dtype=np.int64, usecols=(0, 1, 2))
+        u = np.unique(a[:, 0], return_inverse=True)[1]
+        i = np.unique(a[:, 1], return_inverse=True)[1]
+        X = sp.csr_matrix((a[:, 2].astype(np.float32), (u, i)))
+        X.sort_indices()
+        return X
+    sys.path.insert(0, HERE)
+    import synthetic
+
+    return synthetic.load(name)
+
+
+def shape_of(name):
+    sys.path.insert(0, HERE)
+    import synthetic
+
+    return synthetic.SHAPES.get(name, (943, 1682, 100_000))
+
+
+# ---------------------------------------------------------------------------------------------------
+# one case, in the child process
+def _time_epochs(run_epoch, warmup, epochs):
+    for _ in range(warmup):
+        run_epoch()
+    out = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        run_epoch()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def case_rbm_cuda(X, device, cd, batch, warmup, epochs):
+    from rbm_cuda import RBM
+
+    class BenchRBM(RBM):
+        """Training only: the per-epoch monitoring is timed once on its own (see below)."""
+
+        def _evaluate_monitor(self, mon):
+            return {}
+
+    model = BenchRBM(n_hidden=N_HIDDEN, visible="softmax", cd_steps=cd, batch_size=batch, epochs=0, seed=0,
+                     device=device).fit(X)
+    times = _time_epochs(lambda: model._epoch({}, None), warmup, epochs)
+    t = time.perf_counter()
+    RBM._evaluate_monitor(model, model._monitor(None))
+    return times, {"monitor_seconds": time.perf_counter() - t}
+
+
+def case_numpy_dense(X, cd, batch, warmup, epochs):
+    sys.path.insert(0, HERE)
+    from peers.numpy_dense import DenseRBM, dense_values
+
+    V = dense_values(X)
+    rbm = DenseRBM(V.shape[1], N_HIDDEN, cd_steps=cd, batch_size=batch)
+    return _time_epochs(lambda: rbm.epoch(V), warmup, epochs), {}
+
+
+def case_sklearn(X, dense, batch, warmup, epochs):
+    from sklearn.neural_network import BernoulliRBM
+
+    Xv = X.copy()
+    Xv.data = Xv.data / np.float32(5.0)
+    if dense:
+        Xv = Xv.toarray()
+    # fit() with n_iter=1 is one epoch (plus a negligible random initialisation of 100 x items)
+    rbm = BernoulliRBM(n_components=N_HIDDEN, batch_size=batch, n_iter=1, learning_rate=0.01, random_state=0)
+    return _time_epochs(lambda: rbm.fit(Xv), warmup, epochs), {}
+
+
+def case_torch(X, cd, batch, warmup, epochs):
+    import torch
+
+    sys.path.insert(0, HERE)
+    from peers import torch_rbm
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    V = torch_rbm.like_tensor(X)
+    rbm = torch_rbm.SeedRBM(V.shape[1], N_HIDDEN)
+    with torch.no_grad():
+        return _time_epochs(lambda: torch_rbm.epoch(rbm, V, batch, cd), warmup, epochs), {}
+
+
+def child(spec):
+    impl, dataset, cd, batch = spec["impl"], spec["dataset"], spec["cd"], spec["batch_size"]
+    X = load_data(dataset)
+    w, e = spec["warmup"], spec["epochs"]
+    if impl in ("numba", "cuda"):
+        times, extra = case_rbm_cuda(X, "cpu" if impl == "numba" else "cuda", cd, batch, w, e)
+    elif impl == "numpy-dense":
+        times, extra = case_numpy_dense(X, cd, batch, w, e)
+    elif impl in ("sklearn-dense", "sklearn-csr"):
+        times, extra = case_sklearn(X, impl == "sklearn-dense", batch, w, e)
+    elif impl in ("torch", "torch-seed"):
+        times, extra = case_torch(X, cd, batch, w, e)
+    else:
+        raise ValueError(impl)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"epoch_seconds": times, "nnz": int(X.nnz), "peak_rss_mb": peak_mb, **extra}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the parent: which cases, run them, print
+def available(impl):
+    """(True, "") or (False, why not)."""
+    try:
+        if impl == "cuda":
+            from rbm_cuda import gpu
+
+            return (True, "") if gpu.HAS_CUDA else (False, f"no GPU: {gpu.REASON}")
+        if impl.startswith("sklearn"):
+            import sklearn  # noqa: F401
+        if impl.startswith("torch"):
+            import torch  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install
+        return False, f"not installed ({type(exc).__name__}: {exc})"
+    return True, ""
+
+
+def plan(a):
+    cases = []
+    for ds in a.datasets:
+        n_users, n_items, nnz = shape_of(ds)
+        big = ds == "ml-20m"
+        for impl in a.impls:
+            cds = [10] if impl == "torch-seed" else ([1] if impl.startswith("sklearn") else a.cd)
+            for cd in cds:
+                batch = 100 if impl == "torch-seed" else a.batch_size
+                warmup, epochs = (1, max(1, a.epochs - 2)) if big else (a.warmup, a.epochs)
+                if big and cd > 1:
+                    epochs = max(1, epochs - 1)
+                skip = ""
+                ok, why = available(impl)
+                if not ok:
+                    skip = why
+                elif impl in DENSE_IMPLS and n_users * n_items * 4 > DENSE_LIMIT_BYTES:
+                    skip = (f"dense users x items float32 would take {n_users * n_items * 4 / 1e9:.1f} GB "
+                            f"(limit {DENSE_LIMIT_BYTES / 2**30:.0f} GiB)")
+                elif impl == "sklearn-csr" and big and not a.full:
+                    gflop = 8 * n_users * n_items * N_HIDDEN / 1e9
+                    skip = (f"dense negative phase over all {n_items:,} items, ~{gflop:,.0f} GFLOP per epoch "
+                            f"(about a minute per epoch here): run with --full")
+                elif cd >= 5 and impl in ("torch", "torch-seed") and n_items * n_users > 5e7 and not a.full:
+                    skip = "CD-5+ dense over the ML-1M shape takes minutes here: run with --full"
+                cases.append({"impl": impl, "dataset": ds, "cd": cd, "batch_size": batch, "warmup": warmup,
+                              "epochs": epochs, "skip": skip})
+    # numba CD-10 only as the partner of torch-seed
+    for c in [c for c in cases if c["impl"] == "torch-seed" and not c["skip"]]:
+        if "numba" in a.impls and not any(x["impl"] == "numba" and x["dataset"] == c["dataset"] and x["cd"] == 10
+                                          for x in cases):
+            cases.append({**c, "impl": "numba", "batch_size": a.batch_size, "warmup": a.warmup, "skip": ""})
+    order = {k: n for n, k in enumerate(ALL_IMPLS)}
+    cases.sort(key=lambda c: (a.datasets.index(c["dataset"]), c["cd"], order[c["impl"]]))
+    return cases
+
+
+def run_case(case, timeout):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(case)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"skip": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        why = "killed (out of memory?)" if p.returncode in (-9, 137) else f"failed: {tail[:200]}"
+        return {"skip": why}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def fmt_rate(x):
+    return f"{x / 1e6:.2f} M" if x else "-"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="ml-100k,ml-1m,ml-20m")
+    ap.add_argument("--impls", default=",".join(ALL_IMPLS))
+    ap.add_argument("--cd", default="1,5", help="CD steps, comma-separated (sklearn: always 1)")
+    ap.add_argument("--batch-size", type=int, default=1000, help="users per mini-batch (torch-seed: 100)")
+    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per case (ml-20m: 2 fewer)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per case before it is skipped")
+    ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
+    ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs")
+    ap.add_argument("--json", metavar="PATH", help="write one row per case here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
+        return
+    if a.quick:
+        a.datasets, a.cd, a.epochs = "ml-100k,ml-1m", "1", 2
+    a.datasets = [d.strip() for d in a.datasets.split(",") if d.strip()]
+    a.impls = [i.strip() for i in a.impls.split(",") if i.strip()]
+    a.cd = [int(c) for c in str(a.cd).split(",")]
+    bad = [i for i in a.impls if i not in ALL_IMPLS]
+    if bad:
+        ap.error(f"unknown implementation {bad[0]!r}; choose from {', '.join(ALL_IMPLS)}")
+
+    load0 = os.getloadavg()
+    print(f"# rbm_cuda throughput: F = {N_HIDDEN}, K = {N_LEVELS}, batch {a.batch_size}; {os.cpu_count()} CPUs; "
+          f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
+    rows = []
+    for case in plan(a):
+        row = {"impl": case["impl"], "dataset": case["dataset"], "cd": case["cd"], "batch_size": case["batch_size"],
+               "seconds_per_epoch": None, "ratings_per_second": None, "peak_rss_mb": None, "ratio_to_numba": None}
+        res = {"skip": case["skip"]} if case["skip"] else run_case(case, a.timeout)
+        if res.get("skip"):
+            row["skipped"] = res["skip"]
+        else:
+            sec = float(np.median(res["epoch_seconds"]))
+            row.update(seconds_per_epoch=sec, ratings_per_second=res["nnz"] / sec, peak_rss_mb=res["peak_rss_mb"],
+                       epoch_seconds=res["epoch_seconds"], nnz=res["nnz"])
+            if "monitor_seconds" in res:
+                row["monitor_seconds"] = res["monitor_seconds"]
+            if case["impl"] == "numba" and case["cd"] == 1:
+                flop = 2.0 * res["nnz"] * N_HIDDEN * (1 + 3 * N_LEVELS)
+                row["peak_fraction"] = flop / sec / PEAK_FLOPS
+        rows.append(row)
+        print(f"  {row['impl']:<13} {row['dataset']:<8} CD-{row['cd']:<2} "
+              + (f"{row['seconds_per_epoch']:.3f} s/epoch" if row["seconds_per_epoch"] else f"skipped: {row['skipped']}"),
+              flush=True)
+    for row in rows:
+        ref = [r for r in rows if r["impl"] == "numba" and r["dataset"] == row["dataset"] and r["cd"] == row["cd"]
+               and r["seconds_per_epoch"]]
+        if ref and row["seconds_per_epoch"]:
+            row["ratio_to_numba"] = row["seconds_per_epoch"] / ref[0]["seconds_per_epoch"]
+    load1 = os.getloadavg()
+    print()
+    print("| impl | dataset | CD | batch | s/epoch | ratings/s | peak RSS MB | / numba |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["seconds_per_epoch"] is None:
+            print(f"| {r['impl']} | {r['dataset']} | {r['cd']} | {r['batch_size']} | skipped: {r['skipped']} | | | |")
+            continue
+        ratio = f"{r['ratio_to_numba']:.1f}x" if r["ratio_to_numba"] is not None else "-"
+        print(f"| {r['impl']} | {r['dataset']} | {r['cd']} | {r['batch_size']} | {r['seconds_per_epoch']:.3f} | "
+              f"{fmt_rate(r['ratings_per_second'])} | {r['peak_rss_mb']:.0f} | {ratio} |")
+    print()
+    for r in rows:
+        if "peak_fraction" in r:
+            print(f"numba {r['dataset']} CD-1: {r['peak_fraction']:.1%} of the float32 peak ({PEAK_FLOPS / 1e9:.0f} "
+                  f"GFLOP/s), counting nnz * F * (1 + 3K) multiply-adds per epoch")
+        if "monitor_seconds" in r:
+            print(f"{r['impl']} {r['dataset']} CD-{r['cd']}: per-epoch monitoring (not in s/epoch) "
+                  f"{r['monitor_seconds']:.3f} s")
+    print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    if a.json:
+        for r in rows:  # a list with one row per case; the run's conditions repeated in each
+            r.update(n_hidden=N_HIDDEN, levels=N_LEVELS, cpus=os.cpu_count(), load_average=[load0[0], load1[0]])
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
