@@ -256,11 +256,18 @@ class ItemLookup:
         return i
 
     def label(self, i) -> str:
-        """Title, with authors for books."""
+        """Title, with authors for books ("" when the model has no titles)."""
+        if not self.has_titles:
+            return ""
         t = self.titles[i]
         if self.authors is not None and self.authors[i]:
             t = f"{t} by {self.authors[i]}"
         return t
+
+    def describe(self, i) -> str:
+        """'ID (Title by Authors)', or 'ID' without titles."""
+        label = self.label(i)
+        return f"{self.ids[i]} ({label})" if label else str(self.ids[i])
 
     def frame(self, index, **columns) -> pd.DataFrame:
         """A table of items: item_id, title, authors/genres when known, then `columns`."""
@@ -318,7 +325,7 @@ def resolve_history(model, entries) -> Resolved:
         if note:
             res.notes.append(note)
         if i in chosen:
-            res.notes.append(f"item {look.ids[i]} ({look.label(i)}) is rated twice; "
+            res.notes.append(f"item {look.describe(i)} is rated twice; "
                              f"the last rating, {e.rating}, is used")
             del chosen[i]
         chosen[i] = (r, e)

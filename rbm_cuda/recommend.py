@@ -109,6 +109,9 @@ def _num(v, digits=2):
 def format_table(columns, rows) -> str:
     """Rows as aligned text; the last column (titles) is left-aligned, the others right-aligned."""
     cells = [list(columns)] + [[str(c) for c in r] for r in rows]
+    if rows and not any(r[-1] for r in cells[1:]):  # no titles (a model trained without item metadata)
+        cells = [r[:-1] for r in cells]
+        columns = columns[:-1]
     widths = [max(len(r[j]) for r in cells) for j in range(len(columns))]
     lines = []
     for r in cells:
@@ -125,6 +128,8 @@ def _score_label(model) -> str:
     v = model._params.visible
     if v == "like":
         return f"score = P(like), rating >= {_num(model._params.like_threshold, None)}"
+    if v == "bernoulli":
+        return f"score = {_num(model.levels_.max(), None)} x p(v = 1) of the item's bernoulli unit"
     lo, hi = model.levels_.min(), model.levels_.max()
     return f"score = expected rating, {_num(lo, None)} to {_num(hi, None)}"
 
@@ -156,10 +161,13 @@ def cmd_user(args, model, look, out):
     rated, ratings = rated[order], ratings[order]
 
     print(_model_line(model, args.model), file=out)
-    print(f"\nUser {args.user} rated {len(rated)} items; the {min(n, len(rated))} rated highest:", file=out)
-    print(format_table(("rating", "item_id", "title"),
-                       [(_num(r, None), look.ids[i], _cut(look.label(i))) for i, r in zip(rated[:n], ratings[:n])]),
-          file=out)
+    if len(rated):
+        print(f"\nUser {args.user} rated {_plural(len(rated), 'item')}; the {min(n, len(rated))} rated highest:",
+              file=out)
+        print(format_table(("rating", "item_id", "title"), [(_num(r, None), look.ids[i], _cut(look.label(i)))
+                                                            for i, r in zip(rated[:n], ratings[:n])]), file=out)
+    else:
+        print(f"\nUser {args.user} has no ratings in the model's training data.", file=out)
     if items is not None:
         unseen = np.setdiff1d(model.item_index(items) if len(items) else np.zeros(0, np.int64), rated)
         what = (f"the {len(items)} items on user {args.user}'s to-read list" if args.candidates == "to-read"
@@ -263,7 +271,8 @@ def cmd_similar(args, model, look, out):
     i = look.index_of(args.similar)
     ids, sims = model.similar_items(model.item_ids_[i], n)
     idx = np.atleast_1d(model.item_index(ids)) if len(ids) else np.zeros(0, np.int64)
-    print(f"Items most similar to {look.ids[i]}: {_cut(look.label(i))} "
+    label = f"{look.ids[i]}: {_cut(look.label(i))}" if look.has_titles else f"item {look.ids[i]}"
+    print(f"Items most similar to {label} "
           f"(cosine of the items' weight vectors, model {args.model}):", file=out)
     print(format_table(("rank", "cosine", "item_id", "title"),
                        [(k + 1, _num(s, 3), look.ids[j], _cut(look.label(j)))

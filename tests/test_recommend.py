@@ -77,6 +77,21 @@ def test_similar_items_is_cosine_of_weight_vectors(tiny):
     assert 4 not in ids
 
 
+def test_cli_on_a_model_without_titles(tiny, capsys, tmp_path):
+    model, X = tiny
+    path = model.save(tmp_path / "raw.npz")
+    rc, out, err = run_cli(capsys, "--model", path, "--history", "1=5,2=3,99=4,1=4", "--n", 3)
+    assert rc == 0, err
+    assert "99=4  (entry 3: no item with this id (the model has no titles))" in out
+    assert "note: item 1 is rated twice; the last rating, 4, is used" in out
+    ids, _ = model.recommend_for({1: 4.0, 2: 3.0}, n=3)
+    assert [int(line.split()[2]) for line in out.split("Top 3 items")[1].splitlines()[2:5]] == ids.tolist()
+    rc, _, err = run_cli(capsys, "--model", path, "--find", "x")
+    assert_one_line_error(rc, err, "has no item titles")
+    rc, _, err = run_cli(capsys, "--model", path, "--user", 40)
+    assert_one_line_error(rc, err, "unknown user id 40")
+
+
 def test_parse_history_titles_with_commas_and_equals():
     e = foldin.parse_history("Usual Suspects, The (1995)=5, 50=4\nid:7=3,The Hunger Games (The Hunger Games, #1)=4.0")
     assert [(x.key, x.rating) for x in e] == [("Usual Suspects, The (1995)", "5"), ("50", "4"), ("id:7", "3"),
