@@ -236,6 +236,8 @@ class TestMovieLens:
         rc, _, err = run_cli(capsys, "--model", m, "--similar", "No Such Film")
         assert_one_line_error(rc, err, "unknown item 'No Such Film' (the model knows 1682 items): no item with this "
                                        "id or title; find ids with --find TEXT")
+        rc, _, err = run_cli(capsys, "--model", m, "--similar", "Chasing Amy (1997)")  # ml-100k has 18 repeated titles
+        assert_one_line_error(rc, err, "the title names 2 items (ids 246, 268): give an id instead")
         rc, _, err = run_cli(capsys, "--model", m, "--history", "50=6")
         assert_one_line_error(rc, err, "rating 6 is not one of the model's levels [1, 2, 3, 4, 5]")
         rc, _, err = run_cli(capsys, "--model", m, "--history", "50=great")
