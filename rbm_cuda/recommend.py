@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import zlib
 
 import numpy as np
 import pandas as pd
 
 from . import foldin
-from .serialization import ModelFileError
 
 TITLE_WIDTH = 80
 FIND_LIMIT = 50
@@ -68,18 +66,11 @@ def _positive_int(text):
 
 # -- loading ----------------------------------------------------------------------------------------
 def load_model(path, device="auto"):
-    """RBM.load, with every failure to read the file turned into a ModelFileError."""
+    """RBM.load: any failure to read the file is a ModelFileError (RuntimeError if the device
+    cannot be used)."""
     from .model import RBM
 
-    try:
-        return RBM.load(path, device=device)
-    except ModelFileError:
-        raise
-    except RuntimeError:  # the device cannot be used: say so as it is
-        raise
-    except (zlib.error, KeyError, TypeError, ValueError, OSError, EOFError, AttributeError, IndexError) as err:
-        raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): "
-                             f"{type(err).__name__}: {err}") from None
+    return RBM.load(path, device=device)
 
 
 def load_data(name_or_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +19,11 @@ from .params import validate_params
 
 FORMAT = "rbm_cuda.RBM"
 FORMAT_VERSION = 1
+
+
+# What a damaged file can raise anywhere between opening it and building the model from it.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, TypeError,
+                AttributeError, IndexError)
 
 
 class ModelFileError(ValueError):
@@ -71,7 +77,7 @@ def read_header(path) -> tuple[dict, "np.lib.npyio.NpzFile"]:
     try:
         npz = np.load(path, allow_pickle=False)
         header = json.loads(str(npz["header"][()]))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as err:
+    except _READ_ERRORS as err:
         raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): {err}") from None
     if header.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an rbm_cuda model file (format {header.get('format')!r})")
@@ -107,7 +113,7 @@ def load_model(cls, path, device=None):
                               shape=(model.n_users_, model.n_items_))
         cols = {c: npz[f"item_{c}"] for c in ("title", "authors", "genres") if f"item_{c}" in npz.files}
         model.items_ = pd.DataFrame(cols) if cols else None
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError) as err:
+    except _READ_ERRORS as err:
         raise ModelFileError(f"{os.fspath(path)} is incomplete or corrupt: {err}") from None
     if model.W_.shape != (model.n_items_, model.W_.shape[1], model._params.n_hidden):
         raise ModelFileError(f"{os.fspath(path)}: weight shape {model.W_.shape} does not match its header")

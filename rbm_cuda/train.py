@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default="ml-latest-small",
                     help="data set name (ml-latest-small is embedded; ml-100k, ml-1m, goodbooks-10k, ... are looked "
                          "up under $RBM_CUDA_DATA) or a path to a folder or CSV file")
+    ap.add_argument("--duplicates", default="error", choices=["error", "last", "mean"],
+                    help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the "
+                         "last, or keep the mean (goodbooks-10k v1 has 2,278 repeated rows)")
     ap.add_argument("--visible", default=_D.visible, choices=["softmax", "like", "bernoulli"],
                     help="visible units: softmax over rating levels, like/dislike (2-level softmax), "
                          "or bernoulli (rating / max level)")
@@ -108,7 +111,7 @@ def show_recommendations(model, data, user, n=10, out=None):
 def run(args) -> dict:
     from . import RBM, datasets
 
-    data = datasets.load(args.data)
+    data = datasets.load(args.data, duplicates=args.duplicates)
     train, valid = holdout_split(data, args.valid_fraction, args.seed)
     model = RBM(n_hidden=args.hidden, visible=args.visible, like_threshold=args.like_threshold, cd_steps=args.cd,
                 learning_rate=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
@@ -151,7 +154,7 @@ def run(args) -> dict:
     if args.plot:
         from .plotting import plot_history
 
-        plot_history(model.history_, args.plot)
+        plot_history(model.history_, args.plot, title=f"RBM on {data.name}")
     print(f"trained {len(model.history_)} epochs in {seconds:.1f} s on {model.backend_}; "
           f"valid RMSE {_fmt(final.get('valid_rmse'), '.4f')}; model saved to {out}")
     if not args.quiet:
