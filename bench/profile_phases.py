@@ -97,6 +97,7 @@ def main(argv=None):
     ap.add_argument("--cd", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--baseline", action="store_true", help="also profile bench/baseline_kernels.py")
+    ap.add_argument("--other", metavar="PATH", help="also profile the kernels module in this file (an experiment)")
     a = ap.parse_args(argv)
     X = load(a.dataset)
     impls = {"current": current_kernels}
@@ -104,6 +105,13 @@ def main(argv=None):
         import baseline_kernels
 
         impls = {"baseline": baseline_kernels, "current": current_kernels}
+    if a.other:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("other_kernels", a.other)
+        other = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(other)
+        impls["other"] = other
     models = {k: make_model(X, a.batch_size, a.cd) for k in impls}
     for k, kn in impls.items():  # warm-up (compilation, caches)
         epoch(models[k], kn, [0.0] * 9)

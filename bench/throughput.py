@@ -79,9 +79,15 @@ def shape_of(name):
 
 # ---------------------------------------------------------------------------------------------------
 # one case, in the child process
+SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, a single epoch is timed
+
+
 def _time_epochs(run_epoch, warmup, epochs):
     for _ in range(warmup):
+        t = time.perf_counter()
         run_epoch()
+        if time.perf_counter() - t > SLOW_EPOCH:
+            epochs = 1
     out = []
     for _ in range(epochs):
         t = time.perf_counter()
@@ -141,6 +147,19 @@ def case_torch(X, cd, batch, warmup, epochs):
         return _time_epochs(lambda: torch_rbm.epoch(rbm, V, batch, cd), warmup, epochs), {}
 
 
+def peak_rss_mb():
+    """This process's peak resident set (VmHWM: reset by exec, unlike ru_maxrss, which keeps the
+    parent's peak across fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def child(spec):
     impl, dataset, cd, batch = spec["impl"], spec["dataset"], spec["cd"], spec["batch_size"]
     X = load_data(dataset)
@@ -155,7 +174,7 @@ def child(spec):
         times, extra = case_torch(X, cd, batch, w, e)
     else:
         raise ValueError(impl)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_mb = peak_rss_mb()
     return {"epoch_seconds": times, "nnz": int(X.nnz), "peak_rss_mb": peak_mb, **extra}
 
 
@@ -163,17 +182,16 @@ def child(spec):
 # the parent: which cases, run them, print
 def available(impl):
     """(True, "") or (False, why not)."""
-    try:
-        if impl == "cuda":
-            from rbm_cuda import gpu
+    import importlib.util
 
-            return (True, "") if gpu.HAS_CUDA else (False, f"no GPU: {gpu.REASON}")
-        if impl.startswith("sklearn"):
-            import sklearn  # noqa: F401
-        if impl.startswith("torch"):
-            import torch  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install
-        return False, f"not installed ({type(exc).__name__}: {exc})"
+    # never import the peers here: the parent stays small (children inherit nothing, but keep it lean)
+    if impl == "cuda":
+        from rbm_cuda import gpu
+
+        return (True, "") if gpu.HAS_CUDA else (False, f"no GPU: {gpu.REASON}")
+    for prefix, module in (("sklearn", "sklearn"), ("torch", "torch")):
+        if impl.startswith(prefix) and importlib.util.find_spec(module) is None:
+            return False, f"{module} is not installed"
     return True, ""
 
 
@@ -261,7 +279,14 @@ def main(argv=None):
         ap.error(f"unknown implementation {bad[0]!r}; choose from {', '.join(ALL_IMPLS)}")
 
     load0 = os.getloadavg()
-    print(f"# rbm_cuda throughput: F = {N_HIDDEN}, K = {N_LEVELS}, batch {a.batch_size}; {os.cpu_count()} CPUs; "
+    machine = f"{os.cpu_count()} CPUs"
+    try:  # optional (the bench extra installs it)
+        import psutil
+
+        machine += f", {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    except ImportError:
+        pass
+    print(f"# rbm_cuda throughput: F = {N_HIDDEN}, K = {N_LEVELS}, batch {a.batch_size}; {machine}; "
           f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
     rows = []
     for case in plan(a):

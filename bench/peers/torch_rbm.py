@@ -34,9 +34,11 @@ class SeedRBM:
 
 
 def epoch(rbm, training_set, batch_size=100, cd_steps=10):
-    """One epoch of the seed's training loop (it skips the last partial batch, as the seed does)."""
+    """One epoch of the seed's training loop.  The seed's loop, range(0, nb_users - batch_size,
+    batch_size), drops the last partial batch (with 943 users and batches of 1000 it trains on
+    nothing); here every user is trained on, as in rbm_cuda's epoch."""
     nb_users = training_set.shape[0]
-    for id_user in range(0, nb_users - batch_size, batch_size):
+    for id_user in range(0, nb_users, batch_size):
         vk = training_set[id_user:id_user + batch_size].clone()
         v0 = training_set[id_user:id_user + batch_size]
         ph0, _ = rbm.sample_h(v0)

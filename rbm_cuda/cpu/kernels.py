@@ -11,8 +11,18 @@ Random numbers: element e of stream (seed, step, gibbs, phase) draws philox_unif
 Hidden unit f of row r is element r * F + f; a rated entry at CSR position j is element j.
 """
 
-import numpy as np
-from numba import njit, prange
+import os
+
+# Numba's default threading layer here is OpenMP (GNU libgomp), whose idle threads spin for a while
+# after every parallel region.  Our kernels run several short regions per mini-batch; on a machine
+# shared with other work (or with more threads than free cores) the spinning threads take the cores
+# the working ones need, and an epoch ran 2-3x slower than with passive waiting (docs/performance.md).
+# libgomp reads this when Numba first loads it, at the first parallel kernel call; a value the user
+# set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_block, pick_word, uniform_from_word
 
@@ -81,47 +91,47 @@ def _bernoulli_row(prob, out, n, seed, step, gibbs, phase, base):
 def _group_by_item(indptr, indices, rows, n_items):
     """The batch's rated entries grouped by item (a stable counting sort, O(entries + items)).
 
-    Returns (start int64[n_items + 1], slot_b int64[m], slot_j int64[m], slot_p int64[m], bounds):
+    Returns (start int64[n_items + 1], slot_b int32[m], slot_p int32[m], delta int64[B], bounds):
     the entries of item i are slots start[i] .. start[i + 1] - 1, in batch order (b ascending; a
-    row rates an item at most once), each with its batch row b, CSR position j and position p in the
-    batch's row-major order; bounds int64[_ITEM_CHUNKS + 1] cuts the items into ranges of about equal
-    numbers of entries, the parallel tasks.  Walking W row by row this way reads each touched item's
-    weights once per batch instead of once per rating (users x items is random order for W)."""
+    row rates an item at most once), each with its batch row b and its position p in the batch's
+    row-major order; its CSR position is j = p + delta[b].  bounds int64[_ITEM_CHUNKS + 1] cuts the
+    items into ranges of about equal numbers of entries, the parallel tasks.  Walking W item by item
+    reads each touched item's weights once per batch instead of once per rating."""
     n_rows = rows.shape[0]
     count = np.zeros(n_items + 1, dtype=np.int64)
+    delta = np.empty(n_rows, dtype=np.int64)
     m = 0
     for b in range(n_rows):
-        r = rows[b]
-        for j in range(indptr[r], indptr[r + 1]):
+        j0 = indptr[rows[b]]
+        j1 = indptr[rows[b] + 1]
+        delta[b] = j0 - m
+        for j in range(j0, j1):
             count[indices[j] + 1] += 1
-        m += indptr[r + 1] - indptr[r]
+        m += j1 - j0
     for i in range(n_items):
         count[i + 1] += count[i]
     start = count
     fill = start[:n_items].copy()
-    slot_b = np.empty(m, dtype=np.int64)
-    slot_j = np.empty(m, dtype=np.int64)
-    slot_p = np.empty(m, dtype=np.int64)
-    p = 0
+    slot_b = np.empty(m, dtype=np.int32)
+    slot_p = np.empty(m, dtype=np.int32)
     for b in range(n_rows):
-        r = rows[b]
-        for j in range(indptr[r], indptr[r + 1]):
+        j0 = indptr[rows[b]]
+        d = delta[b]
+        for j in range(j0, indptr[rows[b] + 1]):
             i = indices[j]
             q = fill[i]
             fill[i] = q + 1
             slot_b[q] = b
-            slot_j[q] = j
-            slot_p[q] = p
-            p += 1
+            slot_p[q] = j - d
     bounds = np.empty(_ITEM_CHUNKS + 1, dtype=np.int64)
+    i = 0
     for c in range(_ITEM_CHUNKS + 1):
-        bounds[c] = np.searchsorted(start, (m * c) // _ITEM_CHUNKS)
-    bounds[0] = 0
+        target = (m * c) // _ITEM_CHUNKS
+        while i < n_items and start[i] < target:
+            i += 1
+        bounds[c] = i
     bounds[_ITEM_CHUNKS] = n_items
-    for c in range(1, _ITEM_CHUNKS + 1):
-        if bounds[c] < bounds[c - 1]:
-            bounds[c] = bounds[c - 1]
-    return start, slot_b, slot_j, slot_p, bounds
+    return start, slot_b, slot_p, delta, bounds
 
 
 @njit(parallel=True, cache=True)
@@ -160,23 +170,19 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
     n_items = W.shape[0]
     n_levels = W.shape[1]
     n_hidden = W.shape[2]
-    start, slot_b, slot_j, slot_p, bounds = _group_by_item(indptr, indices, rows, n_items)
+    start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, n_items)
     # The uniforms first, row by row: a row's entries draw consecutive elements, one Philox block
-    # per four of them.  u[p] for the entry at batch position p.
+    # per four of them.  u[p] for the entry at batch position p = j - delta[b].
     u = np.empty(slot_p.shape[0], dtype=np.float32)
-    offs = np.empty(rows.shape[0] + 1, dtype=np.int64)
-    offs[0] = 0
-    for b in range(rows.shape[0]):
-        offs[b + 1] = offs[b] + indptr[rows[b] + 1] - indptr[rows[b]]
     for b in prange(rows.shape[0]):
-        j0 = indptr[rows[b]]
+        j = indptr[rows[b]]
         j1 = indptr[rows[b] + 1]
-        j = j0
+        d = delta[b]
         while j < j1:
             r4 = philox_block(seed, step, gibbs, PHASE_VISIBLE, np.uint64(j) >> np.uint64(2))
             lane = j & 3
             while lane < 4 and j < j1:
-                u[offs[b] + j - j0] = uniform_from_word(pick_word(r4, lane))
+                u[j - d] = uniform_from_word(pick_word(r4, lane))
                 lane += 1
                 j += 1
     # Then item by item (W[i] stays in cache for all the batch's ratings of item i).
@@ -185,7 +191,8 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
         for i in range(bounds[c], bounds[c + 1]):
             Wi = W[i]
             for q in range(start[i], start[i + 1]):
-                hb = h[slot_b[q]]
+                b = slot_b[q]
+                hb = h[b]
                 top = np.float32(-np.inf)
                 for k in range(n_levels):
                     acc = bv[i, k] + _dot(hb, Wi[k], n_hidden)
@@ -194,10 +201,12 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
                         top = acc
                 total = np.float32(0.0)
                 for k in range(n_levels):
-                    e = np.exp(logits[k] - top)
+                    # exp(0) is exactly 1: the largest logit needs no call to exp
+                    e = np.exp(logits[k] - top) if logits[k] != top else np.float32(1.0)
                     logits[k] = e
                     total += e
-                uq = u[slot_p[q]]
+                p = slot_p[q]
+                uq = u[p]
                 # Categorical draw: the first level whose cumulative probability exceeds u.
                 cum = np.float32(0.0)
                 chosen = n_levels - 1
@@ -206,7 +215,7 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
                     if uq < cum:
                         chosen = k
                         break
-                out_states[slot_j[q]] = chosen
+                out_states[p + delta[b]] = chosen
 
 
 @njit(parallel=True, cache=True)
@@ -236,13 +245,14 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
     """
     n_hidden = dW.shape[2]
     use_values = values.shape[0] > 0
-    start, slot_b, slot_j, slot_p, bounds = _group_by_item(indptr, indices, rows, dW.shape[0])
+    start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, dW.shape[0])
     for c in prange(_ITEM_CHUNKS):
         for i in range(bounds[c], bounds[c + 1]):
             for q in range(start[i], start[i + 1]):
-                j = slot_j[q]
+                b = slot_b[q]
+                j = slot_p[q] + delta[b]
                 s = sign * values[j] if use_values else sign
-                _axpy_row(dW[i, states[j]], s, ph[slot_b[q]], n_hidden)
+                _axpy_row(dW[i, states[j]], s, ph[b], n_hidden)
                 dbv[i, states[j]] += s
 
 
