@@ -72,9 +72,9 @@ class RBM:
 
     FORMAT_VERSION = 1
 
-    def __init__(self, n_hidden=100, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.01,
-                 momentum=0.9, initial_momentum=0.5, momentum_warmup=5, weight_decay=0.001, batch_size=100,
-                 epochs=30, seed=0, device="auto"):
+    def __init__(self, n_hidden=100, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.1,
+                 momentum=0.8, initial_momentum=0.5, momentum_warmup=5, weight_decay=0.003, batch_size=100,
+                 epochs=40, seed=0, device="auto"):
         kw = dict(locals())
         kw.pop("self")
         self._params = validate_params(**kw)

@@ -15,13 +15,13 @@ class RBMParams:
     visible: str = "softmax"
     like_threshold: float = 3.0
     cd_steps: object = 1
-    learning_rate: float = 0.01
-    momentum: float = 0.9
+    learning_rate: float = 0.1
+    momentum: float = 0.8
     initial_momentum: float = 0.5
     momentum_warmup: int = 5
-    weight_decay: float = 0.001
+    weight_decay: float = 0.003
     batch_size: int = 100
-    epochs: int = 30
+    epochs: int = 40
     seed: int = 0
     device: str = "auto"
     # Normalised form of cd_steps: ((first_epoch, T), ...), starting at epoch 0.
