@@ -16,9 +16,9 @@ from ..model import RBM
 from .baselines import Biases, Model, like_from_rating
 
 # Defaults chosen on a validation part of u1.base (docs/evaluation.md, "Levers").
-ITEM_RBM_PARAMS = dict(n_hidden=100, learning_rate=0.1, momentum=0.8, weight_decay=0.003, epochs=50)
-USER_RBM_PARAMS = dict(n_hidden=100, learning_rate=0.1, momentum=0.8, weight_decay=0.003, epochs=40)
-IMPLICIT_RBM_PARAMS = dict(n_hidden=100, learning_rate=0.05, weight_decay=0.001, epochs=30)
+ITEM_RBM_PARAMS = dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.1, momentum=0.8, weight_decay=0.003, epochs=50)
+USER_RBM_PARAMS = dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.1, momentum=0.8, weight_decay=0.003, epochs=40)
+IMPLICIT_RBM_PARAMS = dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.05, momentum=0.9, weight_decay=0.001, epochs=30)
 # The "rbm" blend: weights of the item- and user-based rating predictions (least squares on
 # validation, rounded).
 BLEND_WEIGHTS = (0.7, 0.3)
