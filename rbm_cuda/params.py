@@ -30,7 +30,9 @@ class RBMParams:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("schedule")
-        d["cd_steps"] = [list(p) for p in self.schedule]
+        # keep the caller's form when JSON holds it as is; mappings become (first_epoch, T) pairs
+        if not isinstance(self.cd_steps, (int, str)):
+            d["cd_steps"] = [list(p) for p in self.schedule]
         return d
 
     def cd_at(self, epoch: int) -> int:
