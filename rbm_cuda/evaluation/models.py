@@ -47,15 +47,19 @@ class SoftmaxRBM(Model):
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         return (users, items) if self.orientation == "user" else (items, users)
 
-    def _expect(self, rows, cols, levels):
-        """sum_k levels[k] p(v_col = k | mean-field h of row), from the model's training rows."""
+    def _expect(self, rows, cols, levels, ph=None):
+        """sum_k levels[k] p(v_col = k | mean-field h of row), from the model's training rows.
+        ph: the hidden probabilities of all training rows, when already computed."""
         m = self.model_
         if len(rows) == 0:
             return np.zeros(0)
-        uniq, pair_rows = np.unique(rows, return_inverse=True)
         d = m._device()
         be = d["be"]
-        ph = m._hidden(uniq)
+        if ph is None:
+            uniq, pair_rows = np.unique(rows, return_inverse=True)
+            ph = m._hidden(uniq)
+        else:
+            pair_rows = rows
         out = be.xp.empty(len(cols), dtype=np.float32)
         be.predict_pairs(ph, be.asarray(pair_rows, np.int64), be.asarray(cols, np.int32), d["W"], d["bv"],
                          be.asarray(levels, np.float32), out)
@@ -74,10 +78,14 @@ class SoftmaxRBM(Model):
         users = np.asarray(users, np.int64)
         if self.orientation == "user":
             return self.model_.score_users(users)
+        ph = self.model_._hidden(np.arange(self.n_items_))  # every item row, once
         out = np.empty((len(users), self.n_items_), dtype=np.float32)
+        block = max(1, 2**20 // max(self.n_items_, 1))
         items = np.arange(self.n_items_)
-        for n, u in enumerate(users):
-            out[n] = self._expect(items, np.full(self.n_items_, u), self.model_.levels_)
+        for s in range(0, len(users), block):
+            us = users[s:s + block]
+            vals = self._expect(np.tile(items, len(us)), np.repeat(us, self.n_items_), self.model_.levels_, ph)
+            out[s:s + len(us)] = vals.reshape(len(us), self.n_items_)
         return out
 
 
