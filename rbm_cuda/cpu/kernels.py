@@ -26,10 +26,8 @@ from numba import njit, prange  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_block, pick_word, uniform_from_word
 
-# apply_update: arrays up to this length are updated by one thread; longer ones in blocks of
-# _UPDATE_BLOCK elements (64 KiB of each array) handed to the threads.
+# apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
-_UPDATE_BLOCK = 1 << 14
 # sample_visible_softmax, scatter_gradients: parallel tasks per call, each a range of items
 # holding about the same number of the batch's ratings.
 _ITEM_CHUNKS = 16
@@ -278,10 +276,11 @@ def apply_update(param, grad, velocity, learning_rate, momentum, weight_decay, s
     if size <= _SERIAL_UPDATE:  # small (biases): waking the thread pool costs more than the work
         _update_range(param, grad, velocity, lr, mom, wd, sc, 0, size)
         return
-    n_blocks = (size + _UPDATE_BLOCK - 1) // _UPDATE_BLOCK
-    for blk in prange(n_blocks):
-        _update_range(param, grad, velocity, lr, mom, wd, sc, blk * _UPDATE_BLOCK,
-                      min(size, (blk + 1) * _UPDATE_BLOCK))
+    for n in prange(size):
+        v = mom * velocity[n] + lr * (sc * grad[n] - wd * param[n])
+        velocity[n] = v
+        param[n] += v
+        grad[n] = np.float32(0.0)
 
 
 @njit(parallel=True, cache=True)
