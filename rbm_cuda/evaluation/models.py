@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..model import RBM
-from .baselines import Biases, Model, like_from_rating
+from .baselines import Model
 
 # Defaults chosen on a validation part of u1.base (docs/evaluation.md, "Levers").
 ITEM_RBM_PARAMS = dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.1, momentum=0.8, weight_decay=0.003, epochs=50)
