@@ -254,23 +254,26 @@ def fmt_rate(x):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", default="ml-100k,ml-1m,ml-20m")
+    ap.add_argument("--datasets", default=None, help="default ml-100k,ml-1m,ml-20m (--quick: ml-100k,ml-1m)")
     ap.add_argument("--impls", default=",".join(ALL_IMPLS))
-    ap.add_argument("--cd", default="1,5", help="CD steps, comma-separated (sklearn: always 1)")
+    ap.add_argument("--cd", default=None, help="CD steps, comma-separated, default 1,5 (--quick: 1; sklearn: always 1)")
     ap.add_argument("--batch-size", type=int, default=1000, help="users per mini-batch (torch-seed: 100)")
-    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per case (ml-20m: 2 fewer)")
+    ap.add_argument("--epochs", type=int, default=None, help="timed epochs per case, default 5 (--quick: 2; ml-20m: 2 fewer)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per case before it is skipped")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
-    ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs")
+    ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs (unless given)")
     ap.add_argument("--json", metavar="PATH", help="write one row per case here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
         return
-    if a.quick:
-        a.datasets, a.cd, a.epochs = "ml-100k,ml-1m", "1", 2
+    quick = {"datasets": "ml-100k,ml-1m", "cd": "1", "epochs": 2}
+    full = {"datasets": "ml-100k,ml-1m,ml-20m", "cd": "1,5", "epochs": 5}
+    for key, value in (quick if a.quick else full).items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     a.datasets = [d.strip() for d in a.datasets.split(",") if d.strip()]
     a.impls = [i.strip() for i in a.impls.split(",") if i.strip()]
     a.cd = [int(c) for c in str(a.cd).split(",")]
