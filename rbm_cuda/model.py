@@ -16,7 +16,8 @@ from .backend import get_backend
 from .cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE
 from .params import PARAM_NAMES, validate_params
 
-# Monitoring RMSE on the training set uses at most this many ratings (a fixed seeded sample).
+# Per-epoch monitoring on the training set (train RMSE; free energy when there is no validation
+# set) uses a fixed seeded sample of whole users holding at most this many ratings.
 TRAIN_RMSE_SAMPLE = 200_000
 # Users scored at once by score_users: bounds the dense (users x items x K) logits.
 SCORE_BLOCK_ELEMENTS = 2**24
@@ -295,11 +296,15 @@ class RBM:
         and equal-sized train/validation vectors of the validation users for the free-energy gap."""
         rng = np.random.Generator(np.random.Philox(key=self._params.seed, counter=[0, 0, 1, 0]))
         csr = self.train_
-        coo = csr.tocoo()
-        pick = np.arange(csr.nnz)
-        if csr.nnz > TRAIN_RMSE_SAMPLE:
-            pick = np.sort(rng.choice(csr.nnz, TRAIN_RMSE_SAMPLE, replace=False))
-        mon = {"train": (coo.row[pick], coo.col[pick], coo.data[pick])}
+        # Whole users, so that monitoring needs the hidden units of these users only: all of them
+        # while they hold at most TRAIN_RMSE_SAMPLE ratings, else a fixed random subset that does.
+        users = rng.permutation(csr.shape[0])
+        keep = np.cumsum(np.diff(csr.indptr)[users]) <= TRAIN_RMSE_SAMPLE
+        keep[0] = True
+        sample = csr[np.sort(users[keep])]
+        coo = sample.tocoo()
+        rows = np.sort(users[keep])[coo.row]
+        mon = {"train": (rows, coo.col, coo.data), "train_rows": sample}
         if valid is None:
             return mon
         vcsr, _, _ = _as_rating_csr(valid, self.levels_)
@@ -341,7 +346,7 @@ class RBM:
             out["free_energy_train"] = float(np.mean(self.free_energy(fe_t)))
             out["free_energy_valid"] = float(np.mean(self.free_energy(fe_v)))
         else:
-            out["free_energy_train"] = float(np.mean(self.free_energy()))
+            out["free_energy_train"] = float(np.mean(self.free_energy(mon["train_rows"])))
             out["free_energy_valid"] = None
         return out
 
