@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from .backend import get_backend
 from .cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE
+from .datasets.core import lookup_ids
 from .params import PARAM_NAMES, validate_params
 
 # Per-epoch monitoring on the training set (train RMSE; free energy when there is no validation
@@ -414,10 +415,12 @@ class RBM:
         return np.clip(pred, lo, hi)
 
     def user_index(self, user_ids):
-        return _lookup(self.user_ids_, user_ids, "user")
+        """Row index of raw user id(s) (an int for a scalar, else int64[n]); KeyError if unknown."""
+        return lookup_ids(self.user_ids_, user_ids, "user", "the model")
 
     def item_index(self, item_ids):
-        return _lookup(self.item_ids_, item_ids, "item")
+        """Index of raw item id(s) (an int for a scalar, else int64[n]); KeyError if unknown."""
+        return lookup_ids(self.item_ids_, item_ids, "item", "the model")
 
     def predict(self, users, items):
         """Mean-field expected rating (P(like) for visible="like") of each (user, item) pair, from the
@@ -459,15 +462,8 @@ class RBM:
         self._check_fitted()
         u = int(self.user_index(user))
         scores = self.score_users([u])[0].astype(np.float64)
-        allowed = np.ones(self.n_items_, dtype=bool)
-        if items is not None:
-            allowed[:] = False
-            allowed[self.item_index(np.atleast_1d(items))] = True
-        if exclude_seen:
-            allowed[self.train_.indices[self.train_.indptr[u]:self.train_.indptr[u + 1]]] = False
-        cand = np.flatnonzero(allowed)
-        n = min(n, len(cand))
-        top = cand[np.argsort(-scores[cand], kind="stable")[:n]]
+        seen = self.train_.indices[self.train_.indptr[u]:self.train_.indptr[u + 1]] if exclude_seen else ()
+        top = self._top_n(scores, n, items, seen)
         return self.item_ids_[top], scores[top]
 
     def recommend_for(self, history, n=10, items=None, exclude_seen=True):
@@ -539,30 +535,6 @@ class RBM:
 
         return load_model(cls, path, device=device)
 
-
-def _lookup(ids, wanted, kind):
-    wanted_arr = np.atleast_1d(np.asarray(wanted))
-    if ids.dtype.kind in "iu" and len(ids) and ids[0] == 0 and ids[-1] == len(ids) - 1 and \
-            np.array_equal(ids, np.arange(len(ids))):
-        idx = wanted_arr.astype(np.int64, copy=False) if wanted_arr.dtype.kind in "iu" else None
-        ok = idx is not None and (idx >= 0).all() and (idx < len(ids)).all()
-    else:
-        sorter = np.argsort(ids, kind="stable")
-        try:
-            pos = np.searchsorted(ids, wanted_arr.astype(ids.dtype), sorter=sorter)
-        except (ValueError, TypeError):
-            pos = None
-        ok = pos is not None
-        if ok:
-            pos = np.minimum(pos, len(ids) - 1)
-            idx = sorter[pos]
-            ok = np.array_equal(ids[idx], wanted_arr.astype(ids.dtype))
-    if not ok:
-        known = set(ids.tolist())
-        missing = [w for w in wanted_arr.tolist() if w not in known]
-        raise KeyError(f"unknown {kind} id {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                       + f"; the model knows {len(ids)} {kind}s")
-    return idx if np.ndim(wanted) else int(idx[0])
 
 
 _DEFAULTS = {k: v.default for k, v in inspect.signature(RBM.__init__).parameters.items() if k != "self"}

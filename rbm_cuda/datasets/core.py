@@ -194,31 +194,10 @@ class RatingData:
 
     # ---------------------------------------------------------------- id maps
     def _lookup(self, what: str, ids: np.ndarray, raw_ids):
-        scalar = np.ndim(raw_ids) == 0
-        q = np.atleast_1d(np.asarray(raw_ids))
-        if q.ndim != 1:
-            q = q.ravel()
-        found = np.zeros(len(q), dtype=bool)
-        pos = np.zeros(len(q), dtype=np.int64)
-        qc = _coerce_query(q, ids.dtype)
-        if qc is not None and len(ids):
-            sorter = self._sorters.get(what)
-            if sorter is None:
-                sorter = self._sorters[what] = np.argsort(ids, kind="stable")
-            p = np.searchsorted(ids, qc, sorter=sorter)
-            p = np.minimum(p, len(ids) - 1)
-            pos = sorter[p]
-            found = ids[pos] == qc
-        if not np.all(found):
-            missing = q[~found]
-            shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in missing[:_SHOW_IDS])
-            more = f" and {len(missing) - _SHOW_IDS} more" if len(missing) > _SHOW_IDS else ""
-            raise KeyError(
-                f"unknown {what} id{'s' if len(missing) > 1 else ''} {shown}{more} in {self.name} "
-                f"({len(ids)} {what}s)"
-            )
-        pos = pos.astype(np.int64)
-        return int(pos[0]) if scalar else pos
+        sorter = self._sorters.get(what)
+        if sorter is None:
+            sorter = self._sorters[what] = np.argsort(ids, kind="stable")
+        return lookup_ids(ids, raw_ids, what, self.name, sorter)
 
     def user_index(self, raw_ids):
         """Row index of raw user id(s): an int for a scalar, an int64 array otherwise.
@@ -289,6 +268,38 @@ class RatingData:
         out["n_ratings"] = self.item_counts()[idx]
         order = np.lexsort((idx, -out["n_ratings"].to_numpy()))
         return out.iloc[order]
+
+
+def lookup_ids(ids: np.ndarray, raw_ids, what: str, where: str, sorter=None):
+    """Index of raw id(s) in the id map `ids`: an int for a scalar, an int64 array otherwise.
+
+    Integer ids also match integer-valued floats (1.0 but not 1.5); text ids compare as text.
+    Raises KeyError naming the unknown id(s), `what` they are (user, item) and `where` they were
+    looked up."""
+    scalar = np.ndim(raw_ids) == 0
+    q = np.atleast_1d(np.asarray(raw_ids))
+    if q.ndim != 1:
+        q = q.ravel()
+    found = np.zeros(len(q), dtype=bool)
+    pos = np.zeros(len(q), dtype=np.int64)
+    qc = _coerce_query(q, ids.dtype)
+    if qc is not None and len(ids):
+        if sorter is None:
+            sorter = np.argsort(ids, kind="stable")
+        p = np.searchsorted(ids, qc, sorter=sorter)
+        p = np.minimum(p, len(ids) - 1)
+        pos = sorter[p]
+        found = ids[pos] == qc
+    if not np.all(found):
+        missing = q[~found]
+        shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in missing[:_SHOW_IDS])
+        more = f" and {len(missing) - _SHOW_IDS} more" if len(missing) > _SHOW_IDS else ""
+        raise KeyError(
+            f"unknown {what} id{'s' if len(missing) > 1 else ''} {shown}{more} in {where} "
+            f"({len(ids)} {what}s)"
+        )
+    pos = pos.astype(np.int64)
+    return int(pos[0]) if scalar else pos
 
 
 def _coerce_query(q: np.ndarray, kind_dtype: np.dtype):
