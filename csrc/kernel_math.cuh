@@ -30,6 +30,25 @@ RBM_HD inline float bernoulli(float u, float p) { return u < p ? 1.0f : 0.0f; }
 // The per-entry level arrays below are float[MaxLevels] with n_levels <= MaxLevels used: loops run
 // to the compile-time MaxLevels (unrolled, so the array stays in registers) and skip k >= n_levels.
 
+// Logits of one rated entry (item i) given hidden states hb: z[k] = bv[i, k] + (hb . W[i, k, :]),
+// the dot product summed from zero as the Numba twin does; returns max_k z[k].
+template <int MaxLevels>
+RBM_HD inline float level_logits(const float *hb, const float *W, const float *bv, int64_t i, int n_levels,
+                                 int64_t n_hidden, float (&z)[MaxLevels]) {
+    float top = -INFINITY;
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels; ++k) {
+        if (k < n_levels) {
+            const float *w = W + (i * n_levels + k) * n_hidden;
+            float dot = 0.0f;
+            for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
+            z[k] = bv[i * n_levels + k] + dot;
+            if (z[k] > top) top = z[k];
+        }
+    }
+    return top;
+}
+
 // kernels._expectation: sum_k levels[k] softmax_k(z), or levels[0] sigmoid(z[0]) when K == 1.
 // top = max_k z[k].
 template <int MaxLevels>

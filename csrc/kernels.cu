@@ -119,18 +119,7 @@ __global__ void sample_visible_softmax_kernel(const int64_t *__restrict__ indptr
     for (int64_t j = indptr[r] + threadIdx.x; j < end; j += blockDim.x) {
         const int64_t i = indices[j];
         float z[MaxLevels];
-        float top = -INFINITY;
-        RBM_UNROLL
-        for (int k = 0; k < MaxLevels; ++k) {
-            if (k < levels) {
-                const float *w = W + (i * n_levels + k) * n_hidden;
-                float dot = 0.0f;  // as the Numba twin: bv + (h . w), not a running sum from bv
-                for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
-                const float acc = bv[i * n_levels + k] + dot;
-                z[k] = acc;
-                if (acc > top) top = acc;
-            }
-        }
+        const float top = level_logits(hb, W, bv, i, levels, n_hidden, z);
         const float total = softmax_numerators(z, levels, top);
         const float u = philox_uniform(seed, step, gibbs, kPhaseVisible, static_cast<uint64_t>(j));
         out_states[j] = categorical(z, levels, total, u);
@@ -201,18 +190,7 @@ __global__ void predict_pairs_kernel(const float *__restrict__ ph, const int64_t
         const int64_t i = items[p];
         const float *hb = ph + pair_rows[p] * n_hidden;
         float z[MaxLevels];
-        float top = -INFINITY;
-        RBM_UNROLL
-        for (int k = 0; k < MaxLevels; ++k) {
-            if (k < n_lev) {
-                const float *w = W + (i * n_levels + k) * n_hidden;
-                float dot = 0.0f;  // as the Numba twin: bv + (h . w), not a running sum from bv
-                for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
-                const float acc = bv[i * n_levels + k] + dot;
-                z[k] = acc;
-                if (acc > top) top = acc;
-            }
-        }
+        const float top = level_logits(hb, W, bv, i, n_lev, n_hidden, z);
         out[p] = expectation(z, n_lev, top, levels);
     }
 }
