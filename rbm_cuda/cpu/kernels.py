@@ -58,6 +58,58 @@ def _dot(a, b, n):
     return s
 
 
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot5x2(a, c, Wi, k0, n, out_a, out_c):
+    """out_a[k0 + m] = a . Wi[k0 + m] and out_c[k0 + m] = c . Wi[k0 + m] for m < 5, in one pass:
+    ten independent vector accumulators, each W[i] element loaded once for both rows (the K dot
+    products one at a time were latency-bound in their vector epilogue and scalar remainder for
+    F = 100).  Same fast-math flags as _dot."""
+    w0 = Wi[k0]
+    w1 = Wi[k0 + 1]
+    w2 = Wi[k0 + 2]
+    w3 = Wi[k0 + 3]
+    w4 = Wi[k0 + 4]
+    s0 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    s3 = np.float32(0.0)
+    s4 = np.float32(0.0)
+    t0 = np.float32(0.0)
+    t1 = np.float32(0.0)
+    t2 = np.float32(0.0)
+    t3 = np.float32(0.0)
+    t4 = np.float32(0.0)
+    for f in range(n):
+        x = a[f]
+        y = c[f]
+        v0 = w0[f]
+        v1 = w1[f]
+        v2 = w2[f]
+        v3 = w3[f]
+        v4 = w4[f]
+        s0 += x * v0
+        s1 += x * v1
+        s2 += x * v2
+        s3 += x * v3
+        s4 += x * v4
+        t0 += y * v0
+        t1 += y * v1
+        t2 += y * v2
+        t3 += y * v3
+        t4 += y * v4
+    out_a[k0] = s0
+    out_a[k0 + 1] = s1
+    out_a[k0 + 2] = s2
+    out_a[k0 + 3] = s3
+    out_a[k0 + 4] = s4
+    out_c[k0] = t0
+    out_c[k0 + 1] = t1
+    out_c[k0 + 2] = t2
+    out_c[k0 + 3] = t3
+    out_c[k0 + 4] = t4
+
+
 @njit(cache=True, inline="always")
 def _add_row(acc, w, n):
     for f in range(n):
@@ -183,37 +235,66 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
                 u[j - d] = uniform_from_word(pick_word(r4, lane))
                 lane += 1
                 j += 1
-    # Then item by item (W[i] stays in cache for all the batch's ratings of item i).
+    # Then item by item (W[i] stays in cache for all the batch's ratings of item i), two ratings at
+    # a time: _dot5x2 loads each W[i] element once for both rows.
     for c in prange(_ITEM_CHUNKS):
-        logits = np.empty(n_levels, dtype=np.float32)
+        za = np.empty(n_levels, dtype=np.float32)
+        zc = np.empty(n_levels, dtype=np.float32)
         for i in range(bounds[c], bounds[c + 1]):
             Wi = W[i]
-            for q in range(start[i], start[i + 1]):
-                b = slot_b[q]
-                hb = h[b]
-                top = np.float32(-np.inf)
-                for k in range(n_levels):
-                    acc = bv[i, k] + _dot(hb, Wi[k], n_hidden)
-                    logits[k] = acc
-                    if acc > top:
-                        top = acc
-                total = np.float32(0.0)
-                for k in range(n_levels):
-                    # exp(0) is exactly 1: the largest logit needs no call to exp
-                    e = np.exp(logits[k] - top) if logits[k] != top else np.float32(1.0)
-                    logits[k] = e
-                    total += e
-                p = slot_p[q]
-                uq = u[p]
-                # Categorical draw: the first level whose cumulative probability exceeds u.
-                cum = np.float32(0.0)
-                chosen = n_levels - 1
-                for k in range(n_levels - 1):
-                    cum += logits[k] / total
-                    if uq < cum:
-                        chosen = k
-                        break
-                out_states[p + delta[b]] = chosen
+            bvi = bv[i]
+            q = start[i]
+            q1 = start[i + 1]
+            while q < q1:
+                ba = slot_b[q]
+                pa = slot_p[q]
+                if q + 1 < q1:
+                    bc = slot_b[q + 1]
+                    pc = slot_p[q + 1]
+                    ha = h[ba]
+                    hc = h[bc]
+                    k = 0
+                    while k + 5 <= n_levels:
+                        _dot5x2(ha, hc, Wi, k, n_hidden, za, zc)
+                        k += 5
+                    while k < n_levels:
+                        za[k] = _dot(ha, Wi[k], n_hidden)
+                        zc[k] = _dot(hc, Wi[k], n_hidden)
+                        k += 1
+                    out_states[pa + delta[ba]] = _softmax_draw(za, bvi, n_levels, u[pa])
+                    out_states[pc + delta[bc]] = _softmax_draw(zc, bvi, n_levels, u[pc])
+                    q += 2
+                else:
+                    ha = h[ba]
+                    for k in range(n_levels):
+                        za[k] = _dot(ha, Wi[k], n_hidden)
+                    out_states[pa + delta[ba]] = _softmax_draw(za, bvi, n_levels, u[pa])
+                    q += 1
+
+
+@njit(cache=True, inline="always")
+def _softmax_draw(z, bvi, n_levels, uq):
+    """z[k] = h . W[i, k] on entry.  Logits bvi[k] + z[k], softmax, and the categorical draw: the
+    first level k < K - 1 whose cumulative probability exceeds uq, else K - 1 (csrc/kernel_math.cuh
+    `categorical`, same operations).  The cumulative sum never decreases, so that level is the
+    number of cumulative probabilities <= uq among the first K - 1: counted without a branch."""
+    top = np.float32(-np.inf)
+    for k in range(n_levels):
+        acc = bvi[k] + z[k]
+        z[k] = acc
+        if acc > top:
+            top = acc
+    total = np.float32(0.0)
+    for k in range(n_levels):
+        e = np.exp(z[k] - top)  # exactly 1 for the largest logit
+        z[k] = e
+        total += e
+    cum = np.float32(0.0)
+    chosen = 0
+    for k in range(n_levels - 1):
+        cum += z[k] / total
+        chosen += np.int32(cum <= uq)
+    return chosen
 
 
 @njit(parallel=True, cache=True)
