@@ -361,9 +361,16 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
     n_hidden = dW.shape[2]
     use_values = values.shape[0] > 0
     start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, dW.shape[0])
+    m = slot_b.shape[0]
     for c in prange(_ITEM_CHUNKS):
         for i in range(bounds[c], bounds[c + 1]):
             for q in range(start[i], start[i + 1]):
+                # Prefetch what the entry _AHEAD slots on reads: its state (a random CSR position)
+                # and its row of ph.
+                qa = q + _AHEAD
+                if qa < m:
+                    ba = slot_b[qa]
+                    _prefetch(states, slot_p[qa] + delta[ba])
                 b = slot_b[q]
                 j = slot_p[q] + delta[b]
                 s = sign * values[j] if use_values else sign
