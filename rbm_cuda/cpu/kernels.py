@@ -34,6 +34,8 @@ _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, scatter_gradients: parallel tasks per call, each a range of items
 # holding about the same number of the batch's ratings.
 _ITEM_CHUNKS = 16
+# _group_by_item: parallel tasks (row ranges).
+_GROUP_TASKS = 2
 # sample_hidden: prefetch distance, in rated entries.
 _AHEAD = 8
 
@@ -164,7 +166,7 @@ def _bernoulli_row(prob, out, n, seed, step, gibbs, phase, base):
             lane += 1
             f += 1
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _group_by_item(indptr, indices, rows, n_items):
     """The batch's rated entries grouped by item (a stable counting sort, O(entries + items)).
 
@@ -173,33 +175,47 @@ def _group_by_item(indptr, indices, rows, n_items):
     row rates an item at most once), each with its batch row b and its position p in the batch's
     row-major order; its CSR position is j = p + delta[b].  bounds int64[_ITEM_CHUNKS + 1] cuts the
     items into ranges of about equal numbers of entries, the parallel tasks.  Walking W item by item
-    reads each touched item's weights once per batch instead of once per rating."""
+    reads each touched item's weights once per batch instead of once per rating.
+
+    The counting and the filling run in _GROUP_TASKS parallel tasks, each a contiguous range of
+    batch rows with its own counters; task t's entries of an item are placed after those of tasks
+    < t, so the order (and the result) is that of one serial pass."""
     n_rows = rows.shape[0]
-    count = np.zeros(n_items + 1, dtype=np.int64)
+    n_tasks = _GROUP_TASKS
+    count = np.zeros((n_tasks, n_items), dtype=np.int64)
     delta = np.empty(n_rows, dtype=np.int64)
+    for t in prange(n_tasks):
+        ct = count[t]
+        for b in range(t * n_rows // n_tasks, (t + 1) * n_rows // n_tasks):
+            for j in range(indptr[rows[b]], indptr[rows[b] + 1]):
+                ct[indices[j]] += 1
     m = 0
     for b in range(n_rows):
         j0 = indptr[rows[b]]
-        j1 = indptr[rows[b] + 1]
         delta[b] = j0 - m
-        for j in range(j0, j1):
-            count[indices[j] + 1] += 1
-        m += j1 - j0
+        m += indptr[rows[b] + 1] - j0
+    # count[t, i] becomes the first slot of task t's entries of item i.
+    start = np.empty(n_items + 1, dtype=np.int64)
+    q = 0
     for i in range(n_items):
-        count[i + 1] += count[i]
-    start = count
-    fill = start[:n_items].copy()
+        start[i] = q
+        for t in range(n_tasks):
+            c = count[t, i]
+            count[t, i] = q
+            q += c
+    start[n_items] = q
     slot_b = np.empty(m, dtype=np.int32)
     slot_p = np.empty(m, dtype=np.int32)
-    for b in range(n_rows):
-        j0 = indptr[rows[b]]
-        d = delta[b]
-        for j in range(j0, indptr[rows[b] + 1]):
-            i = indices[j]
-            q = fill[i]
-            fill[i] = q + 1
-            slot_b[q] = b
-            slot_p[q] = j - d
+    for t in prange(n_tasks):
+        fill = count[t]
+        for b in range(t * n_rows // n_tasks, (t + 1) * n_rows // n_tasks):
+            d = delta[b]
+            for j in range(indptr[rows[b]], indptr[rows[b] + 1]):
+                i = indices[j]
+                q = fill[i]
+                fill[i] = q + 1
+                slot_b[q] = b
+                slot_p[q] = j - d
     bounds = np.empty(_ITEM_CHUNKS + 1, dtype=np.int64)
     i = 0
     for c in range(_ITEM_CHUNKS + 1):
