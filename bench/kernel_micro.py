@@ -1,0 +1,77 @@
+"""Micro-benchmark of one kernel on 1000-user batches of a data set: the current kernels
+(rbm_cuda/cpu/kernels.py) and other copies of the module, calls alternating, min and median of N.
+Checks first that every copy gives the same result (max abs diff / mismatching states).
+
+    PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py      # hidden, scatter, update
+    DS=ml-20m N=10 PYTHONPATH=. python bench/kernel_micro.py hidden /tmp/exp/old_kernels.py
+
+A copy must import philox absolutely (from rbm_cuda.cpu.philox import ...) and live in a directory
+of its own (it is imported by file name; Numba caches next to it).
+"""
+import sys, os, time, importlib
+import numpy as np
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE)); sys.path.insert(0, HERE)
+from throughput import load_data
+from rbm_cuda.cpu import kernels as cur
+
+def mod(path):
+    sys.path.insert(0, os.path.dirname(path)); return importlib.import_module(os.path.basename(path)[:-3])
+
+ds = os.environ.get('DS', 'ml-1m')
+X = load_data(ds)
+K, F, B = 5, 100, 1000
+rng = np.random.default_rng(0)
+n_items = X.shape[1]
+W = (rng.standard_normal((n_items, K, F)) * 0.05).astype(np.float32)
+bv = (rng.standard_normal((n_items, K)) * 0.1).astype(np.float32)
+bh = np.zeros(F, np.float32)
+ip = X.indptr.astype(np.int64); ind = X.indices.astype(np.int32)
+states = (X.data.astype(np.int32) - 1)
+values = np.empty(0, np.float32)
+batches = [np.ascontiguousarray(rng.permutation(X.shape[0])[:B]) for _ in range(4)]
+h = (rng.random((B, F)) < 0.5).astype(np.float32)
+ph = rng.random((B, F)).astype(np.float32)
+DW = np.zeros_like(W); DBV = np.zeros_like(bv)
+
+def run(kn, which, rows):
+    if which == 'visible':
+        out = np.zeros(X.nnz, np.int32)
+        kn.sample_visible_softmax(ip, ind, rows, h, W, bv, 1, 2, 1, out); return out
+    if which == 'hidden':
+        p = np.empty((B, F), np.float32); s = np.empty((B, F), np.float32)
+        kn.sample_hidden(ip, ind, states, values, rows, W, bh, 1, 2, 0, p, s, True); return p, s
+    if which == 'scatter':
+        dW = DW; dbv = DBV
+        kn.scatter_gradients(ip, ind, states, values, rows, ph, np.float32(1.0), dW, dbv); return dW, dbv
+    if which == 'update':
+        Wc = W.copy(); g = W.copy(); v = np.zeros_like(W)
+        kn.apply_update(Wc.reshape(-1), g.reshape(-1), v.reshape(-1), 0.1, 0.8, 0.003, 0.001); return Wc
+
+which = sys.argv[1]; paths = sys.argv[2:]
+mods = {'cur': cur}
+for p in paths: mods[os.path.basename(p)] = mod(p)
+# check equality of results
+ref = None
+for name, kn in mods.items():
+    DW[:] = 0; DBV[:] = 0
+    r = run(kn, which, batches[0])
+    r = tuple(x.copy() for x in r) if isinstance(r, tuple) else r.copy()
+    r = r if isinstance(r, tuple) else (r,)
+    if ref is None: ref = r
+    else:
+        for a, b in zip(ref, r):
+            if a.dtype.kind == 'f':
+                print(name, 'max abs diff', float(np.abs(a - b).max()), 'identical' if np.array_equal(a, b) else '')
+            else:
+                print(name, 'mismatches', int((a != b).sum()), 'of', int((a != 0).sum() + (a == 0).sum()))
+ts = {n: [] for n in mods}
+N = int(os.environ.get('N', 20))
+for it in range(N):
+    for name, kn in mods.items():
+        rows = batches[it % 4]
+        t = time.perf_counter(); run(kn, which, rows); ts[name].append(time.perf_counter() - t)
+print(f'{which} {ds} load {os.getloadavg()[0]:.2f}')
+base = np.median(ts['cur'])
+for n, t in ts.items():
+    print(f'  {n:10s} min {min(t)*1e3:7.2f} ms  median {np.median(t)*1e3:7.2f} ms  cur/this median {base/np.median(t):.2f}x  min {min(ts["cur"])/min(t):.2f}x')
