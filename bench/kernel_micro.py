@@ -2,7 +2,7 @@
 (rbm_cuda/cpu/kernels.py) and other copies of the module, calls alternating, min and median of N.
 Checks first that every copy gives the same result (max abs diff / mismatching states).
 
-    PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py      # hidden, scatter, update
+    PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py   # or hidden, scatter, update, free_energy
     DS=ml-20m N=10 PYTHONPATH=. python bench/kernel_micro.py hidden /tmp/exp/old_kernels.py
 
 A copy must import philox absolutely (from rbm_cuda.cpu.philox import ...) and live in a directory
@@ -44,6 +44,9 @@ def run(kn, which, rows):
     if which == 'scatter':
         dW = DW; dbv = DBV
         kn.scatter_gradients(ip, ind, states, values, rows, ph, np.float32(1.0), dW, dbv); return dW, dbv
+    if which == 'free_energy':
+        out = np.empty(B, np.float32)
+        kn.free_energy(ip, ind, states, values, rows, W, bv, bh, out); return out
     if which == 'update':
         Wc = W.copy(); g = W.copy(); v = np.zeros_like(W)
         kn.apply_update(Wc.reshape(-1), g.reshape(-1), v.reshape(-1), 0.1, 0.8, 0.003, 0.001); return Wc

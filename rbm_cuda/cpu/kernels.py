@@ -489,7 +489,14 @@ def free_energy(indptr, indices, states, values, rows, W, bv, bh, out):
         r = rows[b]
         acc = bh.copy()
         visible = np.float32(0.0)
-        for j in range(indptr[r], indptr[r + 1]):
+        j1 = indptr[r + 1]
+        for j in range(indptr[r], j1):
+            ja = j + _AHEAD  # prefetch as in sample_hidden
+            if ja < j1:
+                wa = W[indices[ja], states[ja]]
+                for f in range(0, n_hidden, 16):
+                    _prefetch(wa, f)
+                _prefetch(wa, n_hidden - 1)
             v = values[j] if use_values else np.float32(1.0)
             w = W[indices[j], states[j]]
             visible += v * bv[indices[j], states[j]]
