@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the RBMs train")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="print only the table")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (metrics only), as in the docs")
     return ap
 
 
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     print(f"{data.name}, protocol {args.protocol} ({', '.join(report['splits'])}), k = {args.k}"
           + (f", relevance: test rating >= {args.relevance_threshold:g}" if args.relevance_threshold else "")
           + (" — mean ± std over splits" if len(splits) > 1 else ""))
-    print(format_table(report))
+    print(format_table(report, markdown=args.markdown))
     log(f"total {elapsed:.1f} s")
     if args.json:
         to_json(report, args.protocol, data.name, args.k, path=args.json,

@@ -108,9 +108,12 @@ def metric_columns(report):
     return sorted(cols, key=_metric_order)
 
 
-def format_table(report, digits=4) -> str:
-    """Models as rows, metrics as columns, 'mean ± std' over splits when there are several."""
+def format_table(report, digits=4, markdown=False) -> str:
+    """Models as rows, metrics as columns, 'mean ± std' over splits when there are several.
+    markdown: a Markdown table of the metrics only (timings vary from run to run: left out)."""
     cols = metric_columns(report)
+    if markdown:
+        cols = [c for c in cols if not c.endswith("seconds")]
     several = len(report["splits"]) > 1
     header = ["model"] + cols
     rows = []
@@ -123,9 +126,11 @@ def format_table(report, digits=4) -> str:
             d = 2 if c.endswith("seconds") else digits
             cell = f"{res[c]:.{d}f}"
             if several:
-                cell += f" ±{report['spread'][name][c]:.{d}f}"
+                cell += f" {'± ' if markdown else '±'}{report['spread'][name][c]:.{d}f}"
             row.append(cell)
         rows.append(row)
+    if markdown:
+        return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header)] + rows)
     widths = [max(len(r[j]) for r in [header] + rows) for j in range(len(header))]
     lines = ["  ".join(h.ljust(w) if j == 0 else h.rjust(w) for j, (h, w) in enumerate(zip(header, widths)))]
     lines.append("  ".join("-" * w for w in widths))
