@@ -1,8 +1,9 @@
 """Where a softmax CD epoch spends its time, kernel by kernel (the Numba backend).
 
 Runs the same loop as rbm_cuda.model.RBM._epoch (softmax visible units) with a timer around every
-kernel call, for the current kernels (rbm_cuda/cpu/kernels.py) and, with --baseline, the frozen
-pre-optimisation copy (bench/baseline_kernels.py), alternating epochs so both see the same load.
+kernel call, for the current kernels (rbm_cuda/cpu/kernels.py) and, with --baseline [REV], the kernels
+as they were at git revision REV (default bbe8eac, before the speed work; read with `git show`),
+alternating epochs so both see the same load.
 
     PYTHONPATH=. python bench/profile_phases.py --dataset ml-1m --batch-size 1000 --epochs 5 --baseline
 """
@@ -10,8 +11,11 @@ pre-optimisation copy (bench/baseline_kernels.py), alternating epochs so both se
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -24,6 +28,28 @@ from rbm_cuda.cpu import kernels as current_kernels  # noqa: E402
 
 PHASES = ["sample_hidden v0", "sample_visible_softmax", "sample_hidden vT", "scatter_gradients +",
           "scatter_gradients -", "dbh (numpy)", "apply_update W", "apply_update bv, bh", "loop overhead"]
+
+
+# The kernels before the issue-6 speed work.
+BASELINE_REV = "bbe8eac"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernels_at(rev):
+    """rbm_cuda/cpu/kernels.py at git revision `rev`, importable next to today's philox.py."""
+    src = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:rbm_cuda/cpu/kernels.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(prefix="rbm_kernels_"), f"kernels_{rev}.py")
+    with open(path, "w") as fh:
+        fh.write(src.replace("from .philox import", "from rbm_cuda.cpu.philox import"))
+    return load_module(path, f"kernels_{rev}")
 
 
 def load(name):
@@ -96,22 +122,16 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--cd", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--baseline", action="store_true", help="also profile bench/baseline_kernels.py")
+    ap.add_argument("--baseline", nargs="?", const=BASELINE_REV, metavar="REV",
+                    help=f"also profile rbm_cuda/cpu/kernels.py as it was at git revision REV (default {BASELINE_REV})")
     ap.add_argument("--other", metavar="PATH", help="also profile the kernels module in this file (an experiment)")
     a = ap.parse_args(argv)
     X = load(a.dataset)
     impls = {"current": current_kernels}
     if a.baseline:
-        import baseline_kernels
-
-        impls = {"baseline": baseline_kernels, "current": current_kernels}
+        impls = {"baseline": kernels_at(a.baseline), "current": current_kernels}
     if a.other:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("other_kernels", a.other)
-        other = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(other)
-        impls["other"] = other
+        impls["other"] = load_module(a.other, "other_kernels")
     models = {k: make_model(X, a.batch_size, a.cd) for k in impls}
     for k, kn in impls.items():  # warm-up (compilation, caches)
         epoch(models[k], kn, [0.0] * 9)
@@ -127,7 +147,7 @@ def main(argv=None):
     med = {k: np.median(np.array(v), axis=0) * 1e3 for k, v in acc.items()}
     head = "| phase | " + " | ".join(f"{k} ms" for k in impls) + (" | baseline / current |" if a.baseline else " |")
     print(head)
-    print("|" + "---|" * (len(impls) + 1 + a.baseline))
+    print("|" + "---|" * (len(impls) + 1 + bool(a.baseline)))
     for i, name in enumerate(PHASES + ["epoch (sum)"]):
         cells = [f"{med[k][i]:.1f}" for k in impls]
         ratio = f" | {med['baseline'][i] / max(med['current'][i], 1e-9):.1f}x" if a.baseline else ""
