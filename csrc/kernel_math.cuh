@@ -30,6 +30,20 @@ RBM_HD inline float bernoulli(float u, float p) { return u < p ? 1.0f : 0.0f; }
 // The per-entry level arrays below are float[MaxLevels] with n_levels <= MaxLevels used: loops run
 // to the compile-time MaxLevels (unrolled, so the array stays in registers) and skip k >= n_levels.
 
+// Input of hidden unit f for CSR row r: bh[f] + sum over the row's entries j of value_j *
+// W[item_j, state_j, f] (value 1 when use_values is false), summed in CSR order as the Numba twin.
+RBM_HD inline float hidden_input(const int64_t *indptr, const int32_t *indices, const int32_t *states,
+                                 const float *values, bool use_values, int64_t r, const float *W, int64_t n_levels,
+                                 int64_t n_hidden, const float *bh, int64_t f) {
+    float acc = bh[f];
+    const int64_t end = indptr[r + 1];
+    for (int64_t j = indptr[r]; j < end; ++j) {
+        const float w = W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
+        acc += use_values ? values[j] * w : w;
+    }
+    return acc;
+}
+
 // Logits of one rated entry (item i) given hidden states hb: z[k] = bv[i, k] + (hb . W[i, k, :]),
 // the dot product summed from zero as the Numba twin does; returns max_k z[k].
 template <int MaxLevels>

@@ -83,16 +83,7 @@ __global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const i
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
     if (f >= n_hidden) return;
     const int64_t r = rows[b];
-    float acc = bh[f];
-    const int64_t end = indptr[r + 1];
-    for (int64_t j = indptr[r]; j < end; ++j) {
-        const float w = W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
-        if (use_values)
-            acc += values[j] * w;
-        else
-            acc += w;
-    }
-    const float p = sigmoid(acc);
+    const float p = sigmoid(hidden_input(indptr, indices, states, values, use_values, r, W, n_levels, n_hidden, bh, f));
     const int64_t out = b * n_hidden + f;
     prob_out[out] = p;
     if (sample) {
@@ -229,14 +220,8 @@ __global__ void free_energy_hidden_kernel(const int64_t *__restrict__ indptr, co
     const int64_t b = blockIdx.x;
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
     if (f >= n_hidden) return;
-    const int64_t r = rows[b];
-    float acc = bh[f];
-    const int64_t end = indptr[r + 1];
-    for (int64_t j = indptr[r]; j < end; ++j) {
-        const float v = use_values ? values[j] : 1.0f;
-        acc += v * W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
-    }
-    scratch[b * n_hidden + f] = softplus(acc);
+    scratch[b * n_hidden + f] = softplus(
+        hidden_input(indptr, indices, states, values, use_values, rows[b], W, n_levels, n_hidden, bh, f));
 }
 
 // kernels.free_energy, part 2: a thread per row sums the visible term (CSR order) and the hidden
