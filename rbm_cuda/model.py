@@ -205,10 +205,7 @@ class RBM:
         shape, held-out ratings of the same users (monitoring only, never trained on).
         callback(model, record) is called after each epoch with that epoch's history record.
         """
-        csr, levels, data = _as_rating_csr(X)
-        if csr.nnz == 0:
-            raise ValueError("cannot fit on an empty rating matrix")
-        self._initialise(csr, levels, data)
+        self._start(X)
         monitor = self._monitor(valid)
         for _ in range(self._params.epochs):
             self._epoch(monitor, callback)
@@ -216,22 +213,28 @@ class RBM:
 
     def partial_fit(self, X=None, valid=None, callback=None):
         """One more epoch.  The first call initialises from X; later calls train on the same item
-        space (X replaces the training rows when given)."""
+        space (X, when given, replaces the training rows: the users may change, the items may not)."""
         if not hasattr(self, "W_"):
-            return self.set_params(epochs=1).fit(X, valid, callback) if X is not None else self._no_data()
-        if X is not None:
-            csr, _, _ = _as_rating_csr(X, self.levels_)
+            if X is None:
+                raise ValueError("partial_fit needs ratings X on its first call")
+            self._start(X)
+        elif X is not None:
+            csr, _, data = _as_rating_csr(X, self.levels_)
             if csr.shape[1] != self.n_items_:
                 raise ValueError(f"X has {csr.shape[1]} items, the model was built for {self.n_items_}")
             if self._dev is not None:
                 self._sync_host()
             self._set_train(csr)
             self.n_users_ = csr.shape[0]
+            self.user_ids_ = np.asarray(data.user_ids) if data is not None else np.arange(csr.shape[0])
         self._epoch(self._monitor(valid), callback)
         return self
 
-    def _no_data(self):
-        raise ValueError("partial_fit needs ratings X on its first call")
+    def _start(self, X):
+        csr, levels, data = _as_rating_csr(X)
+        if csr.nnz == 0:
+            raise ValueError("cannot fit on an empty rating matrix")
+        self._initialise(csr, levels, data)
 
     def _epoch(self, monitor, callback):
         p = self._params

@@ -153,6 +153,21 @@ def test_fit_then_partial_fit_equals_longer_fit():
     assert [r["cd_steps"] for r in short.history_] == [1, 1, 2, 2]
 
 
+def test_partial_fit_keeps_parameters_and_takes_new_users():
+    X = random_ratings()
+    model = RBM(n_hidden=8, epochs=7, device="cpu", seed=1)
+    model.partial_fit(X)
+    assert model.epochs == 7 and model.epochs_done_ == 1
+    fresh = RBM(n_hidden=8, epochs=1, device="cpu", seed=1).fit(X)
+    np.testing.assert_array_equal(model.W_, fresh.W_)
+    more = random_ratings(n_users=90, seed=5)  # other users, same items
+    model.partial_fit(more)
+    assert model.epochs_done_ == 2 and model.n_users_ == 90
+    assert model.recommend(89, n=3)[0].shape == (3,)
+    with pytest.raises(ValueError, match="first call"):
+        RBM(device="cpu").partial_fit()
+
+
 def test_save_load_round_trip_resumes_exactly(tmp_path):
     X = random_ratings()
     kw = dict(n_hidden=8, batch_size=16, device="cpu", seed=5, visible="like")
