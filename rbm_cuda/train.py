@@ -59,28 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def holdout_split(data, fraction: float, seed: int):
-    """(train, valid) RatingData: round(fraction * n) random ratings of each user go to valid, always
-    leaving each user at least one training rating."""
-    import scipy.sparse as sp
-
-    csr = data.ratings
-    if fraction == 0:
-        return data, None
-    rng = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 2, 0]))
-    counts = np.diff(csr.indptr)
-    n_valid = np.minimum(np.rint(counts * fraction).astype(np.int64), np.maximum(counts - 1, 0))
-    valid_mask = np.zeros(csr.nnz, dtype=bool)
-    for u in np.flatnonzero(n_valid):
-        valid_mask[csr.indptr[u] + rng.choice(counts[u], n_valid[u], replace=False)] = True
-    rows = np.repeat(np.arange(csr.shape[0]), counts)
-
-    def part(mask):
-        return sp.csr_matrix((csr.data[mask], (rows[mask], csr.indices[mask])), shape=csr.shape, dtype=np.float32)
-
-    return data.with_ratings(part(~valid_mask)), data.with_ratings(part(valid_mask))
-
-
 def _fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
@@ -110,9 +88,15 @@ def show_recommendations(model, data, user, n=10, out=None):
 
 def run(args) -> dict:
     from . import RBM, datasets
+    from .evaluation.splits import stratified_split
 
     data = datasets.load(args.data, duplicates=args.duplicates)
-    train, valid = holdout_split(data, args.valid_fraction, args.seed)
+    if args.valid_fraction > 0:
+        # per user, half_up(fraction * n) random ratings held out; every user keeps one to train on
+        split = stratified_split(data, args.valid_fraction, args.seed)
+        train, valid = split.train, split.test
+    else:
+        train, valid = data, None
     model = RBM(n_hidden=args.hidden, visible=args.visible, like_threshold=args.like_threshold, cd_steps=args.cd,
                 learning_rate=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                 batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rbm_cuda import RBM
-from rbm_cuda.train import holdout_split, main
+from rbm_cuda.train import main
 
 
 def test_default_job_on_embedded_data(tmp_path, capsys):
@@ -18,6 +18,10 @@ def test_default_job_on_embedded_data(tmp_path, capsys):
     report = json.loads(js.read_text())
     assert report["dataset"] == "ml-latest-small"
     assert report["n_ratings"] == 100836 == report["n_train"] + report["n_valid"]
+    from rbm_cuda import datasets
+
+    counts = np.diff(datasets.load().ratings.indptr)  # validation: half_up(10 %) of each user's ratings
+    assert report["n_valid"] == int(np.minimum(np.floor(0.1 * counts + 0.5), counts - 1).sum())
     assert report["backend"] == "numba"
     assert [r["epoch"] for r in report["history"]] == [1, 2, 3]
     for rec in report["history"]:
@@ -33,19 +37,6 @@ def test_default_job_on_embedded_data(tmp_path, capsys):
     assert "top-10 recommendations" in printed
     for title in titles[:3]:
         assert title[:40] in printed
-
-
-def test_holdout_keeps_every_user_and_is_disjoint():
-    from rbm_cuda import datasets
-
-    data = datasets.load()
-    train, valid = holdout_split(data, 0.2, seed=1)
-    assert train.nnz + valid.nnz == data.nnz
-    assert train.ratings.multiply(valid.ratings).nnz == 0
-    per_user = np.diff(train.ratings.indptr)
-    assert per_user.min() >= 1
-    expected = np.minimum(np.rint(np.diff(data.ratings.indptr) * 0.2), np.diff(data.ratings.indptr) - 1)
-    np.testing.assert_array_equal(np.diff(valid.ratings.indptr), expected)
 
 
 def test_bad_flag_value_is_one_line_error(tmp_path, capsys):
