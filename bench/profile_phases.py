@@ -26,8 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rbm_cuda import RBM  # noqa: E402
 from rbm_cuda.cpu import kernels as current_kernels  # noqa: E402
 
-PHASES = ["sample_hidden v0", "sample_visible_softmax", "sample_hidden vT", "scatter_gradients +",
-          "scatter_gradients -", "dbh (numpy)", "apply_update W", "apply_update bv, bh", "loop overhead"]
+# "gradient, W and bv update": update_softmax, or (kernels from before it) scatter_gradients +ph0 and
+# -phT, then apply_update on W and bv.
+PHASES = ["sample_hidden v0", "sample_visible_softmax", "sample_hidden vT", "gradient, W and bv update",
+          "dbh (numpy)", "apply_update bh", "loop overhead"]
 
 
 # The kernels before the issue-6 speed work.
@@ -74,7 +76,10 @@ def epoch(model, kn, times, epoch_index=0):
     momentum = p.momentum_at(epoch_index)
     F = model.W_.shape[2]
     neg = d["neg_states"]
-    gW, gbv, gbh = d["grad"]
+    gbh = d["grad"][2]
+    fused = hasattr(kn, "update_softmax")
+    if not fused:
+        gW, gbv = np.zeros_like(d["W"]), np.zeros_like(d["bv"])
     clock = time.perf_counter
     t_start = clock()
     order = np.random.Generator(np.random.Philox(key=p.seed, counter=[0, 0, 0, epoch_index])).permutation(
@@ -98,21 +103,23 @@ def epoch(model, kn, times, epoch_index=0):
             kn.sample_hidden(d["indptr"], d["indices"], neg, d["values"], rows, d["W"], d["bh"],
                              p.seed, step, g, phT, h, g < steps)
             t2 = clock(); times[2] += t2 - t1
-        t = clock()
-        kn.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0, np.float32(1.0), gW, gbv)
-        t1 = clock(); times[3] += t1 - t
-        kn.scatter_gradients(d["indptr"], d["indices"], neg, d["values"], rows, phT, np.float32(-1.0), gW, gbv)
-        t2 = clock(); times[4] += t2 - t1
-        gbh += ph0.sum(axis=0) - phT.sum(axis=0)
-        t3 = clock(); times[5] += t3 - t2
         scale = 1.0 / B
-        for n, (param, grad, vel, decay) in enumerate(zip((d["W"], d["bv"], d["bh"]), d["grad"], d["vel"],
-                                                          (p.weight_decay, 0.0, 0.0))):
-            kn.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
-                            momentum, decay, scale)
-            if n == 0:
-                t4 = clock(); times[6] += t4 - t3
-        times[7] += clock() - t4
+        t = clock()
+        if fused:
+            kn.update_softmax(d["indptr"], d["indices"], d["states"], neg, rows, ph0, phT, d["W"], d["bv"],
+                              d["vel"][0], d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale)
+        else:
+            kn.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0, np.float32(1.0),
+                                 gW, gbv)
+            kn.scatter_gradients(d["indptr"], d["indices"], neg, d["values"], rows, phT, np.float32(-1.0), gW, gbv)
+            for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)):
+                kn.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate, momentum,
+                                decay, scale)
+        t1 = clock(); times[3] += t1 - t
+        gbh += ph0.sum(axis=0) - phT.sum(axis=0)
+        t2 = clock(); times[4] += t2 - t1
+        kn.apply_update(d["bh"], gbh, d["vel"][2], p.learning_rate, momentum, 0.0, scale)
+        times[5] += clock() - t2
     return clock() - t_start
 
 
@@ -134,13 +141,13 @@ def main(argv=None):
         impls["other"] = load_module(a.other, "other_kernels")
     models = {k: make_model(X, a.batch_size, a.cd) for k in impls}
     for k, kn in impls.items():  # warm-up (compilation, caches)
-        epoch(models[k], kn, [0.0] * 9)
+        epoch(models[k], kn, [0.0] * len(PHASES))
     acc = {k: [] for k in impls}
     for _ in range(a.epochs):
         for k, kn in impls.items():
-            times = [0.0] * 9
+            times = [0.0] * len(PHASES)
             total = epoch(models[k], kn, times)
-            times[8] = total - sum(times[:8])
+            times[-1] = total - sum(times[:-1])
             acc[k].append(times + [total])
     print(f"# {a.dataset}, F=100, K=5, CD-{a.cd}, batch {a.batch_size}, {a.epochs} epochs, median ms per epoch; "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -109,6 +109,25 @@ void define_kernels(nb::module_ &m) {
         "stream"_a, "device"_a, release_gil(), "momentum and weight-decay update (kernels.apply_update)");
 
     m.def(
+        "update_softmax",
+        [](uintptr_t indptr, uintptr_t indices, uintptr_t states, uintptr_t neg_states, uintptr_t rows,
+           int64_t n_batch, uintptr_t ph0, uintptr_t phT, uintptr_t W, uintptr_t bv, uintptr_t vel_W,
+           uintptr_t vel_bv, uintptr_t grad_W, uintptr_t grad_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
+           float learning_rate, float momentum, float weight_decay, float scale, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::update_softmax(ptr<const int64_t>(indptr), ptr<const int32_t>(indices), ptr<const int32_t>(states),
+                                ptr<const int32_t>(neg_states), ptr<const int64_t>(rows), n_batch,
+                                ptr<const float>(ph0), ptr<const float>(phT), ptr<float>(W), ptr<float>(bv),
+                                ptr<float>(vel_W), ptr<float>(vel_bv), ptr<float>(grad_W), ptr<float>(grad_bv),
+                                n_items, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale,
+                                as_stream(stream));
+        },
+        "indptr"_a, "indices"_a, "states"_a, "neg_states"_a, "rows"_a, "n_batch"_a, "ph0"_a, "phT"_a, "W"_a, "bv"_a,
+        "vel_W"_a, "vel_bv"_a, "grad_W"_a, "grad_bv"_a, "n_items"_a, "n_levels"_a, "n_hidden"_a, "learning_rate"_a,
+        "momentum"_a, "weight_decay"_a, "scale"_a, "stream"_a, "device"_a, release_gil(),
+        "gradient of one CD step and momentum update of W and bv (kernels.update_softmax)");
+
+    m.def(
         "predict_pairs",
         [](uintptr_t ph, uintptr_t pair_rows, uintptr_t items, int64_t n_pairs, uintptr_t W, uintptr_t bv,
            uintptr_t levels, int64_t n_levels, int64_t n_hidden, uintptr_t out, uintptr_t stream, int device) {

@@ -335,6 +335,24 @@ void apply_update(float *param, float *grad, float *velocity, int64_t n, float l
     RBM_CUDA_CHECK_LAUNCH();
 }
 
+// The Numba kernel sums each item's gradient in a cache-sized scratch and updates the item in the
+// same pass; here the four launches of the unfused step (two scatters, two updates) do the same maths.
+void update_softmax(const int64_t *indptr, const int32_t *indices, const int32_t *states, const int32_t *neg_states,
+                    const int64_t *rows, int64_t n_batch, const float *ph0, const float *phT, float *W, float *bv,
+                    float *vel_W, float *vel_bv, float *grad_W, float *grad_bv, int64_t n_items, int64_t n_levels,
+                    int64_t n_hidden, float learning_rate, float momentum, float weight_decay, float scale,
+                    cudaStream_t stream) {
+    check_count(n_items, "n_items");
+    check_count(n_levels, "n_levels");
+    scatter_gradients(indptr, indices, states, nullptr, 0, rows, n_batch, ph0, 1.0f, grad_W, grad_bv, n_levels,
+                      n_hidden, stream);
+    scatter_gradients(indptr, indices, neg_states, nullptr, 0, rows, n_batch, phT, -1.0f, grad_W, grad_bv, n_levels,
+                      n_hidden, stream);
+    apply_update(W, grad_W, vel_W, n_items * n_levels * n_hidden, learning_rate, momentum, weight_decay, scale,
+                 stream);
+    apply_update(bv, grad_bv, vel_bv, n_items * n_levels, learning_rate, momentum, 0.0f, scale, stream);
+}
+
 void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,
                    const float *bv, const float *levels, int64_t n_levels, int64_t n_hidden, float *out,
                    cudaStream_t stream) {

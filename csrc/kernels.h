@@ -45,6 +45,17 @@ void scatter_gradients(const int64_t *indptr, const int32_t *indices, const int3
 void apply_update(float *param, float *grad, float *velocity, int64_t n, float learning_rate, float momentum,
                   float weight_decay, float scale, cudaStream_t stream);
 
+// kernels.update_softmax: the gradient of one CD step (+ph0 at the data states, -phT at the
+// negative states) and the momentum update of W and bv.  W, vel_W, grad_W [n_items, n_levels,
+// n_hidden]; bv, vel_bv, grad_bv [n_items, n_levels]; ph0, phT [n_batch, n_hidden].  grad_W and
+// grad_bv are work space owned by the caller: zero on entry, zero again on return.  Float atomics
+// in the sums, as scatter_gradients.
+void update_softmax(const int64_t *indptr, const int32_t *indices, const int32_t *states, const int32_t *neg_states,
+                    const int64_t *rows, int64_t n_batch, const float *ph0, const float *phT, float *W, float *bv,
+                    float *vel_W, float *vel_bv, float *grad_W, float *grad_bv, int64_t n_items, int64_t n_levels,
+                    int64_t n_hidden, float learning_rate, float momentum, float weight_decay, float scale,
+                    cudaStream_t stream);
+
 // ph[n_users, n_hidden], pair_rows[n_pairs], items[n_pairs], levels[n_levels], out[n_pairs].
 void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,
                    const float *bv, const float *levels, int64_t n_levels, int64_t n_hidden, float *out,

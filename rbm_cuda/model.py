@@ -175,11 +175,15 @@ class RBM:
             be = get_backend(self._params.device)
             states, values = self._encode(self.train_)
             a = be.asarray
+            bernoulli = self._params.visible == "bernoulli"
             self._dev = {
                 "be": be,
                 "W": a(self.W_, np.float32), "bv": a(self.bv_, np.float32), "bh": a(self.bh_, np.float32),
                 "vel": [a(v, np.float32) for v in self._velocity],
-                "grad": [be.xp.zeros_like(a(x, np.float32)) for x in (self.W_, self.bv_, self.bh_)],
+                # Gradient arrays: bh's always; W's and bv's only for bernoulli units (the softmax
+                # path sums them inside update_softmax).
+                "grad": [be.xp.zeros_like(a(x, np.float32)) if keep else None
+                         for x, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True))],
                 "indptr": a(self.train_.indptr, np.int64), "indices": a(self.train_.indices, np.int32),
                 "states": a(states, np.int32), "values": a(values, np.float32),
                 "levels": a(self._output_levels(), np.float32),
@@ -253,6 +257,7 @@ class RBM:
             rows = be.asarray(order[start:start + p.batch_size], np.int64)
             self.step_ += 1
             B = rows.shape[0]
+            scale = 1.0 / B
             ph0 = xp.empty((B, F), dtype=np.float32)
             h = xp.empty((B, F), dtype=np.float32)
             phT = xp.empty((B, F), dtype=np.float32)
@@ -276,14 +281,14 @@ class RBM:
                                               p.seed, self.step_, t, neg_states)
                     be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
                                      p.seed, self.step_, t, phT, h, t < steps)
-                be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
-                                     np.float32(1.0), gW, gbv)
-                be.scatter_gradients(d["indptr"], d["indices"], neg_states, d["values"], rows, phT,
-                                     np.float32(-1.0), gW, gbv)
+                be.update_softmax(d["indptr"], d["indices"], d["states"], neg_states, rows, ph0, phT, d["W"],
+                                  d["bv"], d["vel"][0], d["vel"][1], p.learning_rate, momentum, p.weight_decay,
+                                  scale)
             gbh += ph0.sum(axis=0) - phT.sum(axis=0)
-            scale = 1.0 / B
-            for param, grad, vel, decay in zip((d["W"], d["bv"], d["bh"]), d["grad"], d["vel"],
-                                               (p.weight_decay, 0.0, 0.0)):
+            updates = [(d["bh"], gbh, d["vel"][2], 0.0)]
+            if p.visible == "bernoulli":
+                updates[:0] = [(d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)]
+            for param, grad, vel, decay in updates:
                 be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
                                 momentum, decay, scale)
         self._sync_host()

@@ -362,6 +362,52 @@ def test_apply_update(n):
     assert (got["grad"] == 0).all()
 
 
+# ---- update_softmax --------------------------------------------------------------------------------------
+def update_softmax_args(X, visible, F, B):
+    states, _, K = encode(X, visible)
+    rng = np.random.default_rng(F + B)
+    neg = rng.integers(0, K, X.nnz).astype(np.int32)
+    rows = batch_rows(X, B, seed=4)
+    ph0, phT = (rng.random((B, F)).astype(np.float32) for _ in range(2))
+    W, bv, _ = params(X.shape[1], K, F, seed=F)
+    vW = rng.normal(0, 0.01, W.shape).astype(np.float32)
+    vb = rng.normal(0, 0.01, bv.shape).astype(np.float32)
+
+    def args():
+        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), states=states.copy(),
+                    neg_states=neg.copy(), rows=rows.copy(), ph0=ph0.copy(), phT=phT.copy(), W=W.copy(),
+                    bv=bv.copy(), vel_W=vW.copy(), vel_bv=vb.copy(), learning_rate=0.05, momentum=0.9,
+                    weight_decay=0.01, scale=1.0 / max(B, 1))
+    return args
+
+
+@pytest.mark.parametrize("visible", ["softmax", "like"])
+@pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 943)])
+def test_update_softmax(ratings, visible, F, B):
+    args = update_softmax_args(ratings, visible, F, B)
+    want, got = both("update_softmax", args, ["W", "bv", "vel_W", "vel_bv"])
+    for name in ("vel_W", "W", "vel_bv", "bv"):
+        assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
+
+
+@pytest.mark.parametrize("visible", ["softmax", "like"])
+@pytest.mark.parametrize("B", [1, 300, 943])
+def test_numba_update_softmax_is_the_unfused_step_bit_for_bit(ratings, visible, B):
+    """The fused Numba kernel against the calls it replaces: two scatters, then the W and bv updates."""
+    fused, ref = update_softmax_args(ratings, visible, 100, B)(), update_softmax_args(ratings, visible, 100, B)()
+    nk.update_softmax(*fused.values())
+    dW, dbv = np.zeros_like(ref["W"]), np.zeros_like(ref["bv"])
+    no_values = np.zeros(0, np.float32)
+    for st, ph, sign in ((ref["states"], ref["ph0"], 1.0), (ref["neg_states"], ref["phT"], -1.0)):
+        nk.scatter_gradients(ref["indptr"], ref["indices"], st, no_values, ref["rows"], ph, np.float32(sign), dW, dbv)
+    for param, grad, vel, decay in ((ref["W"], dW, ref["vel_W"], ref["weight_decay"]), (ref["bv"], dbv, ref["vel_bv"], 0.0)):
+        nk.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), ref["learning_rate"], ref["momentum"],
+                        decay, ref["scale"])
+    for name in ("W", "bv", "vel_W", "vel_bv"):
+        np.testing.assert_array_equal(fused[name], ref[name], err_msg=name)
+    assert not np.array_equal(fused["W"], update_softmax_args(ratings, visible, 100, B)()["W"]), "nothing was updated"
+
+
 # ---- predict_pairs, score_items --------------------------------------------------------------------------
 @pytest.mark.parametrize("K", [5, 2, 1, 10, 32])
 @pytest.mark.parametrize("F", [100, 37])
@@ -484,6 +530,11 @@ def test_empty_inputs_are_no_ops(emu):
     emu.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, none, W, bh, 0, 0, 0, out, out, True)
     emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, none, out, W, bv, 0, 0, 1, np.zeros(X.nnz, np.int32))
     emu.apply_update(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), 0.1, 0.9, 0.0, 1.0)
+    # an empty batch still applies momentum and decay to every weight, as apply_update does
+    W0, vW = W.copy(), np.full_like(W, 0.5)
+    emu.update_softmax(X.indptr.astype(np.int64), X.indices, states, states, none, out, out, W, bv, vW,
+                       np.zeros_like(bv), 0.1, 0.9, 0.0, 1.0)
+    np.testing.assert_allclose(W, W0 + 0.45, rtol=1e-6)
     emu.predict_pairs(np.zeros((1, 8), np.float32), none, np.zeros(0, np.int32), W, bv, np.arange(1, 6, dtype=np.float32),
                       np.zeros(0, np.float32))
 

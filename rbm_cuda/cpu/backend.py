@@ -16,6 +16,7 @@ class NumbaBackend:
     sigmoid_bernoulli = staticmethod(kernels.sigmoid_bernoulli)
     scatter_gradients = staticmethod(kernels.scatter_gradients)
     apply_update = staticmethod(kernels.apply_update)
+    update_softmax = staticmethod(kernels.update_softmax)
     predict_pairs = staticmethod(kernels.predict_pairs)
     score_items = staticmethod(kernels.score_items)
     free_energy = staticmethod(kernels.free_energy)

@@ -394,6 +394,57 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
                 dbv[i, states[j]] += s
 
 
+@njit(parallel=True, cache=True)
+def update_softmax(indptr, indices, states, neg_states, rows, ph0, phT, W, bv, vel_W, vel_bv, learning_rate,
+                   momentum, weight_decay, scale):
+    """One CD step's gradient and update of W and bv (softmax or like/dislike visible units), fused.
+
+    The gradient is that of scatter_gradients(states, ph0, +1) then scatter_gradients(neg_states, phT,
+    -1) on zeroed dW, dbv; the update is apply_update(W, dW, vel_W, ..., weight_decay, scale) and
+    apply_update(bv, dbv, vel_bv, ..., 0, scale).  Same float operations in the same order, so the
+    same bits as those four calls, without the dW array: each task takes a range of items, sums an
+    item's gradient in a K x F scratch that stays in cache, and updates W[i], vel_W[i] (every item,
+    rated in the batch or not: momentum and decay apply to all) while they are in cache too.
+    ph0, phT: float32[B, F]; W, vel_W: float32[n_items, K, F]; bv, vel_bv: float32[n_items, K].
+    """
+    n_items = W.shape[0]
+    n_levels = W.shape[1]
+    n_hidden = W.shape[2]
+    lr = np.float32(learning_rate)
+    mom = np.float32(momentum)
+    wd = np.float32(weight_decay)
+    sc = np.float32(scale)
+    start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, n_items)
+    for c in prange(_ITEM_CHUNKS):
+        g = np.zeros((n_levels, n_hidden), dtype=np.float32)
+        gb = np.zeros(n_levels, dtype=np.float32)
+        for i in range(bounds[c], bounds[c + 1]):
+            q0 = start[i]
+            q1 = start[i + 1]
+            _scatter_item(slot_b, slot_p, delta, q0, q1, states, ph0, np.float32(1.0), g, gb)
+            _scatter_item(slot_b, slot_p, delta, q0, q1, neg_states, phT, np.float32(-1.0), g, gb)
+            Wi = W[i]
+            Vi = vel_W[i]
+            for k in range(n_levels):
+                _update_range(Wi[k], g[k], Vi[k], lr, mom, wd, sc, 0, n_hidden)
+            _update_range(bv[i], gb, vel_bv[i], lr, mom, np.float32(0.0), sc, 0, n_levels)
+
+
+@njit(cache=True, inline="always")
+def _scatter_item(slot_b, slot_p, delta, q0, q1, states, ph, sign, g, gb):
+    """g[states_j] += sign * ph[b] and gb[states_j] += sign for the slots q0 .. q1 - 1 of one item, in
+    slot (batch) order, as scatter_gradients adds them."""
+    m = slot_b.shape[0]
+    for q in range(q0, q1):
+        qa = q + _AHEAD  # the state of a later slot sits at a random CSR position
+        if qa < m:
+            _prefetch(states, slot_p[qa] + delta[slot_b[qa]])
+        b = slot_b[q]
+        k = states[slot_p[q] + delta[b]]
+        _axpy_row(g[k], sign, ph[b], g.shape[1])
+        gb[k] += sign
+
+
 @njit(cache=True, inline="always")
 def _update_range(param, grad, velocity, lr, mom, wd, sc, n0, n1):
     for n in range(n0, n1):

@@ -163,6 +163,28 @@ class PointerKernels:
             self._ptr(velocity, "velocity", F32, (n,), out=True), n, float(learning_rate), float(momentum),
             float(weight_decay), float(scale), self._stream(), self._device())
 
+    def update_softmax(self, indptr, indices, states, neg_states, rows, ph0, phT, W, bv, vel_W, vel_bv,
+                       learning_rate, momentum, weight_decay, scale):
+        n_items, K, F = self._weights(W)
+        no_values = self.xp.empty(0, dtype=np.float32)
+        p_indptr, p_indices, p_states, _, _, p_rows, B = self._csr(indptr, indices, states, no_values, rows, n_items,
+                                                                   K)
+        p_neg = self._ptr(neg_states, "neg_states", I32, (indices.shape[0],))
+        if self.check_bounds:
+            self._in_range(neg_states, "neg_states", K)
+        # The compiled side sums the gradient with atomics in this work space (zero again on return).
+        grad_W = self.xp.zeros((n_items, K, F), dtype=np.float32)
+        grad_bv = self.xp.zeros((n_items, K), dtype=np.float32)
+        self._m.update_softmax(
+            p_indptr, p_indices, p_states, p_neg, p_rows, B, self._ptr(ph0, "ph0", F32, (B, F)),
+            self._ptr(phT, "phT", F32, (B, F)), self._ptr(W, "W", F32, (n_items, K, F), out=True),
+            self._ptr(bv, "bv", F32, (n_items, K), out=True),
+            self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
+            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True),
+            self._ptr(grad_W, "grad_W", F32, (n_items, K, F), out=True),
+            self._ptr(grad_bv, "grad_bv", F32, (n_items, K), out=True), n_items, K, F, float(learning_rate),
+            float(momentum), float(weight_decay), float(scale), self._stream(), self._device())
+
     def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
         n_items, K, F = self._weights(W)
         if not hasattr(ph, "shape") or len(ph.shape) != 2:
