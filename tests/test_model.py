@@ -121,6 +121,30 @@ def test_numba_epoch_matches_dense_reference(visible, cd_steps):
     np.testing.assert_allclose(model.bh_, bh, rtol=1e-4, atol=2e-5)
 
 
+def test_softmax_exp_is_within_one_ulp():
+    """The vectorisable exp of the softmax draw (x <= 0) against exp in float64: exact at 0, relative
+    error <= 2^-23 (one float32 ulp) on [-87, 0], and between 2^-126 and 1e-37 below -87 (where it
+    clamps)."""
+    from numba import njit
+
+    from rbm_cuda.cpu.kernels import _expf
+
+    @njit
+    def apply(x, out):
+        for n in range(x.shape[0]):
+            out[n] = _expf(x[n])
+
+    x = np.concatenate([np.linspace(-87.0, 0.0, 400_001, dtype=np.float32),
+                        -np.logspace(-30, 1, 1_001, dtype=np.float32), np.float32([0.0, -0.0, -100.0, -1e30])])
+    got = np.empty_like(x)
+    apply(x, got)
+    assert got[-4] == 1.0 and got[-3] == 1.0
+    normal = x >= -87.0
+    want = np.exp(x[normal].astype(np.float64))
+    assert (np.abs(got[normal] - want) / want).max() <= 2.0 ** -23
+    assert (got[~normal] >= np.float32(2.0 ** -126)).all() and (got[~normal] < 1e-37).all()
+
+
 def test_reference_detects_a_different_random_stream():
     """The comparison above is sharp: the same epoch under another seed's draws does not match."""
     X = random_ratings()

@@ -34,6 +34,8 @@ _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, scatter_gradients: parallel tasks per call, each a range of items
 # holding about the same number of the batch's ratings.
 _ITEM_CHUNKS = 16
+# sample_visible_softmax: ratings of one item whose softmax tails run together, across SIMD lanes.
+_TAIL_BLOCK = 16
 # _group_by_item: parallel tasks (row ranges).
 _GROUP_TASKS = 2
 # sample_hidden: prefetch distance, in rated entries.
@@ -287,66 +289,115 @@ def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, o
                 u[j - d] = uniform_from_word(pick_word(r4, lane))
                 lane += 1
                 j += 1
-    # Then item by item (W[i] stays in cache for all the batch's ratings of item i), two ratings at
-    # a time: _dot5x2 loads each W[i] element once for both rows.
+    # Then item by item (W[i] stays in cache for all the batch's ratings of item i), in blocks of up
+    # to _TAIL_BLOCK ratings: the logits of a block go to z[k, r] (two ratings at a time through
+    # _dot5x2, which loads each W[i] element once for both), then one vectorised softmax and draw.
     for c in prange(_ITEM_CHUNKS):
         za = np.empty(n_levels, dtype=np.float32)
         zc = np.empty(n_levels, dtype=np.float32)
+        z = np.empty((n_levels, _TAIL_BLOCK), dtype=np.float32)
+        ub = np.empty(_TAIL_BLOCK, dtype=np.float32)
+        chosen = np.empty(_TAIL_BLOCK, dtype=np.int32)
+        scratch = np.empty((3, _TAIL_BLOCK), dtype=np.float32)
         for i in range(bounds[c], bounds[c + 1]):
             Wi = W[i]
             bvi = bv[i]
-            q = start[i]
             q1 = start[i + 1]
-            while q < q1:
-                ba = slot_b[q]
-                pa = slot_p[q]
-                if q + 1 < q1:
-                    bc = slot_b[q + 1]
-                    pc = slot_p[q + 1]
-                    ha = h[ba]
-                    hc = h[bc]
-                    k = 0
-                    while k + 5 <= n_levels:
-                        _dot5x2(ha, hc, Wi, k, n_hidden, za, zc)
-                        k += 5
-                    while k < n_levels:
-                        za[k] = _dot(ha, Wi[k], n_hidden)
-                        zc[k] = _dot(hc, Wi[k], n_hidden)
-                        k += 1
-                    out_states[pa + delta[ba]] = _softmax_draw(za, bvi, n_levels, u[pa])
-                    out_states[pc + delta[bc]] = _softmax_draw(zc, bvi, n_levels, u[pc])
-                    q += 2
-                else:
-                    ha = h[ba]
-                    for k in range(n_levels):
-                        za[k] = _dot(ha, Wi[k], n_hidden)
-                    out_states[pa + delta[ba]] = _softmax_draw(za, bvi, n_levels, u[pa])
-                    q += 1
+            for q0 in range(start[i], q1, _TAIL_BLOCK):
+                n = min(_TAIL_BLOCK, q1 - q0)
+                r = 0
+                while r < n:
+                    ha = h[slot_b[q0 + r]]
+                    if r + 1 < n:
+                        hc = h[slot_b[q0 + r + 1]]
+                        k = 0
+                        while k + 5 <= n_levels:
+                            _dot5x2(ha, hc, Wi, k, n_hidden, za, zc)
+                            k += 5
+                        while k < n_levels:
+                            za[k] = _dot(ha, Wi[k], n_hidden)
+                            zc[k] = _dot(hc, Wi[k], n_hidden)
+                            k += 1
+                        for k in range(n_levels):
+                            z[k, r] = bvi[k] + za[k]
+                            z[k, r + 1] = bvi[k] + zc[k]
+                        r += 2
+                    else:
+                        for k in range(n_levels):
+                            z[k, r] = bvi[k] + _dot(ha, Wi[k], n_hidden)
+                        r += 1
+                for r in range(n):
+                    ub[r] = u[slot_p[q0 + r]]
+                _softmax_draws(z, ub, n_levels, scratch, chosen)
+                for r in range(n):
+                    q = q0 + r
+                    out_states[slot_p[q] + delta[slot_b[q]]] = chosen[r]
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 `bits` (a bitcast; vectorises)."""
+    if not (isinstance(bits, types.Integer) and bits.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(bits), codegen
 
 
 @njit(cache=True, inline="always")
-def _softmax_draw(z, bvi, n_levels, uq):
-    """z[k] = h . W[i, k] on entry.  Logits bvi[k] + z[k], softmax, and the categorical draw: the
-    first level k < K - 1 whose cumulative probability exceeds uq, else K - 1 (csrc/kernel_math.cuh
-    `categorical`, same operations).  The cumulative sum never decreases, so that level is the
-    number of cumulative probabilities <= uq among the first K - 1: counted without a branch."""
-    top = np.float32(-np.inf)
+def _expf(x):
+    """exp(x) for float32 x <= 0 (a logit minus the largest one), written so that a loop of it
+    vectorises (the libm expf call does not): x = n ln2 + r with n = round(x / ln2), then Cephes'
+    single-precision polynomial for exp(r), then scaling by 2^n through the exponent bits.  Within
+    about 1 ulp of expf; x below -87 is taken as -87 (exp(-87) ~ 1.6e-38, which cannot change a sum
+    that also holds exp(0) = 1)."""
+    x = max(x, np.float32(-87.0))
+    n = np.int32(x * np.float32(1.44269504) - np.float32(0.5))  # round to nearest (x <= 0)
+    fn = np.float32(n)
+    r = x - fn * np.float32(0.693359375)
+    r = r - fn * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * (r * r) + r + np.float32(1.0)
+    return p * _float_from_bits(np.int32((n + 127) << 23))
+
+
+@njit(cache=True, inline="always")
+def _softmax_draws(z, ub, n_levels, scratch, chosen):
+    """z[k, r]: logit of level k of rating r (r < _TAIL_BLOCK).  For each r: softmax over k, then the
+    first level k < K - 1 whose cumulative probability exceeds ub[r], else K - 1 (the operations of
+    csrc/kernel_math.cuh `categorical`; counted without a branch, as the cumulative sum never
+    decreases).  Every loop runs over r, across SIMD lanes; z is overwritten."""
+    top = scratch[0]
+    total = scratch[1]
+    cum = scratch[2]
+    for r in range(_TAIL_BLOCK):
+        top[r] = z[0, r]
+    for k in range(1, n_levels):
+        zk = z[k]
+        for r in range(_TAIL_BLOCK):
+            top[r] = max(top[r], zk[r])
+    for r in range(_TAIL_BLOCK):
+        total[r] = np.float32(0.0)
+        cum[r] = np.float32(0.0)
+        chosen[r] = 0
     for k in range(n_levels):
-        acc = bvi[k] + z[k]
-        z[k] = acc
-        if acc > top:
-            top = acc
-    total = np.float32(0.0)
-    for k in range(n_levels):
-        e = np.exp(z[k] - top)  # exactly 1 for the largest logit
-        z[k] = e
-        total += e
-    cum = np.float32(0.0)
-    chosen = 0
+        zk = z[k]
+        for r in range(_TAIL_BLOCK):
+            zk[r] = _expf(zk[r] - top[r])
+        for r in range(_TAIL_BLOCK):
+            total[r] += zk[r]
     for k in range(n_levels - 1):
-        cum += z[k] / total
-        chosen += np.int32(cum <= uq)
-    return chosen
+        zk = z[k]
+        for r in range(_TAIL_BLOCK):
+            cum[r] += zk[r] / total[r]
+            chosen[r] += np.int32(cum[r] <= ub[r])
 
 
 @njit(parallel=True, cache=True)
