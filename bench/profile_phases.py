@@ -26,10 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rbm_cuda import RBM  # noqa: E402
 from rbm_cuda.cpu import kernels as current_kernels  # noqa: E402
 
-# "gradient, W and bv update": update_softmax, or (kernels from before it) scatter_gradients +ph0 and
-# -phT, then apply_update on W and bv.
-PHASES = ["sample_hidden v0", "sample_visible_softmax", "sample_hidden vT", "gradient, W and bv update",
-          "dbh (numpy)", "apply_update bh", "loop overhead"]
+# Kernels from before group_by_item (revisions up to 31bfc38) group inside each kernel (no
+# group_by_item phase), and their "gradient, W and bv update" is scatter_gradients +ph0 and -phT then
+# apply_update on W and bv; since then it is update_softmax.
+PHASES = ["sample_hidden v0", "group_by_item", "sample_visible_softmax", "sample_hidden vT",
+          "gradient, W and bv update", "dbh (numpy)", "apply_update bh", "loop overhead"]
 
 
 # The kernels before the issue-6 speed work.
@@ -77,8 +78,8 @@ def epoch(model, kn, times, epoch_index=0):
     F = model.W_.shape[2]
     neg = d["neg_states"]
     gbh = d["grad"][2]
-    fused = hasattr(kn, "update_softmax")
-    if not fused:
+    grouped = hasattr(kn, "group_by_item")
+    if not grouped:
         gW, gbv = np.zeros_like(d["W"]), np.zeros_like(d["bv"])
     clock = time.perf_counter
     t_start = clock()
@@ -96,18 +97,25 @@ def epoch(model, kn, times, epoch_index=0):
         kn.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
                          p.seed, step, 0, ph0, h, True)
         t1 = clock(); times[0] += t1 - t
+        if grouped:
+            group = kn.group_by_item(d["indptr"], d["indices"], rows, model.n_items_)
+        times[1] += clock() - t1
         for g in range(1, steps + 1):
             t = clock()
-            kn.sample_visible_softmax(d["indptr"], d["indices"], rows, h, d["W"], d["bv"], p.seed, step, g, neg)
-            t1 = clock(); times[1] += t1 - t
+            if grouped:
+                kn.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"], p.seed, step, g,
+                                          neg)
+            else:
+                kn.sample_visible_softmax(d["indptr"], d["indices"], rows, h, d["W"], d["bv"], p.seed, step, g, neg)
+            t1 = clock(); times[2] += t1 - t
             kn.sample_hidden(d["indptr"], d["indices"], neg, d["values"], rows, d["W"], d["bh"],
                              p.seed, step, g, phT, h, g < steps)
-            t2 = clock(); times[2] += t2 - t1
+            t2 = clock(); times[3] += t2 - t1
         scale = 1.0 / B
         t = clock()
-        if fused:
-            kn.update_softmax(d["indptr"], d["indices"], d["states"], neg, rows, ph0, phT, d["W"], d["bv"],
-                              d["vel"][0], d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale)
+        if grouped:
+            kn.update_softmax(*group, d["states"], neg, ph0, phT, d["W"], d["bv"], d["vel"][0], d["vel"][1],
+                              p.learning_rate, momentum, p.weight_decay, scale)
         else:
             kn.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0, np.float32(1.0),
                                  gW, gbv)
@@ -115,11 +123,11 @@ def epoch(model, kn, times, epoch_index=0):
             for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)):
                 kn.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate, momentum,
                                 decay, scale)
-        t1 = clock(); times[3] += t1 - t
+        t1 = clock(); times[4] += t1 - t
         gbh += ph0.sum(axis=0) - phT.sum(axis=0)
-        t2 = clock(); times[4] += t2 - t1
+        t2 = clock(); times[5] += t2 - t1
         kn.apply_update(d["bh"], gbh, d["vel"][2], p.learning_rate, momentum, 0.0, scale)
-        times[5] += clock() - t2
+        times[6] += clock() - t2
     return clock() - t_start
 
 

@@ -57,17 +57,17 @@ void define_kernels(nb::module_ &m) {
 
     m.def(
         "sample_visible_softmax",
-        [](uintptr_t indptr, uintptr_t indices, uintptr_t rows, int64_t n_batch, uintptr_t h, uintptr_t W,
-           uintptr_t bv, int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step, uint32_t gibbs,
-           uintptr_t out_states, uintptr_t stream, int device) {
+        [](uintptr_t indices, uintptr_t slot_b, uintptr_t slot_p, uintptr_t delta, int64_t n_slots, uintptr_t h,
+           uintptr_t W, uintptr_t bv, int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step,
+           uint32_t gibbs, uintptr_t out_states, uintptr_t stream, int device) {
             rbm::use_device(device);
-            rbm::sample_visible_softmax(ptr<const int64_t>(indptr), ptr<const int32_t>(indices),
-                                        ptr<const int64_t>(rows), n_batch, ptr<const float>(h), ptr<const float>(W),
-                                        ptr<const float>(bv), n_levels, n_hidden, seed, step, gibbs,
-                                        ptr<int32_t>(out_states), as_stream(stream));
+            rbm::sample_visible_softmax(ptr<const int32_t>(indices), ptr<const int32_t>(slot_b),
+                                        ptr<const int32_t>(slot_p), ptr<const int64_t>(delta), n_slots,
+                                        ptr<const float>(h), ptr<const float>(W), ptr<const float>(bv), n_levels,
+                                        n_hidden, seed, step, gibbs, ptr<int32_t>(out_states), as_stream(stream));
         },
-        "indptr"_a, "indices"_a, "rows"_a, "n_batch"_a, "h"_a, "W"_a, "bv"_a, "n_levels"_a, "n_hidden"_a, "seed"_a,
-        "step"_a, "gibbs"_a, "out_states"_a, "stream"_a, "device"_a, release_gil(),
+        "indices"_a, "slot_b"_a, "slot_p"_a, "delta"_a, "n_slots"_a, "h"_a, "W"_a, "bv"_a, "n_levels"_a,
+        "n_hidden"_a, "seed"_a, "step"_a, "gibbs"_a, "out_states"_a, "stream"_a, "device"_a, release_gil(),
         "softmax reconstruction and categorical draw of the rated entries (kernels.sample_visible_softmax)");
 
     m.def(
@@ -110,21 +110,20 @@ void define_kernels(nb::module_ &m) {
 
     m.def(
         "update_softmax",
-        [](uintptr_t indptr, uintptr_t indices, uintptr_t states, uintptr_t neg_states, uintptr_t rows,
-           int64_t n_batch, uintptr_t ph0, uintptr_t phT, uintptr_t W, uintptr_t bv, uintptr_t vel_W,
-           uintptr_t vel_bv, uintptr_t grad_W, uintptr_t grad_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
-           float learning_rate, float momentum, float weight_decay, float scale, uintptr_t stream, int device) {
+        [](uintptr_t start, uintptr_t slot_b, uintptr_t slot_p, uintptr_t delta, uintptr_t states,
+           uintptr_t neg_states, uintptr_t ph0, uintptr_t phT, uintptr_t W, uintptr_t bv, uintptr_t vel_W,
+           uintptr_t vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden, float learning_rate,
+           float momentum, float weight_decay, float scale, uintptr_t stream, int device) {
             rbm::use_device(device);
-            rbm::update_softmax(ptr<const int64_t>(indptr), ptr<const int32_t>(indices), ptr<const int32_t>(states),
-                                ptr<const int32_t>(neg_states), ptr<const int64_t>(rows), n_batch,
+            rbm::update_softmax(ptr<const int64_t>(start), ptr<const int32_t>(slot_b), ptr<const int32_t>(slot_p),
+                                ptr<const int64_t>(delta), ptr<const int32_t>(states), ptr<const int32_t>(neg_states),
                                 ptr<const float>(ph0), ptr<const float>(phT), ptr<float>(W), ptr<float>(bv),
-                                ptr<float>(vel_W), ptr<float>(vel_bv), ptr<float>(grad_W), ptr<float>(grad_bv),
-                                n_items, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale,
-                                as_stream(stream));
+                                ptr<float>(vel_W), ptr<float>(vel_bv), n_items, n_levels, n_hidden, learning_rate,
+                                momentum, weight_decay, scale, as_stream(stream));
         },
-        "indptr"_a, "indices"_a, "states"_a, "neg_states"_a, "rows"_a, "n_batch"_a, "ph0"_a, "phT"_a, "W"_a, "bv"_a,
-        "vel_W"_a, "vel_bv"_a, "grad_W"_a, "grad_bv"_a, "n_items"_a, "n_levels"_a, "n_hidden"_a, "learning_rate"_a,
-        "momentum"_a, "weight_decay"_a, "scale"_a, "stream"_a, "device"_a, release_gil(),
+        "start"_a, "slot_b"_a, "slot_p"_a, "delta"_a, "states"_a, "neg_states"_a, "ph0"_a, "phT"_a, "W"_a, "bv"_a,
+        "vel_W"_a, "vel_bv"_a, "n_items"_a, "n_levels"_a, "n_hidden"_a, "learning_rate"_a, "momentum"_a,
+        "weight_decay"_a, "scale"_a, "stream"_a, "device"_a, release_gil(),
         "gradient of one CD step and momentum update of W and bv (kernels.update_softmax)");
 
     m.def(

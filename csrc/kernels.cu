@@ -22,7 +22,6 @@ namespace rbm {
 namespace {
 
 constexpr int64_t kHiddenBlockMax = 128;  // threads over the hidden units of one row
-constexpr int64_t kVisibleBlock = 64;     // threads over the rated entries of one row
 constexpr int64_t kFlatBlock = 256;       // elementwise kernels
 constexpr int64_t kFlatGridMax = 1 << 20; // elementwise kernels loop (grid stride) beyond this
 
@@ -94,23 +93,23 @@ __global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const i
     }
 }
 
-// kernels.sample_visible_softmax: one block per batch row, a thread per rated entry j (strided):
-// K logits, softmax, one categorical draw from element j.
+// kernels.sample_visible_softmax: a thread per slot of the item-grouped batch (grid stride), so
+// neighbouring threads read the same item's weights: K logits, softmax, one categorical draw from
+// element j, the entry's CSR position.
 template <int MaxLevels>
-__global__ void sample_visible_softmax_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
-                                              const int64_t *__restrict__ rows, const float *__restrict__ h,
+__global__ void sample_visible_softmax_kernel(const int32_t *__restrict__ indices, const int32_t *__restrict__ slot_b,
+                                              const int32_t *__restrict__ slot_p, const int64_t *__restrict__ delta,
+                                              int64_t n_slots, const float *__restrict__ h,
                                               const float *__restrict__ W, const float *__restrict__ bv,
                                               int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step,
                                               uint32_t gibbs, int32_t *__restrict__ out_states) {
-    const int64_t b = blockIdx.x;
-    const int64_t r = rows[b];
-    const float *hb = h + b * n_hidden;
-    const int64_t end = indptr[r + 1];
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
     const int levels = static_cast<int>(n_levels);
-    for (int64_t j = indptr[r] + threadIdx.x; j < end; j += blockDim.x) {
-        const int64_t i = indices[j];
+    for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < n_slots; q += stride) {
+        const int64_t b = slot_b[q];
+        const int64_t j = slot_p[q] + delta[b];
         float z[MaxLevels];
-        const float top = level_logits(hb, W, bv, i, levels, n_hidden, z);
+        const float top = level_logits(h + b * n_hidden, W, bv, indices[j], levels, n_hidden, z);
         const float total = softmax_numerators(z, levels, top);
         const float u = philox_uniform(seed, step, gibbs, kPhaseVisible, static_cast<uint64_t>(j));
         out_states[j] = categorical(z, levels, total, u);
@@ -153,6 +152,49 @@ __global__ void scatter_gradients_kernel(const int64_t *__restrict__ indptr, con
         const int64_t unit = static_cast<int64_t>(indices[j]) * n_levels + states[j];
         atomicAdd(dW + unit * n_hidden + f, s * phf);
         if (f == 0) atomicAdd(dbv + unit, s);
+    }
+}
+
+// kernels.update_softmax: block x = (item i, level k), threads over f.  Each thread sums its
+// gradient element over the item's slots in slot order, +ph0 where the data state is k then -phT
+// where the negative state is k (the Numba kernel's order, no atomics: deterministic), and applies
+// the momentum update; thread f = 0 also updates bv[i, k].
+__global__ void update_softmax_kernel(const int64_t *__restrict__ start, const int32_t *__restrict__ slot_b,
+                                      const int32_t *__restrict__ slot_p, const int64_t *__restrict__ delta,
+                                      const int32_t *__restrict__ states, const int32_t *__restrict__ neg_states,
+                                      const float *__restrict__ ph0, const float *__restrict__ phT,
+                                      float *__restrict__ W, float *__restrict__ bv, float *__restrict__ vel_W,
+                                      float *__restrict__ vel_bv, int64_t n_levels, int64_t n_hidden,
+                                      float learning_rate, float momentum, float weight_decay, float scale) {
+    const int64_t unit = blockIdx.x;  // i * n_levels + k
+    const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+    if (f >= n_hidden) return;
+    const int64_t i = unit / n_levels;
+    const int32_t k = static_cast<int32_t>(unit - i * n_levels);
+    float g = 0.0f;
+    float gb = 0.0f;
+    for (int64_t q = start[i]; q < start[i + 1]; ++q) {
+        const int64_t b = slot_b[q];
+        if (states[slot_p[q] + delta[b]] == k) {
+            g += ph0[b * n_hidden + f];
+            gb += 1.0f;
+        }
+    }
+    for (int64_t q = start[i]; q < start[i + 1]; ++q) {
+        const int64_t b = slot_b[q];
+        if (neg_states[slot_p[q] + delta[b]] == k) {
+            g -= phT[b * n_hidden + f];
+            gb -= 1.0f;
+        }
+    }
+    const int64_t e = unit * n_hidden + f;
+    const float v = momentum * vel_W[e] + learning_rate * (scale * g - weight_decay * W[e]);
+    vel_W[e] = v;
+    W[e] += v;
+    if (f == 0) {
+        const float vb = momentum * vel_bv[unit] + learning_rate * (scale * gb - 0.0f * bv[unit]);
+        vel_bv[unit] = vb;
+        bv[unit] += vb;
     }
 }
 
@@ -287,17 +329,17 @@ void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t 
     RBM_CUDA_CHECK_LAUNCH();
 }
 
-void sample_visible_softmax(const int64_t *indptr, const int32_t *indices, const int64_t *rows, int64_t n_batch,
-                            const float *h, const float *W, const float *bv, int64_t n_levels, int64_t n_hidden,
-                            uint64_t seed, uint32_t step, uint32_t gibbs, int32_t *out_states, cudaStream_t stream) {
-    check_count(n_batch, "n_batch");
+void sample_visible_softmax(const int32_t *indices, const int32_t *slot_b, const int32_t *slot_p,
+                            const int64_t *delta, int64_t n_slots, const float *h, const float *W, const float *bv,
+                            int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step, uint32_t gibbs,
+                            int32_t *out_states, cudaStream_t stream) {
+    check_count(n_slots, "n_slots");
     check_count(n_hidden, "n_hidden");
     check_levels(n_levels);
-    if (n_batch == 0) return;
-    if (n_batch > 2147483647LL) invalid("batch too large for one launch: " + std::to_string(n_batch) + " rows");
-    RBM_LAUNCH_BY_LEVELS(n_levels, sample_visible_softmax_kernel, dim3(static_cast<unsigned>(n_batch)),
-                         dim3(static_cast<unsigned>(kVisibleBlock)), stream, indptr, indices, rows, h, W, bv, n_levels,
-               n_hidden, seed, step, gibbs, out_states);
+    if (n_slots == 0) return;
+    RBM_LAUNCH_BY_LEVELS(n_levels, sample_visible_softmax_kernel, flat_grid(n_slots),
+                         dim3(static_cast<unsigned>(kFlatBlock)), stream, indices, slot_b, slot_p, delta, n_slots, h,
+                         W, bv, n_levels, n_hidden, seed, step, gibbs, out_states);
     RBM_CUDA_CHECK_LAUNCH();
 }
 
@@ -335,22 +377,19 @@ void apply_update(float *param, float *grad, float *velocity, int64_t n, float l
     RBM_CUDA_CHECK_LAUNCH();
 }
 
-// The Numba kernel sums each item's gradient in a cache-sized scratch and updates the item in the
-// same pass; here the four launches of the unfused step (two scatters, two updates) do the same maths.
-void update_softmax(const int64_t *indptr, const int32_t *indices, const int32_t *states, const int32_t *neg_states,
-                    const int64_t *rows, int64_t n_batch, const float *ph0, const float *phT, float *W, float *bv,
-                    float *vel_W, float *vel_bv, float *grad_W, float *grad_bv, int64_t n_items, int64_t n_levels,
-                    int64_t n_hidden, float learning_rate, float momentum, float weight_decay, float scale,
-                    cudaStream_t stream) {
+void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *slot_p, const int64_t *delta,
+                    const int32_t *states, const int32_t *neg_states, const float *ph0, const float *phT, float *W,
+                    float *bv, float *vel_W, float *vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
+                    float learning_rate, float momentum, float weight_decay, float scale, cudaStream_t stream) {
     check_count(n_items, "n_items");
     check_count(n_levels, "n_levels");
-    scatter_gradients(indptr, indices, states, nullptr, 0, rows, n_batch, ph0, 1.0f, grad_W, grad_bv, n_levels,
-                      n_hidden, stream);
-    scatter_gradients(indptr, indices, neg_states, nullptr, 0, rows, n_batch, phT, -1.0f, grad_W, grad_bv, n_levels,
-                      n_hidden, stream);
-    apply_update(W, grad_W, vel_W, n_items * n_levels * n_hidden, learning_rate, momentum, weight_decay, scale,
-                 stream);
-    apply_update(bv, grad_bv, vel_bv, n_items * n_levels, learning_rate, momentum, 0.0f, scale, stream);
+    check_count(n_hidden, "n_hidden");
+    if (n_items == 0 || n_levels == 0 || n_hidden == 0) return;
+    const int64_t block = hidden_block(n_hidden);
+    RBM_LAUNCH(update_softmax_kernel, row_hidden_grid(n_items * n_levels, n_hidden, block),
+               dim3(static_cast<unsigned>(block)), 0, stream, start, slot_b, slot_p, delta, states, neg_states, ph0,
+               phT, W, bv, vel_W, vel_bv, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale);
+    RBM_CUDA_CHECK_LAUNCH();
 }
 
 void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,

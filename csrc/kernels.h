@@ -25,10 +25,15 @@ void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t 
                    int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,
                    float *sample_out, bool sample, cudaStream_t stream);
 
+// The batch grouped by item (rbm_cuda/cpu/kernels.py group_by_item; the CuPy backend computes it
+// with a stable sort): start[n_items + 1], slot_b/slot_p[n_slots], delta[n_batch]; slot q is entry
+// j = slot_p[q] + delta[slot_b[q]] of batch row slot_b[q].  The launchers below take the arrays
+// they read, not the whole Numba argument list.
 // h[n_batch, n_hidden], bv[n_items, n_levels], out_states[nnz] (written at the batch's entries).
-void sample_visible_softmax(const int64_t *indptr, const int32_t *indices, const int64_t *rows, int64_t n_batch,
-                            const float *h, const float *W, const float *bv, int64_t n_levels, int64_t n_hidden,
-                            uint64_t seed, uint32_t step, uint32_t gibbs, int32_t *out_states, cudaStream_t stream);
+void sample_visible_softmax(const int32_t *indices, const int32_t *slot_b, const int32_t *slot_p,
+                            const int64_t *delta, int64_t n_slots, const float *h, const float *W, const float *bv,
+                            int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step, uint32_t gibbs,
+                            int32_t *out_states, cudaStream_t stream);
 
 // logits, prob_out, sample_out [n_batch, width]; rows[n_batch].
 void sigmoid_bernoulli(const float *logits, int64_t n_batch, int64_t width, const int64_t *rows, uint64_t seed,
@@ -46,15 +51,13 @@ void apply_update(float *param, float *grad, float *velocity, int64_t n, float l
                   float weight_decay, float scale, cudaStream_t stream);
 
 // kernels.update_softmax: the gradient of one CD step (+ph0 at the data states, -phT at the
-// negative states) and the momentum update of W and bv.  W, vel_W, grad_W [n_items, n_levels,
-// n_hidden]; bv, vel_bv, grad_bv [n_items, n_levels]; ph0, phT [n_batch, n_hidden].  grad_W and
-// grad_bv are work space owned by the caller: zero on entry, zero again on return.  Float atomics
-// in the sums, as scatter_gradients.
-void update_softmax(const int64_t *indptr, const int32_t *indices, const int32_t *states, const int32_t *neg_states,
-                    const int64_t *rows, int64_t n_batch, const float *ph0, const float *phT, float *W, float *bv,
-                    float *vel_W, float *vel_bv, float *grad_W, float *grad_bv, int64_t n_items, int64_t n_levels,
-                    int64_t n_hidden, float learning_rate, float momentum, float weight_decay, float scale,
-                    cudaStream_t stream);
+// negative states, summed in slot order without atomics) and the momentum update of W and bv.
+// W, vel_W [n_items, n_levels, n_hidden]; bv, vel_bv [n_items, n_levels]; ph0, phT [n_batch, n_hidden];
+// states, neg_states[nnz].
+void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *slot_p, const int64_t *delta,
+                    const int32_t *states, const int32_t *neg_states, const float *ph0, const float *phT, float *W,
+                    float *bv, float *vel_W, float *vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
+                    float learning_rate, float momentum, float weight_decay, float scale, cudaStream_t stream);
 
 // ph[n_users, n_hidden], pair_rows[n_pairs], items[n_pairs], levels[n_levels], out[n_pairs].
 void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,

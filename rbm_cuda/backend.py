@@ -1,7 +1,7 @@
 """Choosing a backend.  Both implement the same methods with the same arguments:
 
   name, xp (numpy or cupy), asarray(a, dtype), to_numpy(a), and the kernels
-  sample_hidden, sample_visible_softmax, sigmoid_bernoulli, scatter_gradients, apply_update,
+  group_by_item, sample_hidden, sample_visible_softmax, sigmoid_bernoulli, scatter_gradients, apply_update,
   update_softmax, predict_pairs, score_items, free_energy (see rbm_cuda/cpu/kernels.py for their contracts).
 """
 

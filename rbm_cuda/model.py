@@ -276,14 +276,14 @@ class RBM:
                 gW[:, 0, :] -= v.T @ phT
                 gbv[:, 0] -= v.sum(axis=0)
             else:
+                group = be.group_by_item(d["indptr"], d["indices"], rows, n_items)
                 for t in range(1, steps + 1):
-                    be.sample_visible_softmax(d["indptr"], d["indices"], rows, h, d["W"], d["bv"],
+                    be.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"],
                                               p.seed, self.step_, t, neg_states)
                     be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
                                      p.seed, self.step_, t, phT, h, t < steps)
-                be.update_softmax(d["indptr"], d["indices"], d["states"], neg_states, rows, ph0, phT, d["W"],
-                                  d["bv"], d["vel"][0], d["vel"][1], p.learning_rate, momentum, p.weight_decay,
-                                  scale)
+                be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
+                                  d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale)
             gbh += ph0.sum(axis=0) - phT.sum(axis=0)
             updates = [(d["bh"], gbh, d["vel"][2], 0.0)]
             if p.visible == "bernoulli":

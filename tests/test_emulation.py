@@ -226,6 +226,28 @@ def test_sample_hidden_without_draw_writes_probabilities_only(emu):
     assert_close(out, ref, PROB_RTOL, PROB_ATOL, "p(h|v), all users, prob_out is sample_out")
 
 
+# ---- group_by_item ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("B", [0, 1, 100, 943])
+def test_group_by_item(ratings, emu, B):
+    """The backend's array version is the Numba counting sort bit for bit, and both list, item by
+    item, exactly the batch's entries of that item in batch order."""
+    X = ratings
+    ip, ind = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+    rows = batch_rows(X, B, seed=7) if B else np.zeros(0, np.int64)
+    want = nk.group_by_item(ip, ind, rows, X.shape[1])
+    got = emu.group_by_item(ip, ind, rows.copy(), X.shape[1])
+    for name, a, b in zip(["start", "slot_b", "slot_p", "delta"], want, got):
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(b, a, err_msg=name)
+    start, slot_b, slot_p, delta = want
+    entries = [(int(X.indices[j]), b, j) for b, r in enumerate(rows) for j in range(X.indptr[r], X.indptr[r + 1])]
+    assert start[-1] == len(entries) and start[0] == 0
+    listed = [(i, int(slot_b[q]), int(slot_p[q] + delta[slot_b[q]]))
+              for i in range(X.shape[1]) for q in range(start[i], start[i + 1])]
+    assert listed == sorted(entries, key=lambda e: e[0])  # stable: batch order within an item
+    assert sorted(slot_p.tolist()) == list(range(len(entries)))
+
+
 # ---- sample_visible_softmax ----------------------------------------------------------------------------
 def softmax_cumulative(X, rows, h, W, bv):
     """Per rated entry of the batch: CSR position, and the K-1 cumulative probabilities (float64)."""
@@ -249,8 +271,11 @@ def test_sample_visible_softmax(ratings, K, F, B):
     h = (np.random.default_rng(K).random((B, F)) < 0.5).astype(np.float32)
     seed, step, gibbs = 5, 3, 1
 
+    group = nk.group_by_item(X.indptr.astype(np.int64), X.indices.astype(np.int32), rows, X.shape[1])
+
     def args():
         return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), rows=rows.copy(),
+                    start=group[0].copy(), slot_b=group[1].copy(), slot_p=group[2].copy(), delta=group[3].copy(),
                     h=h.copy(), W=W.copy(), bv=bv.copy(), seed=seed, step=step, gibbs=gibbs,
                     out_states=np.full(X.nnz, -1, np.int32))
 
@@ -275,9 +300,10 @@ def test_too_many_levels_is_a_clear_error(emu):
     X = synthetic_ml100k()
     W, bv, _ = params(X.shape[1], 33, 4)
     rows = np.arange(3, dtype=np.int64)
+    group = emu.group_by_item(X.indptr.astype(np.int64), X.indices, rows, X.shape[1])
     with pytest.raises(ValueError, match="levels"):
-        emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, rows, np.zeros((3, 4), np.float32), W, bv,
-                                   0, 0, 1, np.zeros(X.nnz, np.int32))
+        emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, rows, *group, np.zeros((3, 4), np.float32), W,
+                                   bv, 0, 0, 1, np.zeros(X.nnz, np.int32))
 
 
 # ---- sigmoid_bernoulli ----------------------------------------------------------------------------------
@@ -373,19 +399,27 @@ def update_softmax_args(X, visible, F, B):
     vW = rng.normal(0, 0.01, W.shape).astype(np.float32)
     vb = rng.normal(0, 0.01, bv.shape).astype(np.float32)
 
+    group = nk.group_by_item(X.indptr.astype(np.int64), X.indices.astype(np.int32), rows, X.shape[1])
+
     def args():
-        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32), states=states.copy(),
-                    neg_states=neg.copy(), rows=rows.copy(), ph0=ph0.copy(), phT=phT.copy(), W=W.copy(),
+        return dict(start=group[0].copy(), slot_b=group[1].copy(), slot_p=group[2].copy(), delta=group[3].copy(),
+                    states=states.copy(), neg_states=neg.copy(), ph0=ph0.copy(), phT=phT.copy(), W=W.copy(),
                     bv=bv.copy(), vel_W=vW.copy(), vel_bv=vb.copy(), learning_rate=0.05, momentum=0.9,
-                    weight_decay=0.01, scale=1.0 / max(B, 1))
+                    weight_decay=0.01, scale=1.0 / max(B, 1), indptr=X.indptr.astype(np.int64),
+                    indices=X.indices.astype(np.int32), rows=rows.copy())
     return args
+
+
+UPDATE_ARGS = ["start", "slot_b", "slot_p", "delta", "states", "neg_states", "ph0", "phT", "W", "bv", "vel_W",
+               "vel_bv", "learning_rate", "momentum", "weight_decay", "scale"]
 
 
 @pytest.mark.parametrize("visible", ["softmax", "like"])
 @pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 943)])
 def test_update_softmax(ratings, visible, F, B):
-    args = update_softmax_args(ratings, visible, F, B)
-    want, got = both("update_softmax", args, ["W", "bv", "vel_W", "vel_bv"])
+    make = update_softmax_args(ratings, visible, F, B)
+    want, got = both("update_softmax", lambda: {k: v for k, v in make().items() if k in UPDATE_ARGS},
+                     ["W", "bv", "vel_W", "vel_bv"])
     for name in ("vel_W", "W", "vel_bv", "bv"):
         assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
 
@@ -395,7 +429,7 @@ def test_update_softmax(ratings, visible, F, B):
 def test_numba_update_softmax_is_the_unfused_step_bit_for_bit(ratings, visible, B):
     """The fused Numba kernel against the calls it replaces: two scatters, then the W and bv updates."""
     fused, ref = update_softmax_args(ratings, visible, 100, B)(), update_softmax_args(ratings, visible, 100, B)()
-    nk.update_softmax(*fused.values())
+    nk.update_softmax(*(fused[k] for k in UPDATE_ARGS))
     dW, dbv = np.zeros_like(ref["W"]), np.zeros_like(ref["bv"])
     no_values = np.zeros(0, np.float32)
     for st, ph, sign in ((ref["states"], ref["ph0"], 1.0), (ref["neg_states"], ref["phT"], -1.0)):
@@ -477,19 +511,22 @@ def test_kernels_do_not_depend_on_thread_order(emu):
         ph, h = np.empty((B, F), np.float32), np.empty((B, F), np.float32)
         emu.sample_hidden(ip, X.indices, states, values, rows, W, bh, 1, 2, 0, ph, h, True)
         neg = np.zeros(X.nnz, np.int32)
-        emu.sample_visible_softmax(ip, X.indices, rows, h, W, bv, 1, 2, 1, neg)
+        group = emu.group_by_item(ip, X.indices, rows, X.shape[1])
+        emu.sample_visible_softmax(ip, X.indices, rows, *group, h, W, bv, 1, 2, 1, neg)
+        W1, bv1, vW, vb = W.copy(), bv.copy(), np.zeros_like(W), np.zeros_like(bv)
+        emu.update_softmax(*group, states, neg, ph, ph[::-1].copy(), W1, bv1, vW, vb, 0.1, 0.5, 0.01, 0.01)
         dW, dbv = np.zeros_like(W), np.zeros_like(bv)
         emu.scatter_gradients(ip, X.indices, neg, values, rows, ph, np.float32(1), dW, dbv)
         fe = np.empty(B, np.float32)
         emu.free_energy(ip, X.indices, states, values, rows, W, bv, bh, fe)
         pv, v = np.empty((B, 300), np.float32), np.empty((B, 300), np.float32)
         emu.sigmoid_bernoulli(np.ascontiguousarray(ph[:, :1].repeat(300, 1)), rows, 1, 2, 1, 1, pv, v)
-        return ph, h, neg, dW, dbv, fe, pv, v
+        return ph, h, neg, W1, bv1, vW, dW, dbv, fe, pv, v
 
     fwd = run()
     with schedule("reverse"):
         rev = run()
-    for name, a, b in zip(["ph", "h", "neg", "dW", "dbv", "fe", "pv", "v"], fwd, rev):
+    for name, a, b in zip(["ph", "h", "neg", "W1", "bv1", "vW", "dW", "dbv", "fe", "pv", "v"], fwd, rev):
         if name in ("dW", "dbv"):  # atomics: the order of additions is free
             assert_close(b, a, GRAD_RTOL, GRAD_ATOL, name)
         else:
@@ -528,12 +565,14 @@ def test_empty_inputs_are_no_ops(emu):
     none = np.zeros(0, np.int64)
     out = np.empty((0, 8), np.float32)
     emu.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, none, W, bh, 0, 0, 0, out, out, True)
-    emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, none, out, W, bv, 0, 0, 1, np.zeros(X.nnz, np.int32))
+    group = emu.group_by_item(X.indptr.astype(np.int64), X.indices, none, X.shape[1])
+    assert group[0].shape == (X.shape[1] + 1,) and not group[0].any() and group[1].shape == (0,)
+    emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, none, *group, out, W, bv, 0, 0, 1,
+                               np.zeros(X.nnz, np.int32))
     emu.apply_update(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), 0.1, 0.9, 0.0, 1.0)
     # an empty batch still applies momentum and decay to every weight, as apply_update does
     W0, vW = W.copy(), np.full_like(W, 0.5)
-    emu.update_softmax(X.indptr.astype(np.int64), X.indices, states, states, none, out, out, W, bv, vW,
-                       np.zeros_like(bv), 0.1, 0.9, 0.0, 1.0)
+    emu.update_softmax(*group, states, states, out, out, W, bv, vW, np.zeros_like(bv), 0.1, 0.9, 0.0, 1.0)
     np.testing.assert_allclose(W, W0 + 0.45, rtol=1e-6)
     emu.predict_pairs(np.zeros((1, 8), np.float32), none, np.zeros(0, np.int32), W, bv, np.arange(1, 6, dtype=np.float32),
                       np.zeros(0, np.float32))

@@ -11,6 +11,7 @@ class NumbaBackend:
     name = "numba"
     xp = np
 
+    group_by_item = staticmethod(kernels.group_by_item)
     sample_hidden = staticmethod(kernels.sample_hidden)
     sample_visible_softmax = staticmethod(kernels.sample_visible_softmax)
     sigmoid_bernoulli = staticmethod(kernels.sigmoid_bernoulli)

@@ -36,7 +36,7 @@ _SERIAL_UPDATE = 1 << 15
 _ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose softmax tails run together, across SIMD lanes.
 _TAIL_BLOCK = 16
-# _group_by_item: parallel tasks (row ranges).
+# group_by_item: parallel tasks (row ranges).
 _GROUP_TASKS = 2
 # sample_hidden: prefetch distance, in rated entries.
 _AHEAD = 8
@@ -169,15 +169,15 @@ def _bernoulli_row(prob, out, n, seed, step, gibbs, phase, base):
             f += 1
 
 @njit(parallel=True, cache=True)
-def _group_by_item(indptr, indices, rows, n_items):
-    """The batch's rated entries grouped by item (a stable counting sort, O(entries + items)).
+def group_by_item(indptr, indices, rows, n_items):
+    """The batch's rated entries grouped by item (a stable counting sort, O(entries + items)), for
+    sample_visible_softmax and update_softmax, which walk W item by item: each touched item's
+    weights are read once per batch instead of once per rating.  Computed once per mini-batch.
 
-    Returns (start int64[n_items + 1], slot_b int32[m], slot_p int32[m], delta int64[B], bounds):
-    the entries of item i are slots start[i] .. start[i + 1] - 1, in batch order (b ascending; a
-    row rates an item at most once), each with its batch row b and its position p in the batch's
-    row-major order; its CSR position is j = p + delta[b].  bounds int64[_ITEM_CHUNKS + 1] cuts the
-    items into ranges of about equal numbers of entries, the parallel tasks.  Walking W item by item
-    reads each touched item's weights once per batch instead of once per rating.
+    Returns (start int64[n_items + 1], slot_b int32[m], slot_p int32[m], delta int64[B]), m the
+    batch's number of rated entries: the entries of item i are slots start[i] .. start[i + 1] - 1,
+    in batch order (b ascending; a row rates an item at most once), each with its batch row b and
+    its position p in the batch's row-major order; its CSR position is j = p + delta[b].
 
     The counting and the filling run in _GROUP_TASKS parallel tasks, each a contiguous range of
     batch rows with its own counters; task t's entries of an item are placed after those of tasks
@@ -218,15 +218,23 @@ def _group_by_item(indptr, indices, rows, n_items):
                 fill[i] = q + 1
                 slot_b[q] = b
                 slot_p[q] = j - d
+    return start, slot_b, slot_p, delta
+
+
+@njit(cache=True)
+def _item_chunks(start):
+    """int64[_ITEM_CHUNKS + 1]: cuts the items into ranges holding about equal numbers of the batch's
+    entries (the parallel tasks of the item-by-item walks); chunk c is items bounds[c] ..
+    bounds[c + 1] - 1, and the chunks cover every item."""
+    n_items = start.shape[0] - 1
+    m = start[n_items]
     bounds = np.empty(_ITEM_CHUNKS + 1, dtype=np.int64)
-    i = 0
-    for c in range(_ITEM_CHUNKS + 1):
-        target = (m * c) // _ITEM_CHUNKS
-        while i < n_items and start[i] < target:
-            i += 1
-        bounds[c] = i
+    for c in range(_ITEM_CHUNKS):
+        # first item whose entries start at or after the target (start is non-decreasing)
+        bounds[c] = np.searchsorted(start[:n_items], (m * c) // _ITEM_CHUNKS)
+    bounds[0] = 0
     bounds[_ITEM_CHUNKS] = n_items
-    return start, slot_b, slot_p, delta, bounds
+    return bounds
 
 
 @njit(parallel=True, cache=True)
@@ -265,16 +273,17 @@ def sample_hidden(indptr, indices, states, values, rows, W, bh, seed, step, gibb
 
 
 @njit(parallel=True, cache=True)
-def sample_visible_softmax(indptr, indices, rows, h, W, bv, seed, step, gibbs, out_states):
+def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, h, W, bv, seed, step, gibbs,
+                           out_states):
     """Reconstruct only the rated entries of the batch rows: softmax over K, one categorical draw.
 
-    h: float32[B, F] hidden states driving the chain. out_states: int32[nnz], written at the
-    batch's CSR positions only.
+    start, slot_b, slot_p, delta: group_by_item(indptr, indices, rows, n_items).  h: float32[B, F]
+    hidden states driving the chain.  out_states: int32[nnz], written at the batch's CSR positions
+    only.
     """
-    n_items = W.shape[0]
     n_levels = W.shape[1]
     n_hidden = W.shape[2]
-    start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, n_items)
+    bounds = _item_chunks(start)
     # The uniforms first, row by row: a row's entries draw consecutive elements, one Philox block
     # per four of them.  u[p] for the entry at batch position p = j - delta[b].
     u = np.empty(slot_p.shape[0], dtype=np.float32)
@@ -427,7 +436,8 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
     """
     n_hidden = dW.shape[2]
     use_values = values.shape[0] > 0
-    start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, dW.shape[0])
+    start, slot_b, slot_p, delta = group_by_item(indptr, indices, rows, dW.shape[0])
+    bounds = _item_chunks(start)
     m = slot_b.shape[0]
     for c in prange(_ITEM_CHUNKS):
         for i in range(bounds[c], bounds[c + 1]):
@@ -446,8 +456,8 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
 
 
 @njit(parallel=True, cache=True)
-def update_softmax(indptr, indices, states, neg_states, rows, ph0, phT, W, bv, vel_W, vel_bv, learning_rate,
-                   momentum, weight_decay, scale):
+def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
+                   learning_rate, momentum, weight_decay, scale):
     """One CD step's gradient and update of W and bv (softmax or like/dislike visible units), fused.
 
     The gradient is that of scatter_gradients(states, ph0, +1) then scatter_gradients(neg_states, phT,
@@ -456,7 +466,8 @@ def update_softmax(indptr, indices, states, neg_states, rows, ph0, phT, W, bv, v
     same bits as those four calls, without the dW array: each task takes a range of items, sums an
     item's gradient in a K x F scratch that stays in cache, and updates W[i], vel_W[i] (every item,
     rated in the batch or not: momentum and decay apply to all) while they are in cache too.
-    ph0, phT: float32[B, F]; W, vel_W: float32[n_items, K, F]; bv, vel_bv: float32[n_items, K].
+    start, slot_b, slot_p, delta: group_by_item of the batch.  ph0, phT: float32[B, F];
+    W, vel_W: float32[n_items, K, F]; bv, vel_bv: float32[n_items, K].
     """
     n_items = W.shape[0]
     n_levels = W.shape[1]
@@ -465,7 +476,7 @@ def update_softmax(indptr, indices, states, neg_states, rows, ph0, phT, W, bv, v
     mom = np.float32(momentum)
     wd = np.float32(weight_decay)
     sc = np.float32(scale)
-    start, slot_b, slot_p, delta, bounds = _group_by_item(indptr, indices, rows, n_items)
+    bounds = _item_chunks(start)
     for c in prange(_ITEM_CHUNKS):
         g = np.zeros((n_levels, n_hidden), dtype=np.float32)
         gb = np.zeros(n_levels, dtype=np.float32)

@@ -118,21 +118,55 @@ class PointerKernels:
             self._ptr(sample_out, "sample_out", F32, (B, F), out=True), bool(sample),
             self._stream(), self._device())
 
-    def sample_visible_softmax(self, indptr, indices, rows, h, W, bv, seed, step, gibbs, out_states):
+    def group_by_item(self, indptr, indices, rows, n_items):
+        """rbm_cuda/cpu/kernels.py group_by_item, with array operations of ``xp`` (a stable sort by
+        item of the batch's entries in batch order): the same four arrays, bit for bit."""
+        xp = self.xp
+        for a, name, dtype in ((indptr, "indptr", I64), (indices, "indices", I32), (rows, "rows", I64)):
+            self._ptr(a, name, dtype, (None,))  # the checks only: no kernel runs here
+        if self.check_bounds:
+            self._check_rows(indptr, rows, indices.shape[0])
+            self._in_range(indices, "indices", n_items)
+        first = indptr[rows]
+        counts = indptr[rows + 1] - first
+        ends = xp.cumsum(counts)
+        delta = (first - (ends - counts)).astype(np.int64)
+        m = int(ends[-1]) if rows.shape[0] else 0
+        p = xp.arange(m, dtype=np.int64)
+        b_of_p = xp.searchsorted(ends, p, side="right")
+        items = indices[p + delta[b_of_p]]
+        order = xp.argsort(items, kind="stable") if xp is np else xp.argsort(items)  # CuPy's sort is stable
+        start = xp.searchsorted(items[order], xp.arange(int(n_items) + 1), side="left").astype(np.int64)
+        return start, b_of_p[order].astype(np.int32), order.astype(np.int32), delta
+
+    def _group(self, start, slot_b, slot_p, delta, n_items, B):
+        """Checks group_by_item's arrays; returns their pointers and the number of slots."""
+        m = slot_b.shape[0] if hasattr(slot_b, "shape") else None
+        ptrs = (self._ptr(start, "start", I64, (n_items + 1,)), self._ptr(slot_b, "slot_b", I32, (None,)),
+                self._ptr(slot_p, "slot_p", I32, (m,)), self._ptr(delta, "delta", I64, (B,)))
+        if self.check_bounds:
+            if int(start[0]) != 0 or int(start[-1]) != m or (n_items > 0 and bool((start[1:] < start[:-1]).any())):
+                raise IndexError(f"start must rise from 0 to the number of slots ({m})")
+            self._in_range(slot_b, "slot_b", B)
+            self._in_range(slot_p, "slot_p", m)
+        return ptrs, m
+
+    def sample_visible_softmax(self, indptr, indices, rows, start, slot_b, slot_p, delta, h, W, bv, seed, step,
+                               gibbs, out_states):
         n_items, K, F = self._weights(W)
         nnz = indices.shape[0]
-        p_indptr = self._ptr(indptr, "indptr", I64, (None,))
-        if indptr.shape[0] < 1:
-            raise ValueError("indptr must have n_rows + 1 >= 1 entries")
+        self._ptr(indptr, "indptr", I64, (None,))
         p_indices = self._ptr(indices, "indices", I32, (None,))
-        p_rows = self._ptr(rows, "rows", I64, (None,))
         B = rows.shape[0]
+        self._ptr(rows, "rows", I64, (B,))
+        (_, p_slot_b, p_slot_p, p_delta), m = self._group(start, slot_b, slot_p, delta, n_items, B)
         if self.check_bounds:
             self._check_rows(indptr, rows, nnz)
             self._in_range(indices, "indices", n_items)
         self._m.sample_visible_softmax(
-            p_indptr, p_indices, p_rows, B, self._ptr(h, "h", F32, (B, F)), self._ptr(W, "W", F32, (n_items, K, F)),
-            self._ptr(bv, "bv", F32, (n_items, K)), K, F, int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
+            p_indices, p_slot_b, p_slot_p, p_delta, m, self._ptr(h, "h", F32, (B, F)),
+            self._ptr(W, "W", F32, (n_items, K, F)), self._ptr(bv, "bv", F32, (n_items, K)), K, F,
+            int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
             self._ptr(out_states, "out_states", I32, (nnz,), out=True), self._stream(), self._device())
 
     def sigmoid_bernoulli(self, logits, rows, seed, step, gibbs, phase, prob_out, sample_out):
@@ -163,26 +197,23 @@ class PointerKernels:
             self._ptr(velocity, "velocity", F32, (n,), out=True), n, float(learning_rate), float(momentum),
             float(weight_decay), float(scale), self._stream(), self._device())
 
-    def update_softmax(self, indptr, indices, states, neg_states, rows, ph0, phT, W, bv, vel_W, vel_bv,
+    def update_softmax(self, start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
                        learning_rate, momentum, weight_decay, scale):
         n_items, K, F = self._weights(W)
-        no_values = self.xp.empty(0, dtype=np.float32)
-        p_indptr, p_indices, p_states, _, _, p_rows, B = self._csr(indptr, indices, states, no_values, rows, n_items,
-                                                                   K)
-        p_neg = self._ptr(neg_states, "neg_states", I32, (indices.shape[0],))
+        B = delta.shape[0] if hasattr(delta, "shape") else None
+        (p_start, p_slot_b, p_slot_p, p_delta), _ = self._group(start, slot_b, slot_p, delta, n_items, B)
+        nnz = states.shape[0] if hasattr(states, "shape") else None
+        p_states = self._ptr(states, "states", I32, (nnz,))
+        p_neg = self._ptr(neg_states, "neg_states", I32, (nnz,))
         if self.check_bounds:
+            self._in_range(states, "states", K)
             self._in_range(neg_states, "neg_states", K)
-        # The compiled side sums the gradient with atomics in this work space (zero again on return).
-        grad_W = self.xp.zeros((n_items, K, F), dtype=np.float32)
-        grad_bv = self.xp.zeros((n_items, K), dtype=np.float32)
         self._m.update_softmax(
-            p_indptr, p_indices, p_states, p_neg, p_rows, B, self._ptr(ph0, "ph0", F32, (B, F)),
+            p_start, p_slot_b, p_slot_p, p_delta, p_states, p_neg, self._ptr(ph0, "ph0", F32, (B, F)),
             self._ptr(phT, "phT", F32, (B, F)), self._ptr(W, "W", F32, (n_items, K, F), out=True),
             self._ptr(bv, "bv", F32, (n_items, K), out=True),
             self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
-            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True),
-            self._ptr(grad_W, "grad_W", F32, (n_items, K, F), out=True),
-            self._ptr(grad_bv, "grad_bv", F32, (n_items, K), out=True), n_items, K, F, float(learning_rate),
+            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, float(learning_rate),
             float(momentum), float(weight_decay), float(scale), self._stream(), self._device())
 
     def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
