@@ -145,6 +145,27 @@ def test_softmax_exp_is_within_one_ulp():
     assert (got[~normal] >= np.float32(2.0 ** -126)).all() and (got[~normal] < 1e-37).all()
 
 
+def test_sigmoid_is_within_two_ulp():
+    """The kernels' sigmoid (t / (1 + t) or 1 / (1 + t), t = exp(-|x|)) against float64: relative
+    error <= 2^-22 wherever the result is a normal float32, and exactly 0.5 at 0."""
+    from numba import njit
+
+    from rbm_cuda.cpu.kernels import _sigmoid
+
+    @njit
+    def apply(x, out):
+        for n in range(x.shape[0]):
+            out[n] = _sigmoid(x[n])
+
+    x = np.concatenate([np.linspace(-80.0, 80.0, 400_001, dtype=np.float32), np.float32([0.0, 200.0, -200.0])])
+    got = np.empty_like(x)
+    apply(x, got)
+    want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    assert got[-3] == 0.5 and got[-2] == 1.0 and 0.0 <= got[-1] < 1e-37
+    normal = want > 2.0 ** -126
+    assert (np.abs(got[normal] - want[normal]) / want[normal]).max() <= 2.0 ** -22
+
+
 def test_reference_detects_a_different_random_stream():
     """The comparison above is sharp: the same epoch under another seed's draws does not match."""
     X = random_ratings()

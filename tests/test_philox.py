@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rbm_cuda.cpu.philox import philox4x32_10, philox_uniforms, philox_words
+from numba import njit
+
+from rbm_cuda.cpu.philox import philox4x32_10, philox_uniforms, philox_words, uniforms_into
 
 # Random123 kat_vectors, philox4x32_10: (counter, key) -> output
 KAT = [
@@ -91,3 +93,18 @@ def test_uniforms_are_the_top_24_bits():
     assert 0.0 <= u.min() and u.max() < 1.0
     # a few moments, loosely: the stream is uniform
     assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005
+
+
+@njit(cache=False)
+def _fill_uniforms(first, out):
+    uniforms_into(11, 7, 2, 1, first, out)
+
+
+@pytest.mark.parametrize("first", [0, 1, 2, 3, 4, 5, 2**32 - 3, 2**34 + 1])
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 8, 37])
+def test_vectorised_uniforms_equal_the_element_stream(first, count):
+    """uniforms_into (whole Philox blocks in a vectorised loop, unaligned head and tail element by
+    element) draws exactly philox_uniforms' numbers, whatever the alignment of `first`."""
+    out = np.full(count, -1.0, np.float32)
+    _fill_uniforms(np.uint64(first), out)
+    np.testing.assert_array_equal(out, philox_uniforms(11, 7, 2, 1, first, count))

@@ -27,7 +27,7 @@ from llvmlite import ir  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from .philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_block, pick_word, uniform_from_word
+from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
@@ -44,7 +44,11 @@ _AHEAD = 8
 
 @njit(cache=True, inline="always")
 def _sigmoid(x):
-    return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+    """1 / (1 + exp(-x)) in float32, written as t / (1 + t) or 1 / (1 + t) with t = exp(-|x|) <= 1, so
+    that it needs _expf only and a loop of it vectorises; within a few ulp of the direct formula
+    (exactly 0.5 at 0)."""
+    t = _expf(-abs(x))
+    return (np.float32(1.0) if x >= np.float32(0.0) else t) / (np.float32(1.0) + t)
 
 
 @njit(cache=True, inline="always")
@@ -155,18 +159,12 @@ def _axpy_row(acc, v, w, n):
 
 @njit(cache=True, inline="always")
 def _bernoulli_row(prob, out, n, seed, step, gibbs, phase, base):
-    """out[n'] = (u < prob[n']) for n' < n, u the uniform of element base + n': one Philox call per
-    block of four consecutive elements."""
-    f = 0
-    while f < n:
-        e = base + np.uint64(f)
-        r4 = philox_block(seed, step, gibbs, phase, e >> np.uint64(2))
-        lane = np.int64(e & np.uint64(3))
-        while lane < 4 and f < n:
-            u = uniform_from_word(pick_word(r4, lane))
-            out[f] = np.float32(1.0) if u < prob[f] else np.float32(0.0)
-            lane += 1
-            f += 1
+    """out[n'] = (u < prob[n']) for n' < n, u the uniform of element base + n' (drawn into out first:
+    no scratch array)."""
+    uniforms_into(seed, step, gibbs, phase, base, out[:n])
+    for f in range(n):
+        out[f] = np.float32(1.0) if out[f] < prob[f] else np.float32(0.0)
+
 
 @njit(parallel=True, cache=True)
 def group_by_item(indptr, indices, rows, n_items):
@@ -288,16 +286,8 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
     # per four of them.  u[p] for the entry at batch position p = j - delta[b].
     u = np.empty(slot_p.shape[0], dtype=np.float32)
     for b in prange(rows.shape[0]):
-        j = indptr[rows[b]]
-        j1 = indptr[rows[b] + 1]
-        d = delta[b]
-        while j < j1:
-            r4 = philox_block(seed, step, gibbs, PHASE_VISIBLE, np.uint64(j) >> np.uint64(2))
-            lane = j & 3
-            while lane < 4 and j < j1:
-                u[j - d] = uniform_from_word(pick_word(r4, lane))
-                lane += 1
-                j += 1
+        j0 = indptr[rows[b]]
+        uniforms_into(seed, step, gibbs, PHASE_VISIBLE, j0, u[j0 - delta[b]:indptr[rows[b] + 1] - delta[b]])
     # Then item by item (W[i] stays in cache for all the batch's ratings of item i), in blocks of up
     # to _TAIL_BLOCK ratings: the logits of a block go to z[k, r] (two ratings at a time through
     # _dot5x2, which loads each W[i] element once for both), then one vectorised softmax and draw.
