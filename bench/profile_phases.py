@@ -99,7 +99,7 @@ def epoch(model, kn, times, epoch_index=0):
         t1 = clock(); times[0] += t1 - t
         if grouped:
             group = kn.group_by_item(d["indptr"], d["indices"], rows, model.n_items_)
-        times[1] += clock() - t1
+            times[1] += clock() - t1
         for g in range(1, steps + 1):
             t = clock()
             if grouped:
@@ -165,7 +165,9 @@ def main(argv=None):
     print("|" + "---|" * (len(impls) + 1 + bool(a.baseline)))
     for i, name in enumerate(PHASES + ["epoch (sum)"]):
         cells = [f"{med[k][i]:.1f}" for k in impls]
-        ratio = f" | {med['baseline'][i] / max(med['current'][i], 1e-9):.1f}x" if a.baseline else ""
+        ratio = ""
+        if a.baseline:  # blank where the baseline has no such phase
+            ratio = f" | {med['baseline'][i] / max(med['current'][i], 1e-9):.1f}x" if med['baseline'][i] else " | "
         print(f"| {name} | " + " | ".join(cells) + ratio + " |")
 
 
