@@ -31,7 +31,7 @@ from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
-# sample_visible_softmax, scatter_gradients: parallel tasks per call, each a range of items
+# sample_visible_softmax, update_softmax, scatter_gradients: parallel tasks per call, each a range of items
 # holding about the same number of the batch's ratings.
 _ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose softmax tails run together, across SIMD lanes.
@@ -327,6 +327,7 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
                         r += 1
                 for r in range(n):
                     ub[r] = u[slot_p[q0 + r]]
+                # lanes r >= n still hold an earlier block's logits: drawn too, never stored
                 _softmax_draws(z, ub, n_levels, scratch, chosen)
                 for r in range(n):
                     q = q0 + r
