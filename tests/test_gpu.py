@@ -73,6 +73,8 @@ class NumpyOnGpu:
             for a in args:
                 if isinstance(a, np.ndarray) and a.flags.writeable:
                     a[...] = cupy.asnumpy(dev[id(a)])
+            if isinstance(result, tuple):  # group_by_item
+                return tuple(cupy.asnumpy(r) if isinstance(r, cupy.ndarray) else r for r in result)
             return cupy.asnumpy(result) if isinstance(result, cupy.ndarray) else result
 
         return call
