@@ -28,6 +28,7 @@ from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
+from .simd import gather_rows_sum, rows_accumulate
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
@@ -146,9 +147,10 @@ def _prefetch(typingctx, arr, index):
 
 
 @njit(cache=True, inline="always")
-def _add_row(acc, w, n):
-    for f in range(n):
-        acc[f] += w[f]
+def _prefetch_row(w, n):
+    for f in range(0, n, 16):
+        _prefetch(w, f)
+    _prefetch(w, n - 1)
 
 
 @njit(cache=True, inline="always")
@@ -248,21 +250,14 @@ def sample_hidden(indptr, indices, states, values, rows, W, bh, seed, step, gibb
         acc = prob_out[b]  # accumulate in place: no allocation per row
         for f in range(n_hidden):
             acc[f] = bh[f]
-        j1 = indptr[r + 1]
-        for j in range(indptr[r], j1):
-            # Prefetch the W row of the entry _AHEAD positions on (W rows are read in random item
-            # order; an ml-1m W is L3-resident, an ml-20m W is not).
-            ja = j + _AHEAD
-            if ja < j1:
-                wa = W[indices[ja], states[ja]]
-                for f in range(0, n_hidden, 16):
-                    _prefetch(wa, f)
-                _prefetch(wa, n_hidden - 1)
-            w = W[indices[j], states[j]]
-            if use_values:
-                _axpy_row(acc, values[j], w, n_hidden)
-            else:
-                _add_row(acc, w, n_hidden)
+        if use_values:
+            j1 = indptr[r + 1]
+            for j in range(indptr[r], j1):
+                if j + _AHEAD < j1:  # W rows come in random item order: fetch ahead
+                    _prefetch_row(W[indices[j + _AHEAD], states[j + _AHEAD]], n_hidden)
+                _axpy_row(acc, values[j], W[indices[j], states[j]], n_hidden)
+        else:  # the running sum stays in vector registers (the same additions in the same order)
+            gather_rows_sum(acc, W, indices, states, indptr[r], indptr[r + 1])
         for f in range(n_hidden):
             acc[f] = _sigmoid(acc[f])
         if sample:
@@ -471,11 +466,24 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
     for c in prange(_ITEM_CHUNKS):
         g = np.zeros((n_levels, n_hidden), dtype=np.float32)
         gb = np.zeros(n_levels, dtype=np.float32)
+        most = 0
+        for i in range(bounds[c], bounds[c + 1]):
+            most = max(most, start[i + 1] - start[i])
+        by_level = np.empty((n_levels, most), dtype=np.int32)
+        count = np.empty(n_levels, dtype=np.int64)
         for i in range(bounds[c], bounds[c + 1]):
             q0 = start[i]
             q1 = start[i + 1]
-            _scatter_item(slot_b, slot_p, delta, q0, q1, states, ph0, np.float32(1.0), g, gb)
-            _scatter_item(slot_b, slot_p, delta, q0, q1, neg_states, phT, np.float32(-1.0), g, gb)
+            # g[k] = sum of ph0 rows of the slots in state k, then minus the phT rows of the slots
+            # in negative state k, each in slot order: the running sum of a level stays in registers
+            _rows_by_level(slot_b, slot_p, delta, q0, q1, states, np.float32(1.0), by_level, count, gb)
+            for k in range(n_levels):
+                if count[k] > 0:
+                    rows_accumulate(g[k], ph0, by_level[k], count[k], False)
+            _rows_by_level(slot_b, slot_p, delta, q0, q1, neg_states, np.float32(-1.0), by_level, count, gb)
+            for k in range(n_levels):
+                if count[k] > 0:
+                    rows_accumulate(g[k], phT, by_level[k], count[k], True)
             Wi = W[i]
             Vi = vel_W[i]
             for k in range(n_levels):
@@ -484,17 +492,19 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
 
 
 @njit(cache=True, inline="always")
-def _scatter_item(slot_b, slot_p, delta, q0, q1, states, ph, sign, g, gb):
-    """g[states_j] += sign * ph[b] and gb[states_j] += sign for the slots q0 .. q1 - 1 of one item, in
-    slot (batch) order, as scatter_gradients adds them."""
+def _rows_by_level(slot_b, slot_p, delta, q0, q1, states, sign, by_level, count, gb):
+    """by_level[k, :count[k]]: the batch rows of the slots q0 .. q1 - 1 (one item) whose state is k,
+    in slot order; gb[k] += sign for each."""
     m = slot_b.shape[0]
+    count[:] = 0
     for q in range(q0, q1):
         qa = q + _AHEAD  # the state of a later slot sits at a random CSR position
         if qa < m:
             _prefetch(states, slot_p[qa] + delta[slot_b[qa]])
         b = slot_b[q]
         k = states[slot_p[q] + delta[b]]
-        _axpy_row(g[k], sign, ph[b], g.shape[1])
+        by_level[k, count[k]] = b
+        count[k] += 1
         gb[k] += sign
 
 
@@ -593,19 +603,19 @@ def free_energy(indptr, indices, states, values, rows, W, bv, bh, out):
         r = rows[b]
         acc = bh.copy()
         visible = np.float32(0.0)
+        j0 = indptr[r]
         j1 = indptr[r + 1]
-        for j in range(indptr[r], j1):
-            ja = j + _AHEAD  # prefetch as in sample_hidden
-            if ja < j1:
-                wa = W[indices[ja], states[ja]]
-                for f in range(0, n_hidden, 16):
-                    _prefetch(wa, f)
-                _prefetch(wa, n_hidden - 1)
-            v = values[j] if use_values else np.float32(1.0)
-            w = W[indices[j], states[j]]
-            visible += v * bv[indices[j], states[j]]
-            for f in range(n_hidden):
-                acc[f] += v * w[f]
+        if use_values:
+            for j in range(j0, j1):
+                if j + _AHEAD < j1:
+                    _prefetch_row(W[indices[j + _AHEAD], states[j + _AHEAD]], n_hidden)
+                v = values[j]
+                visible += v * bv[indices[j], states[j]]
+                _axpy_row(acc, v, W[indices[j], states[j]], n_hidden)
+        else:
+            for j in range(j0, j1):
+                visible += bv[indices[j], states[j]]
+            gather_rows_sum(acc, W, indices, states, j0, j1)
         hidden = np.float32(0.0)
         for f in range(n_hidden):
             hidden += _softplus(acc[f])

@@ -1,0 +1,194 @@
+"""Vector building blocks of the Numba kernels, written as LLVM IR through numba.extending.intrinsic.
+
+Why IR: Numba cannot keep vector running sums in registers across a loop over rows (its arrays live
+in memory, and LLVM's vectoriser only vectorises innermost loops, leaving a scalar remainder for
+F = 100), and it has no masked loads.  The blocks here use plain LLVM vector types (<16 x float>)
+and llvm.masked.load/store, which LLVM lowers for whatever the CPU has (AVX-512 masks here, AVX2
+blends or scalar code elsewhere).  Every block performs the same float operations, in the same order,
+as the plain loop its docstring gives, so results do not depend on the vector width.
+"""
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+# Lanes per vector (a 512-bit register of float32; LLVM splits it where registers are narrower).
+LANES = 16
+# Running-sum vectors held in registers per pass over the rows: 112 columns, so F = 100 takes one
+# pass; wider rows take several passes, each over all the rows.
+_PASS_VECTORS = 7
+# Rows ahead whose cache lines gather_rows_sum prefetches.
+_AHEAD = 8
+
+_I1 = ir.IntType(1)
+_I8P = ir.IntType(8).as_pointer()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_F32 = ir.FloatType()
+_VF = ir.VectorType(_F32, LANES)
+_VI = ir.VectorType(_I32, LANES)
+_VB = ir.VectorType(_I1, LANES)
+
+
+def _const(n):
+    return ir.Constant(_I64, n)
+
+
+def _splat(builder, vector_type, x):
+    first = builder.insert_element(ir.Constant(vector_type, None), x, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(first, ir.Constant(vector_type, None), ir.Constant(_VI, [0] * vector_type.count))
+
+
+def _vector_at(builder, base, offset):
+    return builder.bitcast(builder.gep(base, [offset]), _VF.as_pointer())
+
+
+def _masked_load(builder, ptr, mask):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VF, [_VF.as_pointer(), _I32, _VB, _VF]),
+                                        "llvm.masked.load.v16f32.p0")
+    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VF, None)])
+
+
+def _masked_store(builder, value, ptr, mask):
+    fn = cgutils.get_or_insert_function(builder.module,
+                                        ir.FunctionType(ir.VoidType(), [_VF, _VF.as_pointer(), _I32, _VB]),
+                                        "llvm.masked.store.v16f32.p0")
+    builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+
+
+def _prefetch_line(builder, ptr):
+    """llvm.prefetch(read, locality 3, data) of the line holding ptr: no effect on results."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I8P, _I32, _I32, _I32]),
+                                        "llvm.prefetch.p0")
+    builder.call(fn, [builder.bitcast(ptr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+
+
+def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negate, prefetch=False):
+    """IR for: for t in t0 .. t1 - 1: out[c] = out[c] + mat[row_of(t), c] (or - when negate) for
+    c < n_cols.  mat is row-major with n_cols columns; row_of(builder-int t) gives an i64 row."""
+    step = _PASS_VECTORS * LANES
+    lanes = ir.Constant(_VI, list(range(LANES)))
+    entry = builder.block
+    head = builder.append_basic_block("rows.head")
+    loop = builder.append_basic_block("rows.loop")
+    tail = builder.append_basic_block("rows.tail")
+    done = builder.append_basic_block("rows.done")
+    builder.cbranch(builder.icmp_signed(">", n_cols, _const(0)), head, done)
+
+    # one pass: columns c0 .. c0 + step - 1, masked at the row's end
+    builder.position_at_end(head)
+    c0 = builder.phi(_I64)
+    c0.add_incoming(_const(0), entry)
+    masks = []
+    for v in range(_PASS_VECTORS):
+        left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
+        left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
+        masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
+    first = [_masked_load(builder, _vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))), masks[v])
+             for v in range(_PASS_VECTORS)]
+    builder.cbranch(builder.icmp_signed("<", t0, t1), loop, tail)
+
+    builder.position_at_end(loop)
+    t = builder.phi(_I64)
+    t.add_incoming(t0, head)
+    sums = []
+    for v in range(_PASS_VECTORS):
+        s = builder.phi(_VF)
+        s.add_incoming(first[v], head)
+        sums.append(s)
+    if prefetch:
+        ahead = builder.add(t, _const(_AHEAD))
+        fetch = builder.append_basic_block("rows.prefetch")
+        go_on = builder.append_basic_block("rows.add")
+        builder.cbranch(builder.icmp_signed("<", ahead, t1), fetch, go_on)
+        builder.position_at_end(fetch)
+        row_base = builder.gep(mat_ptr, [builder.add(builder.mul(row_of(ahead), n_cols), c0)])
+        for v in range(_PASS_VECTORS):
+            _prefetch_line(builder, builder.gep(row_base, [_const(v * LANES)]))
+        builder.branch(go_on)
+        builder.position_at_end(go_on)
+    base = builder.add(builder.mul(row_of(t), n_cols), c0)
+    new = []
+    for v in range(_PASS_VECTORS):
+        x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
+        new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
+    t_next = builder.add(t, _const(1))
+    t.add_incoming(t_next, builder.block)
+    for v in range(_PASS_VECTORS):
+        sums[v].add_incoming(new[v], builder.block)
+    builder.cbranch(builder.icmp_signed("<", t_next, t1), loop, tail)
+    loop_end = builder.block
+
+    builder.position_at_end(tail)
+    result = []
+    for v in range(_PASS_VECTORS):
+        r = builder.phi(_VF)
+        r.add_incoming(first[v], head)
+        r.add_incoming(new[v], loop_end)
+        result.append(r)
+    for v in range(_PASS_VECTORS):
+        _masked_store(builder, result[v], _vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))), masks[v])
+    c_next = builder.add(c0, _const(step))
+    c0.add_incoming(c_next, tail)
+    builder.cbranch(builder.icmp_signed("<", c_next, n_cols), head, done)
+    builder.position_at_end(done)
+
+
+def _is_array(x, ndim, dtype):
+    return isinstance(x, types.Array) and x.ndim == ndim and x.dtype == dtype and x.layout == "C"
+
+
+@intrinsic(prefer_literal=True)
+def rows_accumulate(typingctx, out, mat, rows, n, negate):
+    """for t < n: out += mat[rows[t]] (out -= mat[rows[t]] when the literal `negate` is True), the rows
+    added one after another, as that loop would.  out float32[F], mat float32[R, F], rows int32[>= n]."""
+    if not (_is_array(out, 1, types.float32) and _is_array(mat, 2, types.float32)
+            and _is_array(rows, 1, types.int32) and isinstance(n, types.Integer)
+            and isinstance(negate, types.BooleanLiteral)):
+        return None
+    subtract = negate.literal_value
+
+    def codegen(context, builder, sig, args):
+        out_a = context.make_array(sig.args[0])(context, builder, args[0])
+        mat_a = context.make_array(sig.args[1])(context, builder, args[1])
+        rows_a = context.make_array(sig.args[2])(context, builder, args[2])
+        count = context.cast(builder, args[3], sig.args[3], types.int64)
+        n_cols = cgutils.unpack_tuple(builder, mat_a.shape, 2)[1]
+
+        def row_of(t):
+            return builder.sext(builder.load(builder.gep(rows_a.data, [t])), _I64)
+
+        _rows_accumulate_ir(builder, out_a.data, mat_a.data, n_cols, _const(0), count, row_of, subtract)
+        return context.get_dummy_value()
+
+    return types.void(out, mat, rows, n, negate), codegen
+
+
+@intrinsic
+def gather_rows_sum(typingctx, out, W, indices, states, j0, j1):
+    """for j in j0 .. j1 - 1: out += W[indices[j], states[j]], in j order (a user's hidden input in
+    sample_hidden); the W row _AHEAD entries on is prefetched (rows come in random item order).
+    out float32[F], W float32[I, K, F], indices and states int32[nnz]."""
+    if not (_is_array(out, 1, types.float32) and _is_array(W, 3, types.float32)
+            and _is_array(indices, 1, types.int32) and _is_array(states, 1, types.int32)
+            and isinstance(j0, types.Integer) and isinstance(j1, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out_a = context.make_array(sig.args[0])(context, builder, args[0])
+        w_a = context.make_array(sig.args[1])(context, builder, args[1])
+        ind_a = context.make_array(sig.args[2])(context, builder, args[2])
+        st_a = context.make_array(sig.args[3])(context, builder, args[3])
+        first = context.cast(builder, args[4], sig.args[4], types.int64)
+        end = context.cast(builder, args[5], sig.args[5], types.int64)
+        _, n_levels, n_cols = cgutils.unpack_tuple(builder, w_a.shape, 3)
+
+        def row_of(j):
+            item = builder.sext(builder.load(builder.gep(ind_a.data, [j])), _I64)
+            level = builder.sext(builder.load(builder.gep(st_a.data, [j])), _I64)
+            return builder.add(builder.mul(item, n_levels), level)
+
+        _rows_accumulate_ir(builder, out_a.data, w_a.data, n_cols, first, end, row_of, False, prefetch=True)
+        return context.get_dummy_value()
+
+    return types.void(out, W, indices, states, j0, j1), codegen

@@ -1,0 +1,73 @@
+"""The LLVM-IR vector blocks of rbm_cuda/cpu/simd.py against the plain loops their docstrings give:
+the same float operations in the same order, so the same bits, for row widths that end inside a
+vector, fill whole vectors, and need more than one pass of register-held sums."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from rbm_cuda.cpu.simd import gather_rows_sum, rows_accumulate
+
+WIDTHS = [1, 15, 16, 17, 100, 112, 113, 250]
+
+
+@njit
+def _add_rows(out, mat, rows, n):
+    rows_accumulate(out, mat, rows, n, False)
+
+
+@njit
+def _subtract_rows(out, mat, rows, n):
+    rows_accumulate(out, mat, rows, n, True)
+
+
+@njit
+def _gather(out, W, indices, states, j0, j1):
+    gather_rows_sum(out, W, indices, states, j0, j1)
+
+
+def _values(rng, shape):
+    # magnitudes over several decades: a different order of additions would round differently
+    return (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("F", WIDTHS)
+@pytest.mark.parametrize("n", [0, 1, 9, 40])
+def test_rows_accumulate_is_the_plain_loop_bit_for_bit(F, n):
+    rng = np.random.default_rng(F * 100 + n)
+    mat = _values(rng, (30, F))
+    rows = rng.integers(0, 30, 45).astype(np.int32)
+    start = _values(rng, F)
+    added, subtracted = start.copy(), start.copy()
+    _add_rows(added, mat, rows, n)
+    _subtract_rows(subtracted, mat, rows, n)
+    want_add, want_sub = start.copy(), start.copy()
+    for t in range(n):
+        want_add = want_add + mat[rows[t]]
+        want_sub = want_sub - mat[rows[t]]
+    np.testing.assert_array_equal(added, want_add)
+    np.testing.assert_array_equal(subtracted, want_sub)
+
+
+@pytest.mark.parametrize("F", WIDTHS)
+def test_gather_rows_sum_is_the_plain_loop_bit_for_bit(F):
+    rng = np.random.default_rng(F)
+    W = _values(rng, (20, 3, F))
+    indices = rng.integers(0, 20, 60).astype(np.int32)
+    states = rng.integers(0, 3, 60).astype(np.int32)
+    for j0, j1 in [(0, 60), (5, 6), (7, 7), (10, 15), (52, 60)]:  # ranges shorter than the prefetch distance too
+        out = _values(rng, F)
+        want = out.copy()
+        for j in range(j0, j1):
+            want = want + W[indices[j], states[j]]
+        _gather(out, W, indices, states, j0, j1)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_columns_past_the_row_are_untouched():
+    """The masked tail writes only the row's own columns: a neighbour in the same buffer keeps its bits."""
+    buf = np.full(40, 7.0, dtype=np.float32)
+    mat = np.ones((2, 17), dtype=np.float32)
+    _add_rows(buf[:17], mat, np.array([0, 1], dtype=np.int32), 2)
+    np.testing.assert_array_equal(buf[:17], 9.0)
+    np.testing.assert_array_equal(buf[17:], 7.0)
