@@ -339,3 +339,21 @@ def test_softmax_rbm_beats_item_mean_on_ml100k_u1():
     pred = model._predict_idx(T.row, T.col)
     rmse = np.sqrt(np.mean((pred - T.data) ** 2))
     assert rmse < baseline - 0.02, (rmse, baseline)
+
+
+def test_visible_kernel_rejects_non_binary_hidden_states():
+    """The Numba visible kernel reads h as bits: probabilities in place of samples are an error."""
+    from rbm_cuda.cpu import kernels
+
+    X = random_ratings().tocsr()
+    indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    group = kernels.group_by_item(indptr, indices, rows, X.shape[1])
+    W = np.zeros((X.shape[1], 5, 8), dtype=np.float32)
+    bv = np.zeros((X.shape[1], 5), dtype=np.float32)
+    out = np.zeros(X.nnz, dtype=np.int32)
+    h = np.ones((X.shape[0], 8), dtype=np.float32)
+    kernels.sample_visible_softmax(indptr, indices, rows, *group, h, W, bv, 0, 1, 1, out)
+    h[5, 3] = 0.5
+    with pytest.raises(ValueError, match="binary hidden states"):
+        kernels.sample_visible_softmax(indptr, indices, rows, *group, h, W, bv, 0, 1, 1, out)

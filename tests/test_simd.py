@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from rbm_cuda.cpu.simd import gather_rows_sum, rows_accumulate
+from rbm_cuda.cpu.kernels import _level_logits
+from rbm_cuda.cpu.simd import LANES, gather_rows_sum, rows_accumulate
 
 WIDTHS = [1, 15, 16, 17, 100, 112, 113, 250]
 
@@ -71,3 +72,34 @@ def test_columns_past_the_row_are_untouched():
     _add_rows(buf[:17], mat, np.array([0, 1], dtype=np.int32), 2)
     np.testing.assert_array_equal(buf[:17], 9.0)
     np.testing.assert_array_equal(buf[17:], 7.0)
+
+
+@njit
+def _tile(Wi, hw, n_levels, n, z):
+    _level_logits(Wi, hw, n_levels, n, z)
+
+
+@pytest.mark.parametrize("F", [1, 31, 32, 33, 100])
+@pytest.mark.parametrize("K", [1, 2, 5, 7, 10])
+@pytest.mark.parametrize("n", [1, 8, 9, 16])
+def test_tile_logits_is_the_sequential_dot_product_bit_for_bit(F, K, n):
+    """z[k, r] = sum over f in order of h_r[f] * W[k, f], as csrc/kernel_math.cuh level_logits sums it
+    (h binary, so each term is the weight or nothing)."""
+    rng = np.random.default_rng(F * 1000 + K * 10 + n)
+    Wi = _values(rng, (K, F))
+    h = (rng.random((LANES, F)) < 0.5).astype(np.float32)
+    n_words = (F + 31) // 32
+    hw = np.zeros((n_words, LANES), dtype=np.uint32)
+    for r in range(LANES):
+        for f in np.flatnonzero(h[r]):
+            hw[f // 32, r] |= np.uint32(1) << np.uint32(f % 32)
+    z = np.full((K, LANES), np.nan, dtype=np.float32)
+    _tile(Wi, hw, K, n, z)
+    want = np.zeros((K, n), dtype=np.float32)
+    for k in range(K):
+        for r in range(n):
+            s = np.float32(0.0)
+            for f in range(F):
+                s = np.float32(s + h[r, f] * Wi[k, f])
+            want[k, r] = s
+    np.testing.assert_array_equal(z[:, :n], want)

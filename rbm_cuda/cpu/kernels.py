@@ -28,15 +28,16 @@ from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
-from .simd import gather_rows_sum, rows_accumulate
+from .simd import LANES, gather_rows_sum, rows_accumulate, tile_logits
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, update_softmax, scatter_gradients: parallel tasks per call, each a range of items
 # holding about the same number of the batch's ratings.
 _ITEM_CHUNKS = 16
-# sample_visible_softmax: ratings of one item whose softmax tails run together, across SIMD lanes.
-_TAIL_BLOCK = 16
+# sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
+# per SIMD lane.
+_TAIL_BLOCK = LANES
 # group_by_item: parallel tasks (row ranges).
 _GROUP_TASKS = 2
 # sample_hidden: prefetch distance, in rated entries.
@@ -70,58 +71,6 @@ def _dot(a, b, n):
     for f in range(n):
         s += a[f] * b[f]
     return s
-
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot5x2(a, c, Wi, k0, n, out_a, out_c):
-    """out_a[k0 + m] = a . Wi[k0 + m] and out_c[k0 + m] = c . Wi[k0 + m] for m < 5, in one pass:
-    ten independent vector accumulators, each W[i] element loaded once for both rows (the K dot
-    products one at a time were latency-bound in their vector epilogue and scalar remainder for
-    F = 100).  Same fast-math flags as _dot."""
-    w0 = Wi[k0]
-    w1 = Wi[k0 + 1]
-    w2 = Wi[k0 + 2]
-    w3 = Wi[k0 + 3]
-    w4 = Wi[k0 + 4]
-    s0 = np.float32(0.0)
-    s1 = np.float32(0.0)
-    s2 = np.float32(0.0)
-    s3 = np.float32(0.0)
-    s4 = np.float32(0.0)
-    t0 = np.float32(0.0)
-    t1 = np.float32(0.0)
-    t2 = np.float32(0.0)
-    t3 = np.float32(0.0)
-    t4 = np.float32(0.0)
-    for f in range(n):
-        x = a[f]
-        y = c[f]
-        v0 = w0[f]
-        v1 = w1[f]
-        v2 = w2[f]
-        v3 = w3[f]
-        v4 = w4[f]
-        s0 += x * v0
-        s1 += x * v1
-        s2 += x * v2
-        s3 += x * v3
-        s4 += x * v4
-        t0 += y * v0
-        t1 += y * v1
-        t2 += y * v2
-        t3 += y * v3
-        t4 += y * v4
-    out_a[k0] = s0
-    out_a[k0 + 1] = s1
-    out_a[k0 + 2] = s2
-    out_a[k0 + 3] = s3
-    out_a[k0 + 4] = s4
-    out_c[k0] = t0
-    out_c[k0 + 1] = t1
-    out_c[k0 + 2] = t2
-    out_c[k0 + 3] = t3
-    out_c[k0 + 4] = t4
 
 
 
@@ -271,24 +220,28 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
     """Reconstruct only the rated entries of the batch rows: softmax over K, one categorical draw.
 
     start, slot_b, slot_p, delta: group_by_item(indptr, indices, rows, n_items).  h: float32[B, F]
-    hidden states driving the chain.  out_states: int32[nnz], written at the batch's CSR positions
-    only.
+    binary hidden states driving the chain (anything but 0 and 1 is a ValueError).  out_states:
+    int32[nnz], written at the batch's CSR positions only.
     """
     n_levels = W.shape[1]
     n_hidden = W.shape[2]
+    n_words = (n_hidden + 31) // 32
     bounds = _item_chunks(start)
-    # The uniforms first, row by row: a row's entries draw consecutive elements, one Philox block
-    # per four of them.  u[p] for the entry at batch position p = j - delta[b].
+    # Row by row: h as bits (for simd.tile_logits), and the uniforms (a row's entries draw
+    # consecutive elements, one Philox block per four of them); u[p] for batch position p = j - delta[b].
+    bits = np.zeros((rows.shape[0], n_words), dtype=np.uint32)
     u = np.empty(slot_p.shape[0], dtype=np.float32)
+    not_binary = 0
     for b in prange(rows.shape[0]):
+        not_binary += _pack_bits(h[b], bits[b])
         j0 = indptr[rows[b]]
         uniforms_into(seed, step, gibbs, PHASE_VISIBLE, j0, u[j0 - delta[b]:indptr[rows[b] + 1] - delta[b]])
+    if not_binary:
+        raise ValueError("sample_visible_softmax: h must hold binary hidden states (0.0 or 1.0)")
     # Then item by item (W[i] stays in cache for all the batch's ratings of item i), in blocks of up
-    # to _TAIL_BLOCK ratings: the logits of a block go to z[k, r] (two ratings at a time through
-    # _dot5x2, which loads each W[i] element once for both), then one vectorised softmax and draw.
+    # to _TAIL_BLOCK ratings, a rating per vector lane: logits, one vectorised softmax and draw.
     for c in prange(_ITEM_CHUNKS):
-        za = np.empty(n_levels, dtype=np.float32)
-        zc = np.empty(n_levels, dtype=np.float32)
+        hw = np.zeros((n_words, _TAIL_BLOCK), dtype=np.uint32)
         z = np.empty((n_levels, _TAIL_BLOCK), dtype=np.float32)
         ub = np.empty(_TAIL_BLOCK, dtype=np.float32)
         chosen = np.empty(_TAIL_BLOCK, dtype=np.int32)
@@ -299,34 +252,56 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
             q1 = start[i + 1]
             for q0 in range(start[i], q1, _TAIL_BLOCK):
                 n = min(_TAIL_BLOCK, q1 - q0)
-                r = 0
-                while r < n:
-                    ha = h[slot_b[q0 + r]]
-                    if r + 1 < n:
-                        hc = h[slot_b[q0 + r + 1]]
-                        k = 0
-                        while k + 5 <= n_levels:
-                            _dot5x2(ha, hc, Wi, k, n_hidden, za, zc)
-                            k += 5
-                        while k < n_levels:
-                            za[k] = _dot(ha, Wi[k], n_hidden)
-                            zc[k] = _dot(hc, Wi[k], n_hidden)
-                            k += 1
-                        for k in range(n_levels):
-                            z[k, r] = bvi[k] + za[k]
-                            z[k, r + 1] = bvi[k] + zc[k]
-                        r += 2
-                    else:
-                        for k in range(n_levels):
-                            z[k, r] = bvi[k] + _dot(ha, Wi[k], n_hidden)
-                        r += 1
                 for r in range(n):
+                    hb = bits[slot_b[q0 + r]]
+                    for w in range(n_words):
+                        hw[w, r] = hb[w]
                     ub[r] = u[slot_p[q0 + r]]
-                # lanes r >= n still hold an earlier block's logits: drawn too, never stored
+                _level_logits(Wi, hw, n_levels, n, z)
+                for k in range(n_levels):
+                    zk = z[k]
+                    bk = bvi[k]
+                    for r in range(_TAIL_BLOCK):
+                        zk[r] = bk + zk[r]
+                # lanes r >= n hold stale logits (an earlier block's, or garbage): drawn too, never stored
                 _softmax_draws(z, ub, n_levels, scratch, chosen)
                 for r in range(n):
                     q = q0 + r
                     out_states[slot_p[q] + delta[slot_b[q]]] = chosen[r]
+
+
+@njit(cache=True, inline="always")
+def _pack_bits(hb, out):
+    """out[w] bit t = (hb[32 w + t] != 0); returns how many hb values are neither 0 nor 1."""
+    n = hb.shape[0]
+    bad = 0
+    for w in range(out.shape[0]):
+        word = np.uint32(0)
+        for t in range(min(32, n - 32 * w)):
+            x = hb[32 * w + t]
+            word |= np.uint32(x != np.float32(0.0)) << np.uint32(t)
+            bad += (x != np.float32(0.0)) & (x != np.float32(1.0))
+        out[w] = word
+    return bad
+
+
+@njit(cache=True, inline="always")
+def _level_logits(Wi, hw, n_levels, n, z):
+    """z[k, r] = Wi[k] . h_r for every level k (simd.tile_logits, five levels per pass: its n_acc must
+    be a literal)."""
+    k = 0
+    while k + 5 <= n_levels:
+        tile_logits(Wi, hw, k, 5, n, z)
+        k += 5
+    left = n_levels - k
+    if left == 4:
+        tile_logits(Wi, hw, k, 4, n, z)
+    elif left == 3:
+        tile_logits(Wi, hw, k, 3, n, z)
+    elif left == 2:
+        tile_logits(Wi, hw, k, 2, n, z)
+    elif left == 1:
+        tile_logits(Wi, hw, k, 1, n, z)
 
 
 @intrinsic

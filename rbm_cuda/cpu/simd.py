@@ -36,7 +36,8 @@ def _const(n):
 
 def _splat(builder, vector_type, x):
     first = builder.insert_element(ir.Constant(vector_type, None), x, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(first, ir.Constant(vector_type, None), ir.Constant(_VI, [0] * vector_type.count))
+    zeros = ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count)
+    return builder.shuffle_vector(first, ir.Constant(vector_type, None), zeros)
 
 
 def _vector_at(builder, base, offset):
@@ -192,3 +193,92 @@ def gather_rows_sum(typingctx, out, W, indices, states, j0, j1):
         return context.get_dummy_value()
 
     return types.void(out, W, indices, states, j0, j1), codegen
+
+
+def _tile_logits_ir(builder, w_ptr, n_cols, hw_ptr, hw_stride, z_ptr, z_stride, k0, n_acc, lanes):
+    """IR for tile_logits with `lanes` ratings per vector."""
+    vf = ir.VectorType(_F32, lanes)
+    vi = ir.VectorType(_I32, lanes)
+    zero = ir.Constant(vf, None)
+    entry = builder.block
+    loop = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", n_cols, _const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    f = builder.phi(_I64)
+    f.add_incoming(_const(0), entry)
+    sums = []
+    for m in range(n_acc):
+        s = builder.phi(vf)
+        s.add_incoming(zero, entry)
+        sums.append(s)
+    word = builder.lshr(f, _const(5))
+    bit = builder.shl(ir.Constant(_I32, 1), builder.trunc(builder.and_(f, _const(31)), _I32))
+    words = builder.load(builder.bitcast(builder.gep(hw_ptr, [builder.mul(word, hw_stride)]), vi.as_pointer()),
+                         align=4)
+    on = builder.icmp_unsigned("!=", builder.and_(words, _splat(builder, vi, bit)), ir.Constant(vi, None))
+    new = []
+    for m in range(n_acc):
+        row = builder.add(k0, _const(m))
+        w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
+        new.append(builder.select(on, builder.fadd(sums[m], _splat(builder, vf, w)), sums[m]))
+    f_next = builder.add(f, _const(1))
+    f.add_incoming(f_next, builder.block)
+    for m in range(n_acc):
+        sums[m].add_incoming(new[m], builder.block)
+    builder.cbranch(builder.icmp_signed("<", f_next, n_cols), loop, done)
+    loop_end = builder.block
+
+    builder.position_at_end(done)
+    result = []
+    for m in range(n_acc):
+        r = builder.phi(vf)
+        r.add_incoming(zero, entry)
+        r.add_incoming(new[m], loop_end)
+        result.append(r)
+    for m in range(n_acc):
+        row = builder.add(k0, _const(m))
+        ptr = builder.bitcast(builder.gep(z_ptr, [builder.mul(row, z_stride)]), vf.as_pointer())
+        builder.store(result[m], ptr, align=4)
+
+
+@intrinsic(prefer_literal=True)
+def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
+    """Logits of up to LANES ratings of one item at once, a rating per vector lane, for binary hidden
+    states given as bits: for m < n_acc (a literal) and r < LANES,
+
+        z[k0 + m, r] = sum over f = 0, 1, ..., F - 1 (in that order) of Wi[k0 + m, f] * h_r[f]
+
+    with h_r[f] bit f % 32 of hw[f // 32, r].  That is the CUDA level_logits dot product, same order,
+    so the same bits: an addition where the bit is set, nothing where it is not.  The n_acc sums stay
+    in registers for the whole f loop and each weight is loaded once for all the ratings; there are
+    no horizontal sums.  With n <= 8 valid ratings only lanes 0..7 are computed (half the work).
+    Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
+    if not (_is_array(Wi, 2, types.float32) and _is_array(hw, 2, types.uint32) and _is_array(z, 2, types.float32)
+            and isinstance(k0, types.Integer) and isinstance(n_acc, types.IntegerLiteral)
+            and isinstance(n, types.Integer)):
+        return None
+    n_sums = n_acc.literal_value
+
+    def codegen(context, builder, sig, args):
+        w_a = context.make_array(sig.args[0])(context, builder, args[0])
+        hw_a = context.make_array(sig.args[1])(context, builder, args[1])
+        z_a = context.make_array(sig.args[5])(context, builder, args[5])
+        first = context.cast(builder, args[2], sig.args[2], types.int64)
+        count = context.cast(builder, args[4], sig.args[4], types.int64)
+        n_cols = cgutils.unpack_tuple(builder, w_a.shape, 2)[1]
+        hw_stride = cgutils.unpack_tuple(builder, hw_a.shape, 2)[1]
+        z_stride = cgutils.unpack_tuple(builder, z_a.shape, 2)[1]
+        narrow = builder.append_basic_block("tile.narrow")
+        wide = builder.append_basic_block("tile.wide")
+        merge = builder.append_basic_block("tile.merge")
+        builder.cbranch(builder.icmp_signed("<=", count, _const(LANES // 2)), narrow, wide)
+        for block, lanes in ((narrow, LANES // 2), (wide, LANES)):
+            builder.position_at_end(block)
+            _tile_logits_ir(builder, w_a.data, n_cols, hw_a.data, hw_stride, z_a.data, z_stride, first, n_sums, lanes)
+            builder.branch(merge)
+        builder.position_at_end(merge)
+        return context.get_dummy_value()
+
+    return types.void(Wi, hw, k0, n_acc, n, z), codegen
