@@ -38,6 +38,8 @@ _ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
 # per SIMD lane.
 _TAIL_BLOCK = LANES
+# update_softmax: items with at most this many slots in the batch are summed a row at a time.
+_FEW_SLOTS = 8
 # group_by_item: parallel tasks (row ranges).
 _GROUP_TASKS = 2
 # sample_hidden: prefetch distance, in rated entries.
@@ -450,15 +452,27 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
             q0 = start[i]
             q1 = start[i + 1]
             # g[k] = sum of ph0 rows of the slots in state k, then minus the phT rows of the slots
-            # in negative state k, each in slot order: the running sum of a level stays in registers
-            _rows_by_level(slot_b, slot_p, delta, q0, q1, states, np.float32(1.0), by_level, count, gb)
-            for k in range(n_levels):
-                if count[k] > 0:
-                    rows_accumulate(g[k], ph0, by_level[k], count[k], False)
-            _rows_by_level(slot_b, slot_p, delta, q0, q1, neg_states, np.float32(-1.0), by_level, count, gb)
-            for k in range(n_levels):
-                if count[k] > 0:
-                    rows_accumulate(g[k], phT, by_level[k], count[k], True)
+            # in negative state k, each in slot order.  Items with many slots in the batch: the slots
+            # bucketed by level first, so that a level's running sum stays in registers; few slots:
+            # a row at a time (bucketing costs more than it saves).  Same additions either way.
+            if q1 - q0 > _FEW_SLOTS:
+                _rows_by_level(slot_b, slot_p, delta, q0, q1, states, np.float32(1.0), by_level, count, gb)
+                for k in range(n_levels):
+                    if count[k] > 0:
+                        rows_accumulate(g[k], ph0, by_level[k], count[k], False)
+                _rows_by_level(slot_b, slot_p, delta, q0, q1, neg_states, np.float32(-1.0), by_level, count, gb)
+                for k in range(n_levels):
+                    if count[k] > 0:
+                        rows_accumulate(g[k], phT, by_level[k], count[k], True)
+            else:
+                for q in range(q0, q1):
+                    k = states[slot_p[q] + delta[slot_b[q]]]
+                    rows_accumulate(g[k], ph0, slot_b[q:q + 1], 1, False)
+                    gb[k] += np.float32(1.0)
+                for q in range(q0, q1):
+                    k = neg_states[slot_p[q] + delta[slot_b[q]]]
+                    rows_accumulate(g[k], phT, slot_b[q:q + 1], 1, True)
+                    gb[k] -= np.float32(1.0)
             Wi = W[i]
             Vi = vel_W[i]
             for k in range(n_levels):
