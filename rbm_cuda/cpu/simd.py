@@ -64,6 +64,28 @@ def _prefetch_line(builder, ptr):
     builder.call(fn, [builder.bitcast(ptr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
 
 
+def _close_loop(builder, i, bound, sums, new, loop, after):
+    """Ends a loop body: i + 1, the running sums' back edges, back to `loop` while i + 1 < bound, else
+    on to `after`.  Returns the body's last block."""
+    i_next = builder.add(i, _const(1))
+    i.add_incoming(i_next, builder.block)
+    for s, x in zip(sums, new):
+        s.add_incoming(x, builder.block)
+    builder.cbranch(builder.icmp_signed("<", i_next, bound), loop, after)
+    return builder.block
+
+
+def _exit_values(builder, vector_type, start, start_block, last, last_block):
+    """At a loop's exit: each sum's start value if the loop did not run, its last value if it did."""
+    out = []
+    for a, b in zip(start, last):
+        p = builder.phi(vector_type)
+        p.add_incoming(a, start_block)
+        p.add_incoming(b, last_block)
+        out.append(p)
+    return out
+
+
 def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negate, prefetch=False):
     """IR for: for t in t0 .. t1 - 1: out[c] = out[c] + mat[row_of(t), c] (or - when negate) for
     c < n_cols.  mat is row-major with n_cols columns; row_of(builder-int t) gives an i64 row."""
@@ -113,20 +135,10 @@ def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negat
     for v in range(_PASS_VECTORS):
         x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
         new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
-    t_next = builder.add(t, _const(1))
-    t.add_incoming(t_next, builder.block)
-    for v in range(_PASS_VECTORS):
-        sums[v].add_incoming(new[v], builder.block)
-    builder.cbranch(builder.icmp_signed("<", t_next, t1), loop, tail)
-    loop_end = builder.block
+    loop_end = _close_loop(builder, t, t1, sums, new, loop, tail)
 
     builder.position_at_end(tail)
-    result = []
-    for v in range(_PASS_VECTORS):
-        r = builder.phi(_VF)
-        r.add_incoming(first[v], head)
-        r.add_incoming(new[v], loop_end)
-        result.append(r)
+    result = _exit_values(builder, _VF, first, head, new, loop_end)
     for v in range(_PASS_VECTORS):
         _masked_store(builder, result[v], _vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))), masks[v])
     c_next = builder.add(c0, _const(step))
@@ -223,20 +235,10 @@ def _tile_logits_ir(builder, w_ptr, n_cols, hw_ptr, hw_stride, z_ptr, z_stride, 
         row = builder.add(k0, _const(m))
         w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
         new.append(builder.select(on, builder.fadd(sums[m], _splat(builder, vf, w)), sums[m]))
-    f_next = builder.add(f, _const(1))
-    f.add_incoming(f_next, builder.block)
-    for m in range(n_acc):
-        sums[m].add_incoming(new[m], builder.block)
-    builder.cbranch(builder.icmp_signed("<", f_next, n_cols), loop, done)
-    loop_end = builder.block
+    loop_end = _close_loop(builder, f, n_cols, sums, new, loop, done)
 
     builder.position_at_end(done)
-    result = []
-    for m in range(n_acc):
-        r = builder.phi(vf)
-        r.add_incoming(zero, entry)
-        r.add_incoming(new[m], loop_end)
-        result.append(r)
+    result = _exit_values(builder, vf, [zero] * n_acc, entry, new, loop_end)
     for m in range(n_acc):
         row = builder.add(k0, _const(m))
         ptr = builder.bitcast(builder.gep(z_ptr, [builder.mul(row, z_stride)]), vf.as_pointer())
