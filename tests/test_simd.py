@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from rbm_cuda.cpu.kernels import _level_logits
-from rbm_cuda.cpu.simd import LANES, gather_rows_sum, rows_accumulate
+from rbm_cuda.cpu.kernels import _expf, _level_logits
+from rbm_cuda.cpu.simd import LANES, gather_rows_sum, rows_accumulate, tile_softmax_draws
 
 WIDTHS = [1, 15, 16, 17, 100, 112, 113, 250]
 
@@ -103,3 +103,52 @@ def test_tile_logits_is_the_sequential_dot_product_bit_for_bit(F, K, n):
                 s = np.float32(s + h[r, f] * Wi[k, f])
             want[k, r] = s
     np.testing.assert_array_equal(z[:, :n], want)
+
+
+@njit
+def _draws(z, bv_i, u, chosen):
+    tile_softmax_draws(z, bv_i, u, chosen)
+
+
+def _reference_draws(z, bv_i, u):
+    """csrc/kernel_math.cuh softmax_numerators + categorical, lane by lane, with kernels._expf."""
+    K = z.shape[0]
+    out = np.empty(z.shape[1], dtype=np.int32)
+    for r in range(z.shape[1]):
+        logits = [np.float32(bv_i[k] + z[k, r]) for k in range(K)]
+        top = logits[0]
+        for k in range(1, K):
+            top = max(top, logits[k])
+        e = [_expf(np.float32(x - top)) for x in logits]
+        total = np.float32(0.0)
+        for x in e:
+            total = np.float32(total + x)
+        cum, chosen = np.float32(0.0), 0
+        for k in range(K - 1):
+            cum = np.float32(cum + np.float32(e[k] / total))
+            chosen += int(cum <= u[r])
+        out[r] = chosen
+    return out
+
+
+@pytest.mark.parametrize("K", [1, 2, 5, 10, 32])
+def test_tile_softmax_draws_is_the_categorical_draw_bit_for_bit(K):
+    rng = np.random.default_rng(K)
+    for scale in (0.1, 3.0, 60.0):  # near-uniform to one-hot (exp underflows below -87)
+        z = (rng.standard_normal((K, LANES)) * scale).astype(np.float32)
+        bv_i = (rng.standard_normal(K) * scale).astype(np.float32)
+        u = rng.random(LANES).astype(np.float32)
+        want = _reference_draws(z, bv_i, u)
+        chosen = np.full(LANES, -1, dtype=np.int32)
+        work = z.copy()
+        _draws(work, bv_i, u, chosen)
+        np.testing.assert_array_equal(chosen, want)
+        # z now holds the exponentials, exactly as the reference computes them
+        top = (z + bv_i[:, None]).max(axis=0)
+        np.testing.assert_array_equal(work[0], [_expf(np.float32(z[0, r] + bv_i[0] - top[r])) for r in range(LANES)])
+    # a draw at a cumulative boundary: u equal to the first level's probability picks level 1
+    z = np.zeros((K, LANES), dtype=np.float32)
+    u = np.full(LANES, np.float32(1.0) / np.float32(K), dtype=np.float32)
+    chosen = np.zeros(LANES, dtype=np.int32)
+    _draws(z, np.zeros(K, dtype=np.float32), u, chosen)
+    np.testing.assert_array_equal(chosen, _reference_draws(np.zeros((K, LANES), np.float32), np.zeros(K, np.float32), u))

@@ -28,7 +28,7 @@ from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
-from .simd import LANES, gather_rows_sum, rows_accumulate, tile_logits
+from .simd import LANES, gather_rows_sum, rows_accumulate, tile_logits, tile_softmax_draws
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
@@ -247,7 +247,6 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
         z = np.empty((n_levels, _TAIL_BLOCK), dtype=np.float32)
         ub = np.empty(_TAIL_BLOCK, dtype=np.float32)
         chosen = np.empty(_TAIL_BLOCK, dtype=np.int32)
-        scratch = np.empty((3, _TAIL_BLOCK), dtype=np.float32)
         for i in range(bounds[c], bounds[c + 1]):
             Wi = W[i]
             bvi = bv[i]
@@ -260,13 +259,8 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
                         hw[w, r] = hb[w]
                     ub[r] = u[slot_p[q0 + r]]
                 _level_logits(Wi, hw, n_levels, n, z)
-                for k in range(n_levels):
-                    zk = z[k]
-                    bk = bvi[k]
-                    for r in range(_TAIL_BLOCK):
-                        zk[r] = bk + zk[r]
                 # lanes r >= n hold stale logits (an earlier block's, or garbage): drawn too, never stored
-                _softmax_draws(z, ub, n_levels, scratch, chosen)
+                tile_softmax_draws(z, bvi, ub, chosen)
                 for r in range(n):
                     q = q0 + r
                     out_states[slot_p[q] + delta[slot_b[q]]] = chosen[r]
@@ -338,38 +332,6 @@ def _expf(x):
     p = p * r + np.float32(5.0000001201e-1)
     p = p * (r * r) + r + np.float32(1.0)
     return p * _float_from_bits(np.int32((n + 127) << 23))
-
-
-@njit(cache=True, inline="always")
-def _softmax_draws(z, ub, n_levels, scratch, chosen):
-    """z[k, r]: logit of level k of rating r (r < _TAIL_BLOCK).  For each r: softmax over k, then the
-    first level k < K - 1 whose cumulative probability exceeds ub[r], else K - 1 (the operations of
-    csrc/kernel_math.cuh `categorical`; counted without a branch, as the cumulative sum never
-    decreases).  Every loop runs over r, across SIMD lanes; z is overwritten."""
-    top = scratch[0]
-    total = scratch[1]
-    cum = scratch[2]
-    for r in range(_TAIL_BLOCK):
-        top[r] = z[0, r]
-    for k in range(1, n_levels):
-        zk = z[k]
-        for r in range(_TAIL_BLOCK):
-            top[r] = max(top[r], zk[r])
-    for r in range(_TAIL_BLOCK):
-        total[r] = np.float32(0.0)
-        cum[r] = np.float32(0.0)
-        chosen[r] = 0
-    for k in range(n_levels):
-        zk = z[k]
-        for r in range(_TAIL_BLOCK):
-            zk[r] = _expf(zk[r] - top[r])
-        for r in range(_TAIL_BLOCK):
-            total[r] += zk[r]
-    for k in range(n_levels - 1):
-        zk = z[k]
-        for r in range(_TAIL_BLOCK):
-            cum[r] += zk[r] / total[r]
-            chosen[r] += np.int32(cum[r] <= ub[r])
 
 
 @njit(parallel=True, cache=True)

@@ -284,3 +284,112 @@ def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
         return context.get_dummy_value()
 
     return types.void(Wi, hw, k0, n_acc, n, z), codegen
+
+
+def _expf_ir(builder, x):
+    """kernels._expf on a vector, operation for operation (Cephes' float32 polynomial; no fused
+    multiply-adds, as Numba compiles the scalar version), so the same bits."""
+    vt = x.type
+    n_lanes = vt.count
+
+    def c(v):
+        return ir.Constant(vt, [v] * n_lanes)
+
+    floor = c(-87.0)
+    x = builder.select(builder.fcmp_ordered(">", x, floor), x, floor)
+    n = builder.fptosi(builder.fsub(builder.fmul(x, c(1.44269504)), c(0.5)), ir.VectorType(_I32, n_lanes))
+    fn = builder.sitofp(n, vt)
+    r = builder.fsub(x, builder.fmul(fn, c(0.693359375)))
+    r = builder.fsub(r, builder.fmul(fn, c(-2.12194440e-4)))
+    p = c(1.9875691500e-4)
+    for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = builder.fadd(builder.fmul(p, r), c(coef))
+    p = builder.fadd(builder.fadd(builder.fmul(p, builder.fmul(r, r)), r), c(1.0))
+    vi = ir.VectorType(_I32, n_lanes)
+    scale = builder.bitcast(builder.shl(builder.add(n, ir.Constant(vi, [127] * n_lanes)),
+                                        ir.Constant(vi, [23] * n_lanes)), vt)
+    return builder.fmul(p, scale)
+
+
+@intrinsic
+def tile_softmax_draws(typingctx, z, bv_i, u, chosen):
+    """For each lane r < LANES, one categorical draw from softmax_k(bv_i[k] + z[k, r]): the first level
+    k < K - 1 whose cumulative probability e_0 / total + ... + e_k / total exceeds u[r], else K - 1
+    (csrc/kernel_math.cuh softmax_numerators and categorical, the operations of kernels._expf and
+    the running max, sum and cumulative sum in the order k = 0, 1, ...).  z float32[K, LANES] is
+    overwritten with the exponentials; chosen int32[LANES].  All lanes are computed."""
+    if not (_is_array(z, 2, types.float32) and _is_array(bv_i, 1, types.float32)
+            and _is_array(u, 1, types.float32) and _is_array(chosen, 1, types.int32)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        z_a = context.make_array(sig.args[0])(context, builder, args[0])
+        b_a = context.make_array(sig.args[1])(context, builder, args[1])
+        u_a = context.make_array(sig.args[2])(context, builder, args[2])
+        c_a = context.make_array(sig.args[3])(context, builder, args[3])
+        n_levels, stride = cgutils.unpack_tuple(builder, z_a.shape, 2)
+        zero = ir.Constant(_VF, None)
+
+        def level_ptr(k):
+            return _vector_at(builder, z_a.data, builder.mul(k, stride))
+
+        def level_loop(name, first, last, start_values, body):
+            """for k in first .. last - 1: values = body(k, values); returns the values after the loop."""
+            entry = builder.block
+            loop = builder.append_basic_block(name)
+            after = builder.append_basic_block(name + ".after")
+            builder.cbranch(builder.icmp_signed("<", first, last), loop, after)
+            builder.position_at_end(loop)
+            k = builder.phi(_I64)
+            k.add_incoming(first, entry)
+            values = []
+            for v in start_values:
+                p = builder.phi(v.type)
+                p.add_incoming(v, entry)
+                values.append(p)
+            new = body(k, values)
+            end = _close_loop(builder, k, last, values, new, loop, after)
+            builder.position_at_end(after)
+            out = []
+            for v, x in zip(start_values, new):
+                p = builder.phi(v.type)
+                p.add_incoming(v, entry)
+                p.add_incoming(x, end)
+                out.append(p)
+            return out
+
+        def add_bias(k, values):
+            ptr = level_ptr(k)
+            bias = builder.load(builder.gep(b_a.data, [k]), align=4)
+            zk = builder.fadd(_splat(builder, _VF, bias), builder.load(ptr, align=4))
+            builder.store(zk, ptr, align=4)
+            (top,) = values
+            return [builder.select(builder.fcmp_ordered(">", top, zk), top, zk)]
+
+        # the first level starts the running max (k = 0 here, then the loop from 1)
+        ptr0 = level_ptr(_const(0))
+        bias0 = builder.load(b_a.data, align=4)
+        z0 = builder.fadd(_splat(builder, _VF, bias0), builder.load(ptr0, align=4))
+        builder.store(z0, ptr0, align=4)
+        (top,) = level_loop("softmax.max", _const(1), n_levels, [z0], add_bias)
+
+        def exponentials(k, values):
+            ptr = level_ptr(k)
+            e = _expf_ir(builder, builder.fsub(builder.load(ptr, align=4), top))
+            builder.store(e, ptr, align=4)
+            return [builder.fadd(values[0], e)]
+
+        (total,) = level_loop("softmax.exp", _const(0), n_levels, [zero], exponentials)
+        uv = builder.load(_vector_at(builder, u_a.data, _const(0)), align=4)
+
+        def cumulate(k, values):
+            cum, count = values
+            cum = builder.fadd(cum, builder.fdiv(builder.load(level_ptr(k), align=4), total))
+            return [cum, builder.add(count, builder.zext(builder.fcmp_ordered("<=", cum, uv), _VI))]
+
+        _, count = level_loop("softmax.draw", _const(0), builder.sub(n_levels, _const(1)),
+                              [zero, ir.Constant(_VI, None)], cumulate)
+        builder.store(count, builder.bitcast(c_a.data, _VI.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(z, bv_i, u, chosen), codegen
