@@ -42,7 +42,8 @@ _TAIL_BLOCK = LANES
 _FEW_SLOTS = 8
 # group_by_item: parallel tasks (row ranges).
 _GROUP_TASKS = 2
-# sample_hidden: prefetch distance, in rated entries.
+# Prefetch distance, in rated entries, of the loops with bernoulli values and of scatter_gradients
+# (simd.gather_rows_sum has its own).
 _AHEAD = 8
 
 
