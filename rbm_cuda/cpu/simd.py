@@ -64,24 +64,34 @@ def _prefetch_line(builder, ptr):
     builder.call(fn, [builder.bitcast(ptr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
 
 
-def _close_loop(builder, i, bound, sums, new, loop, after):
-    """Ends a loop body: i + 1, the running sums' back edges, back to `loop` while i + 1 < bound, else
-    on to `after`.  Returns the body's last block."""
-    i_next = builder.add(i, _const(1))
-    i.add_incoming(i_next, builder.block)
-    for s, x in zip(sums, new):
-        s.add_incoming(x, builder.block)
-    builder.cbranch(builder.icmp_signed("<", i_next, bound), loop, after)
-    return builder.block
-
-
-def _exit_values(builder, vector_type, start, start_block, last, last_block):
-    """At a loop's exit: each sum's start value if the loop did not run, its last value if it did."""
+def _counted_loop(builder, name, first, last, start_values, body, step=1):
+    """IR for: values = start_values; for i in first, first + step, ... < last: values = body(i, values).
+    Returns the values after the loop (start_values if it did not run); body may add blocks."""
+    entry = builder.block
+    loop = builder.append_basic_block(name)
+    after = builder.append_basic_block(name + ".after")
+    builder.cbranch(builder.icmp_signed("<", first, last), loop, after)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    i.add_incoming(first, entry)
+    values = []
+    for v in start_values:
+        p = builder.phi(v.type)
+        p.add_incoming(v, entry)
+        values.append(p)
+    new = body(i, values)
+    i_next = builder.add(i, _const(step))
+    end = builder.block
+    i.add_incoming(i_next, end)
+    for p, x in zip(values, new):
+        p.add_incoming(x, end)
+    builder.cbranch(builder.icmp_signed("<", i_next, last), loop, after)
+    builder.position_at_end(after)
     out = []
-    for a, b in zip(start, last):
-        p = builder.phi(vector_type)
-        p.add_incoming(a, start_block)
-        p.add_incoming(b, last_block)
+    for v, x in zip(start_values, new):
+        p = builder.phi(v.type)
+        p.add_incoming(v, entry)
+        p.add_incoming(x, end)
         out.append(p)
     return out
 
@@ -89,62 +99,38 @@ def _exit_values(builder, vector_type, start, start_block, last, last_block):
 def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negate, prefetch=False):
     """IR for: for t in t0 .. t1 - 1: out[c] = out[c] + mat[row_of(t), c] (or - when negate) for
     c < n_cols.  mat is row-major with n_cols columns; row_of(builder-int t) gives an i64 row."""
-    step = _PASS_VECTORS * LANES
     lanes = ir.Constant(_VI, list(range(LANES)))
-    entry = builder.block
-    head = builder.append_basic_block("rows.head")
-    loop = builder.append_basic_block("rows.loop")
-    tail = builder.append_basic_block("rows.tail")
-    done = builder.append_basic_block("rows.done")
-    builder.cbranch(builder.icmp_signed(">", n_cols, _const(0)), head, done)
 
-    # one pass: columns c0 .. c0 + step - 1, masked at the row's end
-    builder.position_at_end(head)
-    c0 = builder.phi(_I64)
-    c0.add_incoming(_const(0), entry)
-    masks = []
-    for v in range(_PASS_VECTORS):
-        left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
-        left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
-        masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
-    first = [_masked_load(builder, _vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))), masks[v])
-             for v in range(_PASS_VECTORS)]
-    builder.cbranch(builder.icmp_signed("<", t0, t1), loop, tail)
-
-    builder.position_at_end(loop)
-    t = builder.phi(_I64)
-    t.add_incoming(t0, head)
-    sums = []
-    for v in range(_PASS_VECTORS):
-        s = builder.phi(_VF)
-        s.add_incoming(first[v], head)
-        sums.append(s)
-    if prefetch:
-        ahead = builder.add(t, _const(_AHEAD))
-        fetch = builder.append_basic_block("rows.prefetch")
-        go_on = builder.append_basic_block("rows.add")
-        builder.cbranch(builder.icmp_signed("<", ahead, t1), fetch, go_on)
-        builder.position_at_end(fetch)
-        row_base = builder.gep(mat_ptr, [builder.add(builder.mul(row_of(ahead), n_cols), c0)])
+    def one_pass(c0, _):
+        """columns c0 .. c0 + _PASS_VECTORS * LANES - 1, masked at the row's end"""
+        masks = []
         for v in range(_PASS_VECTORS):
-            _prefetch_line(builder, builder.gep(row_base, [_const(v * LANES)]))
-        builder.branch(go_on)
-        builder.position_at_end(go_on)
-    base = builder.add(builder.mul(row_of(t), n_cols), c0)
-    new = []
-    for v in range(_PASS_VECTORS):
-        x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
-        new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
-    loop_end = _close_loop(builder, t, t1, sums, new, loop, tail)
+            left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
+            left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
+            masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
+        out = [_vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))) for v in range(_PASS_VECTORS)]
 
-    builder.position_at_end(tail)
-    result = _exit_values(builder, _VF, first, head, new, loop_end)
-    for v in range(_PASS_VECTORS):
-        _masked_store(builder, result[v], _vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))), masks[v])
-    c_next = builder.add(c0, _const(step))
-    c0.add_incoming(c_next, tail)
-    builder.cbranch(builder.icmp_signed("<", c_next, n_cols), head, done)
-    builder.position_at_end(done)
+        def add_row(t, sums):
+            if prefetch:
+                ahead = builder.add(t, _const(_AHEAD))
+                with builder.if_then(builder.icmp_signed("<", ahead, t1)):
+                    row_base = builder.gep(mat_ptr, [builder.add(builder.mul(row_of(ahead), n_cols), c0)])
+                    for v in range(_PASS_VECTORS):
+                        _prefetch_line(builder, builder.gep(row_base, [_const(v * LANES)]))
+            base = builder.add(builder.mul(row_of(t), n_cols), c0)
+            new = []
+            for v in range(_PASS_VECTORS):
+                x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
+                new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
+            return new
+
+        first = [_masked_load(builder, out[v], masks[v]) for v in range(_PASS_VECTORS)]
+        result = _counted_loop(builder, "rows", t0, t1, first, add_row)
+        for v in range(_PASS_VECTORS):
+            _masked_store(builder, result[v], out[v], masks[v])
+        return []
+
+    _counted_loop(builder, "rows.pass", _const(0), n_cols, [], one_pass, step=_PASS_VECTORS * LANES)
 
 
 def _is_array(x, ndim, dtype):
@@ -211,34 +197,21 @@ def _tile_logits_ir(builder, w_ptr, n_cols, hw_ptr, hw_stride, z_ptr, z_stride, 
     """IR for tile_logits with `lanes` ratings per vector."""
     vf = ir.VectorType(_F32, lanes)
     vi = ir.VectorType(_I32, lanes)
-    zero = ir.Constant(vf, None)
-    entry = builder.block
-    loop = builder.append_basic_block("tile.loop")
-    done = builder.append_basic_block("tile.done")
-    builder.cbranch(builder.icmp_signed(">", n_cols, _const(0)), loop, done)
 
-    builder.position_at_end(loop)
-    f = builder.phi(_I64)
-    f.add_incoming(_const(0), entry)
-    sums = []
-    for m in range(n_acc):
-        s = builder.phi(vf)
-        s.add_incoming(zero, entry)
-        sums.append(s)
-    word = builder.lshr(f, _const(5))
-    bit = builder.shl(ir.Constant(_I32, 1), builder.trunc(builder.and_(f, _const(31)), _I32))
-    words = builder.load(builder.bitcast(builder.gep(hw_ptr, [builder.mul(word, hw_stride)]), vi.as_pointer()),
-                         align=4)
-    on = builder.icmp_unsigned("!=", builder.and_(words, _splat(builder, vi, bit)), ir.Constant(vi, None))
-    new = []
-    for m in range(n_acc):
-        row = builder.add(k0, _const(m))
-        w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
-        new.append(builder.select(on, builder.fadd(sums[m], _splat(builder, vf, w)), sums[m]))
-    loop_end = _close_loop(builder, f, n_cols, sums, new, loop, done)
+    def add_unit(f, sums):
+        word = builder.lshr(f, _const(5))
+        bit = builder.shl(ir.Constant(_I32, 1), builder.trunc(builder.and_(f, _const(31)), _I32))
+        words = builder.load(builder.bitcast(builder.gep(hw_ptr, [builder.mul(word, hw_stride)]), vi.as_pointer()),
+                             align=4)
+        on = builder.icmp_unsigned("!=", builder.and_(words, _splat(builder, vi, bit)), ir.Constant(vi, None))
+        new = []
+        for m in range(n_acc):
+            row = builder.add(k0, _const(m))
+            w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
+            new.append(builder.select(on, builder.fadd(sums[m], _splat(builder, vf, w)), sums[m]))
+        return new
 
-    builder.position_at_end(done)
-    result = _exit_values(builder, vf, [zero] * n_acc, entry, new, loop_end)
+    result = _counted_loop(builder, "tile", _const(0), n_cols, [ir.Constant(vf, None)] * n_acc, add_unit)
     for m in range(n_acc):
         row = builder.add(k0, _const(m))
         ptr = builder.bitcast(builder.gep(z_ptr, [builder.mul(row, z_stride)]), vf.as_pointer())
@@ -333,31 +306,6 @@ def tile_softmax_draws(typingctx, z, bv_i, u, chosen):
         def level_ptr(k):
             return _vector_at(builder, z_a.data, builder.mul(k, stride))
 
-        def level_loop(name, first, last, start_values, body):
-            """for k in first .. last - 1: values = body(k, values); returns the values after the loop."""
-            entry = builder.block
-            loop = builder.append_basic_block(name)
-            after = builder.append_basic_block(name + ".after")
-            builder.cbranch(builder.icmp_signed("<", first, last), loop, after)
-            builder.position_at_end(loop)
-            k = builder.phi(_I64)
-            k.add_incoming(first, entry)
-            values = []
-            for v in start_values:
-                p = builder.phi(v.type)
-                p.add_incoming(v, entry)
-                values.append(p)
-            new = body(k, values)
-            end = _close_loop(builder, k, last, values, new, loop, after)
-            builder.position_at_end(after)
-            out = []
-            for v, x in zip(start_values, new):
-                p = builder.phi(v.type)
-                p.add_incoming(v, entry)
-                p.add_incoming(x, end)
-                out.append(p)
-            return out
-
         def add_bias(k, values):
             ptr = level_ptr(k)
             bias = builder.load(builder.gep(b_a.data, [k]), align=4)
@@ -371,7 +319,7 @@ def tile_softmax_draws(typingctx, z, bv_i, u, chosen):
         bias0 = builder.load(b_a.data, align=4)
         z0 = builder.fadd(_splat(builder, _VF, bias0), builder.load(ptr0, align=4))
         builder.store(z0, ptr0, align=4)
-        (top,) = level_loop("softmax.max", _const(1), n_levels, [z0], add_bias)
+        (top,) = _counted_loop(builder, "softmax.max", _const(1), n_levels, [z0], add_bias)
 
         def exponentials(k, values):
             ptr = level_ptr(k)
@@ -379,7 +327,7 @@ def tile_softmax_draws(typingctx, z, bv_i, u, chosen):
             builder.store(e, ptr, align=4)
             return [builder.fadd(values[0], e)]
 
-        (total,) = level_loop("softmax.exp", _const(0), n_levels, [zero], exponentials)
+        (total,) = _counted_loop(builder, "softmax.exp", _const(0), n_levels, [zero], exponentials)
         uv = builder.load(_vector_at(builder, u_a.data, _const(0)), align=4)
 
         def cumulate(k, values):
@@ -387,7 +335,7 @@ def tile_softmax_draws(typingctx, z, bv_i, u, chosen):
             cum = builder.fadd(cum, builder.fdiv(builder.load(level_ptr(k), align=4), total))
             return [cum, builder.add(count, builder.zext(builder.fcmp_ordered("<=", cum, uv), _VI))]
 
-        _, count = level_loop("softmax.draw", _const(0), builder.sub(n_levels, _const(1)),
+        _, count = _counted_loop(builder, "softmax.draw", _const(0), builder.sub(n_levels, _const(1)),
                               [zero, ir.Constant(_VI, None)], cumulate)
         builder.store(count, builder.bitcast(c_a.data, _VI.as_pointer()), align=4)
         return context.get_dummy_value()
