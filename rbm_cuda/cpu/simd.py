@@ -20,6 +20,14 @@ _PASS_VECTORS = 7
 # Rows ahead whose cache lines gather_rows_sum prefetches.
 _AHEAD = 8
 
+# Cephes' float32 exp (kernels._expf and its vector twin _expf_ir): exp(x) = 2^n exp(r), x = n ln2 + r,
+# ln2 split into a high part exact in float32 and a low correction; exp(r) by a degree-7 polynomial.
+EXPF_FLOOR = -87.0
+EXPF_LOG2E = 1.44269504
+EXPF_LN2_HI = 0.693359375
+EXPF_LN2_LO = -2.12194440e-4
+EXPF_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+
 _I1 = ir.IntType(1)
 _I8P = ir.IntType(8).as_pointer()
 _I32 = ir.IntType(32)
@@ -131,6 +139,33 @@ def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negat
         return []
 
     _counted_loop(builder, "rows.pass", _const(0), n_cols, [], one_pass, step=_PASS_VECTORS * LANES)
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Hint the CPU to fetch the cache line holding arr[index] (1-d, C-contiguous) into all cache
+    levels.  No effect on results."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        _prefetch_line(builder, builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)]))
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@intrinsic
+def float_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 `bits` (a bitcast; vectorises)."""
+    if not (isinstance(bits, types.Integer) and bits.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _F32)
+
+    return types.float32(bits), codegen
 
 
 def _is_array(x, ndim, dtype):
@@ -268,14 +303,14 @@ def _expf_ir(builder, x):
     def c(v):
         return ir.Constant(vt, [v] * n_lanes)
 
-    floor = c(-87.0)
+    floor = c(EXPF_FLOOR)
     x = builder.select(builder.fcmp_ordered(">", x, floor), x, floor)
-    n = builder.fptosi(builder.fsub(builder.fmul(x, c(1.44269504)), c(0.5)), ir.VectorType(_I32, n_lanes))
+    n = builder.fptosi(builder.fsub(builder.fmul(x, c(EXPF_LOG2E)), c(0.5)), ir.VectorType(_I32, n_lanes))
     fn = builder.sitofp(n, vt)
-    r = builder.fsub(x, builder.fmul(fn, c(0.693359375)))
-    r = builder.fsub(r, builder.fmul(fn, c(-2.12194440e-4)))
-    p = c(1.9875691500e-4)
-    for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+    r = builder.fsub(x, builder.fmul(fn, c(EXPF_LN2_HI)))
+    r = builder.fsub(r, builder.fmul(fn, c(EXPF_LN2_LO)))
+    p = c(EXPF_POLY[0])
+    for coef in EXPF_POLY[1:]:
         p = builder.fadd(builder.fmul(p, r), c(coef))
     p = builder.fadd(builder.fadd(builder.fmul(p, builder.fmul(r, r)), r), c(1.0))
     vi = ir.VectorType(_I32, n_lanes)
@@ -314,12 +349,8 @@ def tile_softmax_draws(typingctx, z, bv_i, u, chosen):
             (top,) = values
             return [builder.select(builder.fcmp_ordered(">", top, zk), top, zk)]
 
-        # the first level starts the running max (k = 0 here, then the loop from 1)
-        ptr0 = level_ptr(_const(0))
-        bias0 = builder.load(b_a.data, align=4)
-        z0 = builder.fadd(_splat(builder, _VF, bias0), builder.load(ptr0, align=4))
-        builder.store(z0, ptr0, align=4)
-        (top,) = _counted_loop(builder, "softmax.max", _const(1), n_levels, [z0], add_bias)
+        minus_inf = ir.Constant(_VF, [float("-inf")] * LANES)  # max(-inf, z[0]) is z[0]: the running max starts there
+        (top,) = _counted_loop(builder, "softmax.max", _const(0), n_levels, [minus_inf], add_bias)
 
         def exponentials(k, values):
             ptr = level_ptr(k)
