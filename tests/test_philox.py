@@ -101,10 +101,12 @@ def _fill_uniforms(first, out):
 
 
 @pytest.mark.parametrize("first", [0, 1, 2, 3, 4, 5, 2**32 - 3, 2**34 + 1])
-@pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 8, 37])
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 8, 37, 63, 64, 65, 68, 100, 127, 128, 131, 257, 1000])
 def test_vectorised_uniforms_equal_the_element_stream(first, count):
-    """uniforms_into (whole Philox blocks in a vectorised loop, unaligned head and tail element by
-    element) draws exactly philox_uniforms' numbers, whatever the alignment of `first`."""
-    out = np.full(count, -1.0, np.float32)
-    _fill_uniforms(np.uint64(first), out)
-    np.testing.assert_array_equal(out, philox_uniforms(11, 7, 2, 1, first, count))
+    """uniforms_into (whole Philox blocks sixteen at a time with a masked last step, unaligned head
+    and tail element by element) draws exactly philox_uniforms' numbers, whatever the alignment of
+    `first`, and writes nothing past its slice."""
+    buf = np.full(count + 70, -1.0, np.float32)
+    _fill_uniforms(np.uint64(first), buf[3:3 + count])
+    np.testing.assert_array_equal(buf[3:3 + count], philox_uniforms(11, 7, 2, 1, first, count))
+    assert (buf[:3] == -1.0).all() and (buf[3 + count:] == -1.0).all()

@@ -6,7 +6,12 @@ an element draws depends only on (seed, step, gibbs, phase, element), never on t
 """
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from .simd import _I32, _I64, _F32, _const, _counted_loop, _is_array, _splat
 
 M0 = np.uint64(0xD2511F53)
 M1 = np.uint64(0xCD9E8D57)
@@ -48,6 +53,91 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
+# Blocks per step of philox_block_uniforms: 16 lanes of uint32 words (a 512-bit register).
+_BLOCK_LANES = 16
+
+
+@intrinsic
+def philox_block_uniforms(typingctx, out, o, block0, n_blocks, c2, c3, k0, k1):
+    """for t < n_blocks and l < 4: out[o + 4 t + l] = uniform_from_word(word l of philox4x32_10(block0
+    + t (low and high words), c2, c3, k0, k1)).  _BLOCK_LANES blocks per step, a block per vector lane
+    (the last step masked), with philox4x32_10's integer operations, so the same numbers: Numba
+    compiled that function's loop to scalar 64-bit multiplies.  out float32[:] (C-contiguous)."""
+    if not (_is_array(out, 1, types.float32) and all(isinstance(x, types.Integer) for x in
+                                                       (o, block0, n_blocks, c2, c3, k0, k1))):
+        return None
+    lanes = _BLOCK_LANES
+    vi32 = ir.VectorType(_I32, lanes)
+    vi64 = ir.VectorType(_I64, lanes)
+    vf = ir.VectorType(_F32, lanes)
+    wide = ir.VectorType(_F32, 4 * lanes)
+    mask_type = ir.VectorType(ir.IntType(1), 4 * lanes)
+    store = ir.FunctionType(ir.VoidType(), [wide, wide.as_pointer(), _I32, mask_type])
+
+    def codegen(context, builder, sig, args):
+        out_a = context.make_array(sig.args[0])(context, builder, args[0])
+        o_, block_first, count, c2_, c3_, k0_, k1_ = (context.cast(builder, a, t, types.int64)
+                                                 for a, t in zip(args[1:], sig.args[1:]))
+        c2v, c3v = (_splat(builder, vi32, builder.trunc(x, _I32)) for x in (c2_, c3_))
+        keys = (builder.trunc(k0_, _I32), builder.trunc(k1_, _I32))
+        vp = ir.VectorType(_I64, lanes // 2)
+        m0, m1 = (ir.Constant(vp, [int(m)] * (lanes // 2)) for m in (M0, M1))
+        shift = ir.Constant(vp, [32] * (lanes // 2))
+        low_half = ir.Constant(vp, [0xFFFFFFFF] * (lanes // 2))
+        # word lane 2 n is in 64-bit lane n of `even`, lane 2 n + 1 in lane n of `odd` (low word first:
+        # the bitcasts assume a little-endian CPU, as x86-64 and aarch64 are; the tests would catch another)
+        pick_lo = ir.Constant(vi32, [(e // 2) * 2 + (e % 2) * lanes for e in range(lanes)])
+        pick_hi = ir.Constant(vi32, [(e // 2) * 2 + 1 + (e % 2) * lanes for e in range(lanes)])
+        step_of_lane = ir.Constant(vi64, list(range(lanes)))
+        low = ir.Constant(vi64, [32] * lanes)
+        # out position 4 t + l holds word l of lane t: an interleave of the four word vectors
+        order = ir.Constant(ir.VectorType(_I32, 4 * lanes), [(e % 4) * lanes + e // 4 for e in range(4 * lanes)])
+        positions = ir.Constant(ir.VectorType(_I32, 4 * lanes), list(range(4 * lanes)))
+        halves = ir.Constant(ir.VectorType(_I32, 2 * lanes), list(range(2 * lanes)))
+        scale = ir.Constant(vf, [1.0 / 16777216.0] * lanes)
+        eight = ir.Constant(vi32, [8] * lanes)
+        store_fn = cgutils.get_or_insert_function(builder.module, store, "llvm.masked.store.v64f32.p0")
+
+        def mul_hi_lo(x, m):
+            """The high and low words of the 64-bit products x * m, lane by lane: the even and the odd
+            lanes as two vectors of 64-bit lanes whose factors fit in 32 bits (one vpmuludq each on
+            x86; a plain zext-and-multiply became vpmullq, three times the work), then two shuffles."""
+            pairs = builder.bitcast(x, vp)
+            even = builder.bitcast(builder.mul(builder.and_(pairs, low_half), m), vi32)
+            odd = builder.bitcast(builder.mul(builder.lshr(pairs, shift), m), vi32)
+            return builder.shuffle_vector(even, odd, pick_hi), builder.shuffle_vector(even, odd, pick_lo)
+
+        def one_step(t, _):
+            block = builder.add(_splat(builder, vi64, builder.add(block_first, t)), step_of_lane)
+            c = [builder.trunc(block, vi32), builder.trunc(builder.lshr(block, low), vi32), c2v, c3v]
+            k0, k1 = keys
+            for rnd in range(10):
+                if rnd > 0:
+                    k0 = builder.add(k0, ir.Constant(_I32, int(W0)))
+                    k1 = builder.add(k1, ir.Constant(_I32, int(W1)))
+                hi0, lo0 = mul_hi_lo(c[0], m0)
+                hi1, lo1 = mul_hi_lo(c[2], m1)
+                c = [builder.xor(builder.xor(hi1, c[1]), _splat(builder, vi32, k0)), lo1,
+                     builder.xor(builder.xor(hi0, c[3]), _splat(builder, vi32, k1)), lo0]
+            u = [builder.fmul(builder.uitofp(builder.lshr(w, eight), vf), scale) for w in c]
+            both = builder.shuffle_vector(builder.shuffle_vector(u[0], u[1], halves),
+                                          builder.shuffle_vector(u[2], u[3], halves), positions)
+            words = builder.shuffle_vector(both, ir.Constant(wide, None), order)
+            left = builder.mul(builder.sub(count, t), _const(4))
+            left = builder.select(builder.icmp_signed(">", left, _const(4 * lanes)), _const(4 * lanes), left)
+            mask = builder.icmp_signed("<", positions, _splat(builder, ir.VectorType(_I32, 4 * lanes),
+                                                              builder.trunc(left, _I32)))
+            ptr = builder.bitcast(builder.gep(out_a.data, [builder.add(o_, builder.mul(t, _const(4)))]),
+                                  wide.as_pointer())
+            builder.call(store_fn, [words, ptr, ir.Constant(_I32, 4), mask])
+            return []
+
+        _counted_loop(builder, "philox", _const(0), count, [], one_step, step=lanes)
+        return context.get_dummy_value()
+
+    return types.void(out, o, block0, n_blocks, c2, c3, k0, k1), codegen
+
+
 @njit(cache=True, inline="always")
 def uniform_from_word(x):
     """(x >> 8) * 2**-24 as float32: exact on every device."""
@@ -85,9 +175,9 @@ def pick_word(r, lane):
 
 @njit(cache=True, inline="always")
 def uniforms_into(seed, step, gibbs, phase, first, out):
-    """out[e] = the uniform of element first + e, for e < len(out): one Philox call per four elements,
-    and the whole blocks in a loop without branches, which LLVM vectorises (about 8x faster than a
-    call per block with a lane switch).  Same numbers as philox_uniform."""
+    """out[e] = the uniform of element first + e, for e < len(out): the whole Philox blocks (four
+    elements each) by philox_block_uniforms, sixteen at a time, and the unaligned head and tail
+    element by element.  Same numbers as philox_uniform."""
     count = out.shape[0]
     first = np.uint64(first)
     e = 0
@@ -101,14 +191,7 @@ def uniforms_into(seed, step, gibbs, phase, first, out):
     c3 = np.uint32(np.uint32(gibbs) * np.uint32(4) + np.uint32(phase))
     block0 = (first + np.uint64(e)) >> np.uint64(2)
     n_blocks = (count - e) >> 2
-    for t in range(n_blocks):
-        block = block0 + np.uint64(t)
-        w0, w1, w2, w3 = philox4x32_10(np.uint32(block & MASK32), np.uint32(block >> SHIFT32), c2, c3, k0, k1)
-        o = e + 4 * t
-        out[o] = uniform_from_word(w0)
-        out[o + 1] = uniform_from_word(w1)
-        out[o + 2] = uniform_from_word(w2)
-        out[o + 3] = uniform_from_word(w3)
+    philox_block_uniforms(out, e, block0, n_blocks, c2, c3, k0, k1)
     for e in range(e + 4 * n_blocks, count):
         out[e] = philox_uniform(seed, step, gibbs, phase, first + np.uint64(e))
 
