@@ -46,13 +46,23 @@ def load_module(path, name):
 
 
 def kernels_at(rev):
-    """rbm_cuda/cpu/kernels.py at git revision `rev`, importable next to today's philox.py."""
-    src = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:rbm_cuda/cpu/kernels.py"], check=True,
-                         capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(prefix="rbm_kernels_"), f"kernels_{rev}.py")
-    with open(path, "w") as fh:
-        fh.write(src.replace("from .philox import", "from rbm_cuda.cpu.philox import"))
-    return load_module(path, f"kernels_{rev}")
+    """rbm_cuda/cpu/kernels.py at git revision `rev`, with the philox.py and simd.py of that revision
+    (where it had them), imported as a package of their own next to today's."""
+    pkg = f"kernels_at_{rev}".replace("-", "_").replace("~", "_").replace("^", "_")
+    root = tempfile.mkdtemp(prefix="rbm_kernels_")
+    os.makedirs(os.path.join(root, pkg))
+    open(os.path.join(root, pkg, "__init__.py"), "w").close()
+    for name in ("kernels", "philox", "simd"):
+        shown = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:rbm_cuda/cpu/{name}.py"], capture_output=True,
+                               text=True)
+        if shown.returncode != 0:
+            if name == "kernels":
+                raise SystemExit(f"no rbm_cuda/cpu/kernels.py at revision {rev}: {shown.stderr.strip()}")
+            continue
+        with open(os.path.join(root, pkg, f"{name}.py"), "w") as fh:
+            fh.write(shown.stdout)
+    sys.path.insert(0, root)
+    return importlib.import_module(f"{pkg}.kernels")
 
 
 def load(name):
