@@ -41,8 +41,9 @@ _FEW_SLOTS = 8
 # _expf's polynomial as scalar globals (Numba freezes them as constants; indexing the tuple inside
 # _expf kept it from vectorising as well: sample_hidden was 1.07x slower).
 _EXP_P0, _EXP_P1, _EXP_P2, _EXP_P3, _EXP_P4, _EXP_P5 = EXPF_POLY
-# group_by_item: parallel tasks (row ranges).
+# group_by_item: parallel tasks (row ranges), and the most entries a batch may hold (slots are int32).
 _GROUP_TASKS = 2
+_MAX_SLOTS = 2**31 - 1
 # Prefetch distance, in rated entries, of the loops with bernoulli values and of scatter_gradients
 # (simd.gather_rows_sum has its own).
 _AHEAD = 8
@@ -127,18 +128,22 @@ def group_by_item(indptr, indices, rows, n_items):
     < t, so the order (and the result) is that of one serial pass."""
     n_rows = rows.shape[0]
     n_tasks = _GROUP_TASKS
-    count = np.zeros((n_tasks, n_items), dtype=np.int64)
+    # int32 like the slots (at most _MAX_SLOTS per batch, checked below): half the cache lines of int64
+    # counters, which on ml-20m (26,744 items per task) made the grouping 1.25-1.4x slower
+    count = np.zeros((n_tasks, n_items), dtype=np.int32)
     delta = np.empty(n_rows, dtype=np.int64)
-    for t in prange(n_tasks):
-        ct = count[t]
-        for b in range(t * n_rows // n_tasks, (t + 1) * n_rows // n_tasks):
-            for j in range(indptr[rows[b]], indptr[rows[b] + 1]):
-                ct[indices[j]] += 1
     m = 0
     for b in range(n_rows):
         j0 = indptr[rows[b]]
         delta[b] = j0 - m
         m += indptr[rows[b] + 1] - j0
+    if m > _MAX_SLOTS:
+        raise ValueError("group_by_item: this batch holds more than 2**31 - 1 ratings (int32 slots); use a smaller batch_size")
+    for t in prange(n_tasks):
+        ct = count[t]
+        for b in range(t * n_rows // n_tasks, (t + 1) * n_rows // n_tasks):
+            for j in range(indptr[rows[b]], indptr[rows[b] + 1]):
+                ct[indices[j]] += 1
     # count[t, i] becomes the first slot of task t's entries of item i.
     start = np.empty(n_items + 1, dtype=np.int64)
     q = 0
@@ -146,7 +151,7 @@ def group_by_item(indptr, indices, rows, n_items):
         start[i] = q
         for t in range(n_tasks):
             c = count[t, i]
-            count[t, i] = q
+            count[t, i] = np.int32(q)
             q += c
     start[n_items] = q
     slot_b = np.empty(m, dtype=np.int32)

@@ -132,6 +132,9 @@ class PointerKernels:
         ends = xp.cumsum(counts)
         delta = (first - (ends - counts)).astype(np.int64)
         m = int(ends[-1]) if rows.shape[0] else 0
+        if m > 2**31 - 1:
+            raise ValueError(f"group_by_item: this batch holds {m:,} ratings, more than 2**31 - 1 (int32 slots); "
+                             "use a smaller batch_size")
         p = xp.arange(m, dtype=np.int64)
         b_of_p = xp.searchsorted(ends, p, side="right")
         items = indices[p + delta[b_of_p]]
