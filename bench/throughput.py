@@ -7,7 +7,8 @@
 Every case (implementation x data set x CD steps) runs in its own subprocess, so its peak resident
 memory is its own and a peer that runs out of memory cannot take the benchmark down.  Each case
 loads its data, builds its model, runs warm-up epochs (Numba compilation, caches) and then times
---epochs epochs; the table shows the median.  Only the epoch loop is timed: data generation, dense
+--epochs epochs, and more until --min-seconds of timed epochs (at most MAX_EPOCHS); the table shows the
+median.  Only the epoch loop is timed: data generation, dense
 conversions and rbm_cuda's per-epoch monitoring (train RMSE + free energy, timed separately and
 shown below the table) are not.  Peers are divided by rbm_cuda-numba of the same data set and CD
 steps measured in the same run (`ratio_to_numba` > 1: the peer is slower).
@@ -80,6 +81,11 @@ def shape_of(name):
 # ---------------------------------------------------------------------------------------------------
 # one case, in the child process
 SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, a single epoch is timed
+MAX_EPOCHS = 100  # timed epochs per case at most, whatever --min-seconds asks
+# Seconds of timed epochs per case at least (--min-seconds; set in the child from its spec): a fast
+# case keeps timing epochs until then, so that its median, like a slow peer's, spans seconds of the
+# machine's drifting speed rather than a fraction of one.
+_min_seconds = 0.0
 
 
 def _time_epochs(run_epoch, warmup, epochs):
@@ -89,7 +95,7 @@ def _time_epochs(run_epoch, warmup, epochs):
         if time.perf_counter() - t > SLOW_EPOCH:
             epochs = 1
     out = []
-    for _ in range(epochs):
+    while len(out) < epochs or (sum(out) < _min_seconds and len(out) < MAX_EPOCHS):
         t = time.perf_counter()
         run_epoch()
         out.append(time.perf_counter() - t)
@@ -163,6 +169,8 @@ def peak_rss_mb():
 
 
 def child(spec):
+    global _min_seconds
+    _min_seconds = spec.get("min_seconds", 0.0)
     impl, dataset, cd, batch = spec["impl"], spec["dataset"], spec["cd"], spec["batch_size"]
     X = load_data(dataset)
     w, e = spec["warmup"], spec["epochs"]
@@ -223,7 +231,7 @@ def plan(a):
                 elif cd >= 5 and impl in ("torch", "torch-seed") and n_items * n_users > 5e7 and not a.full:
                     skip = "CD-5+ dense over the ML-1M shape takes minutes here: run with --full"
                 cases.append({"impl": impl, "dataset": ds, "cd": cd, "batch_size": batch, "warmup": warmup,
-                              "epochs": epochs, "skip": skip})
+                              "epochs": epochs, "min_seconds": a.min_seconds, "skip": skip})
     # numba CD-10 only as the partner of torch-seed
     for c in [c for c in cases if c["impl"] == "torch-seed" and not c["skip"]]:
         if "numba" in a.impls and not any(x["impl"] == "numba" and x["dataset"] == c["dataset"] and x["cd"] == 10
@@ -262,6 +270,9 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=1000, help="users per mini-batch (torch-seed: 100)")
     ap.add_argument("--epochs", type=int, default=None, help="timed epochs per case, default 5 (--quick: 2; ml-20m: 2 fewer)")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--min-seconds", type=float, default=None,
+                    help=f"keep timing epochs until this many seconds per case (at most {MAX_EPOCHS} epochs), "
+                         "default 3 (--quick: 0)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per case before it is skipped")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
     ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs (unless given)")
@@ -271,8 +282,8 @@ def main(argv=None):
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
         return
-    quick = {"datasets": "ml-100k,ml-1m", "cd": "1", "epochs": 2}
-    full = {"datasets": "ml-100k,ml-1m,ml-20m", "cd": "1,5", "epochs": 5}
+    quick = {"datasets": "ml-100k,ml-1m", "cd": "1", "epochs": 2, "min_seconds": 0.0}
+    full = {"datasets": "ml-100k,ml-1m,ml-20m", "cd": "1,5", "epochs": 5, "min_seconds": 3.0}
     for key, value in (quick if a.quick else full).items():
         if getattr(a, key) is None:
             setattr(a, key, value)
