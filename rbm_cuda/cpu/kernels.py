@@ -129,7 +129,7 @@ def group_by_item(indptr, indices, rows, n_items):
     n_rows = rows.shape[0]
     n_tasks = _GROUP_TASKS
     # int32 like the slots (at most _MAX_SLOTS per batch, checked below): half the cache lines of int64
-    # counters, which on ml-20m (26,744 items per task) made the grouping 1.25-1.4x slower
+    # counters, which on ml-20m (26,744 items per task) made the grouping 1.13-1.25x slower
     count = np.zeros((n_tasks, n_items), dtype=np.int32)
     delta = np.empty(n_rows, dtype=np.int64)
     m = 0
@@ -246,7 +246,7 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
             q1 = start[i + 1]
             # The next item's weights are requested now: when W outgrows the caches each item's
             # K rows come from DRAM, interleaved, which the hardware prefetcher does not follow
-            # (1.15x on an ml-20m batch; the same in the update, which streams W[i] whole, was 0.83x).
+            # (1.12-1.23x on an ml-20m batch; the same in the update, which streams W[i] whole, was 0.83x).
             if i + 1 < bounds[c + 1]:
                 Wn = W[i + 1]
                 for k in range(n_levels):

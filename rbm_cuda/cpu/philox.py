@@ -89,7 +89,7 @@ def philox_block_uniforms(typingctx, out, o, block0, n_blocks, c2, c3, k0, k1):
         pick_lo = ir.Constant(vi32, [(e // 2) * 2 + (e % 2) * lanes for e in range(lanes)])
         pick_hi = ir.Constant(vi32, [(e // 2) * 2 + 1 + (e % 2) * lanes for e in range(lanes)])
         step_of_lane = ir.Constant(vi64, list(range(lanes)))
-        low = ir.Constant(vi64, [32] * lanes)
+        word_bits = ir.Constant(vi64, [32] * lanes)
         # out position 4 t + l holds word l of lane t: an interleave of the four word vectors
         order = ir.Constant(ir.VectorType(_I32, 4 * lanes), [(e % 4) * lanes + e // 4 for e in range(4 * lanes)])
         positions = ir.Constant(ir.VectorType(_I32, 4 * lanes), list(range(4 * lanes)))
@@ -109,7 +109,7 @@ def philox_block_uniforms(typingctx, out, o, block0, n_blocks, c2, c3, k0, k1):
 
         def one_step(t, _):
             block = builder.add(_splat(builder, vi64, builder.add(block_first, t)), step_of_lane)
-            c = [builder.trunc(block, vi32), builder.trunc(builder.lshr(block, low), vi32), c2v, c3v]
+            c = [builder.trunc(block, vi32), builder.trunc(builder.lshr(block, word_bits), vi32), c2v, c3v]
             k0, k1 = keys
             for rnd in range(10):
                 if rnd > 0:
