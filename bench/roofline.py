@@ -4,15 +4,15 @@
 
 stream  Every batch applies momentum and weight decay to every item (update_softmax), so W and its
         velocity, n_items x K x F float32 each, are read and written once per batch.  Timed: a
-        two-thread loop doing exactly that work for every element (the update of an item with no
+        parallel loop doing exactly that work for every element (the update of an item with no
         rating in the batch), W and velocity as large as the data set's.  Per epoch: that time
         times the number of batches.  A floor for the update phase when W does not fit in cache.
 logits  The visible logits are, per tile of up to 16 ratings of one item, K x F masked vector adds
         (simd.tile_logits; 8 lanes for tiles of at most 8 ratings).  Timed: tile_logits on one
-        item held in L1, over and over, on both cores, for 16- and 8-lane tiles.  Per epoch: those
-        times the epoch's tiles of each kind (an item's ratings in a batch, in tiles of 16, over
-        items and batches of one random order), halved for the two cores.  A floor for the logits
-        part of the visible phase, with W already in cache.
+        item held in L1, over and over, on every Numba thread at once, for 16- and 8-lane tiles.
+        Per epoch: those times the epoch's tiles of each kind (an item's ratings in a batch, in
+        tiles of 16, over items and batches of one random order), divided by the threads.  A floor
+        for the logits part of the visible phase, with W already in cache.
 
 Both are lower bounds of what the kernels do, not of what any RBM code could do.
 """
@@ -25,7 +25,7 @@ import sys
 import time
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -51,8 +51,9 @@ def decay_stream(W, vel, lr, mom, wd):
 
 @njit(parallel=True, cache=True)
 def tiles_in_cache(Wi, hw, z, n_tiles, n):
-    """n_tiles tiles of n ratings per core on one item's weights (K = 5: one tile_logits pass)."""
-    for c in prange(2):
+    """n_tiles tiles of n ratings per thread (hw.shape[0] threads) on one item's weights (K = 5: one
+    tile_logits pass)."""
+    for c in prange(hw.shape[0]):
         for _ in range(n_tiles):
             tile_logits(Wi, hw[c], 0, 5, n, z[c])
 
@@ -98,22 +99,23 @@ def main():
         wide += int((counts // LANES).sum() + (left > LANES // 2).sum())
         narrow += int(((left > 0) & (left <= LANES // 2)).sum())
     Wi = (rng.standard_normal((K, F)) * 0.01).astype(np.float32)
-    hw = rng.integers(0, 2**32, size=(2, (F + 31) // 32, LANES), dtype=np.uint64).astype(np.uint32)
-    z = np.empty((2, K, LANES), np.float32)
+    threads = get_num_threads()
+    hw = rng.integers(0, 2**32, size=(threads, (F + 31) // 32, LANES), dtype=np.uint64).astype(np.uint32)
+    z = np.empty((threads, K, LANES), np.float32)
     per_core = 20_000
     tile = {}
     for n in (LANES, LANES // 2):
         tiles_in_cache(Wi, hw, z, 10, n)
         tile[n] = [t / per_core for t in best_of(lambda: tiles_in_cache(Wi, hw, z, per_core, n), a.repeats)]
-    logits = [(wide * tile[LANES][m] + narrow * tile[LANES // 2][m]) / 2 for m in (0, 1)]  # two cores
+    logits = [(wide * tile[LANES][m] + narrow * tile[LANES // 2][m]) / threads for m in (0, 1)]
 
     print(f"# {a.dataset}: {n_users:,} users x {n_items:,} items, {X.nnz:,} ratings, F = {F}, K = {K}, "
-          f"batch {BATCH} ({batches} batches); load average {os.getloadavg()[0]:.2f}")
+          f"batch {BATCH} ({batches} batches); {threads} threads; load average {os.getloadavg()[0]:.2f}")
     print(f"stream: W and velocity {W.nbytes / 1e6:.0f} MB each; one pass {s_min * 1e3:.2f} ms (median "
           f"{s_med * 1e3:.2f}), {moved / s_min / 1e9:.1f} GB/s; per epoch {s_min * batches:.3f} s "
           f"(median {s_med * batches:.3f} s)")
     print(f"logits: {wide:,} tiles of 9-16 ratings and {narrow:,} of 1-8 per epoch; {tile[LANES][0] * 1e9:.0f} "
-          f"and {tile[LANES // 2][0] * 1e9:.0f} ns per tile and core in L1; per epoch {logits[0]:.3f} s "
+          f"and {tile[LANES // 2][0] * 1e9:.0f} ns per tile and thread in L1; per epoch {logits[0]:.3f} s "
           f"(median {logits[1]:.3f} s)")
 
 
