@@ -227,15 +227,11 @@ def test_sample_hidden_without_draw_writes_probabilities_only(emu):
 
 
 # ---- group_by_item ---------------------------------------------------------------------------------------
-def _huge_batch():
-    """A CSR whose two rows claim 2**30 + 1 ratings each: more than int32 slots can number (only
-    the row pointers exist; the kernel must refuse before reading any entry)."""
-    ip = np.array([0, 2**30 + 1, 2**31 + 2], np.int64)
-    return ip, np.zeros(4, np.int32), np.array([0, 1], np.int64)
-
-
 def test_group_by_item_refuses_a_batch_beyond_int32_slots():
-    ip, ind, rows = _huge_batch()
+    """Two rows that claim 2**30 + 1 ratings each, more than int32 slots can number: only the row
+    pointers exist, so the kernel must refuse before reading any entry."""
+    ip = np.array([0, 2**30 + 1, 2**31 + 2], np.int64)
+    ind, rows = np.zeros(4, np.int32), np.array([0, 1], np.int64)
     with pytest.raises(ValueError, match="batch_size"):
         nk.group_by_item(ip, ind, rows, 3)
     nk.group_by_item(ip, ind, rows[:0], 3)  # an empty batch of the same matrix is fine
