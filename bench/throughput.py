@@ -6,12 +6,14 @@
 
 Every case (implementation x data set x CD steps) runs in its own subprocess, so its peak resident
 memory is its own and a peer that runs out of memory cannot take the benchmark down.  Each case
-loads its data, builds its model, runs warm-up epochs (Numba compilation, caches) and then times
---epochs epochs, and more until --min-seconds of timed epochs (at most MAX_EPOCHS); the table shows the
-median.  Only the epoch loop is timed: data generation, dense
+loads its data, builds its model and runs warm-up epochs (Numba compilation, caches).  The cases of
+one data set and CD steps (numba and its peers) are then timed in turns: --epochs rounds, in each of
+which every case times epochs for --min-seconds / --epochs seconds (at least one epoch), so that
+the machine's drifting speed reaches all of them alike.  The table shows each case's median epoch;
+`ratio_to_numba` (> 1: the peer is slower) is the median over the rounds of the peer's median
+epoch in the round divided by numba's.  Only the epoch loop is timed: data generation, dense
 conversions and rbm_cuda's per-epoch monitoring (train RMSE + free energy, timed separately and
-shown below the table) are not.  Peers are divided by rbm_cuda-numba of the same data set and CD
-steps measured in the same run (`ratio_to_numba` > 1: the peer is slower).
+shown below the table) are not.
 
 Implementations (each only when its package imports; `pip install '.[bench]'`, torch by hand):
   numba          rbm_cuda, Numba backend (softmax visible units, K = 5 levels)
@@ -31,8 +33,10 @@ import argparse
 import json
 import os
 import resource
+import select
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -80,29 +84,11 @@ def shape_of(name):
 
 # ---------------------------------------------------------------------------------------------------
 # one case, in the child process
-SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, a single epoch is timed
-MAX_EPOCHS = 100  # timed epochs per case at most, whatever --min-seconds asks
-# Seconds of timed epochs per case at least (--min-seconds; set in the child from its spec): a fast
-# case keeps timing epochs until then, so that its median, like a slow peer's, spans seconds of the
-# machine's drifting speed rather than a fraction of one.
-_min_seconds = 0.0
+SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, its group is timed in one round
+MAX_TURN_EPOCHS = 50  # epochs per turn at most, whatever the turn's seconds ask
 
 
-def _time_epochs(run_epoch, warmup, epochs):
-    for _ in range(warmup):
-        t = time.perf_counter()
-        run_epoch()
-        if time.perf_counter() - t > SLOW_EPOCH:
-            epochs = 1
-    out = []
-    while len(out) < epochs or (sum(out) < _min_seconds and len(out) < MAX_EPOCHS):
-        t = time.perf_counter()
-        run_epoch()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def case_rbm_cuda(X, device, cd, batch, warmup, epochs):
+def case_rbm_cuda(X, device, cd, batch):
     from rbm_cuda import RBM
 
     class BenchRBM(RBM):
@@ -113,24 +99,27 @@ def case_rbm_cuda(X, device, cd, batch, warmup, epochs):
 
     model = BenchRBM(n_hidden=N_HIDDEN, visible="softmax", cd_steps=cd, batch_size=batch, epochs=0, seed=0,
                      device=device).fit(X)
-    times = _time_epochs(lambda: model._epoch({}, None), warmup, epochs)
-    monitor = model._monitor(None)
-    RBM._evaluate_monitor(model, monitor)  # warm-up: Numba compiles these kernels on first use
-    t = time.perf_counter()
-    RBM._evaluate_monitor(model, monitor)
-    return times, {"monitor_seconds": time.perf_counter() - t}
+
+    def monitor_seconds():
+        monitor = model._monitor(None)
+        RBM._evaluate_monitor(model, monitor)  # warm-up: Numba compiles these kernels on first use
+        t = time.perf_counter()
+        RBM._evaluate_monitor(model, monitor)
+        return {"monitor_seconds": time.perf_counter() - t}
+
+    return lambda: model._epoch({}, None), monitor_seconds
 
 
-def case_numpy_dense(X, cd, batch, warmup, epochs):
+def case_numpy_dense(X, cd, batch):
     sys.path.insert(0, HERE)
     from peers.numpy_dense import DenseRBM, dense_values
 
     V = dense_values(X)
     rbm = DenseRBM(V.shape[1], N_HIDDEN, cd_steps=cd, batch_size=batch)
-    return _time_epochs(lambda: rbm.epoch(V), warmup, epochs), {}
+    return lambda: rbm.epoch(V), dict
 
 
-def case_sklearn(X, dense, batch, warmup, epochs):
+def case_sklearn(X, dense, batch):
     from sklearn.neural_network import BernoulliRBM
 
     Xv = X.copy()
@@ -139,10 +128,10 @@ def case_sklearn(X, dense, batch, warmup, epochs):
         Xv = Xv.toarray()
     # fit() with n_iter=1 is one epoch (plus a negligible random initialisation of 100 x items)
     rbm = BernoulliRBM(n_components=N_HIDDEN, batch_size=batch, n_iter=1, learning_rate=0.01, random_state=0)
-    return _time_epochs(lambda: rbm.fit(Xv), warmup, epochs), {}
+    return lambda: rbm.fit(Xv), dict
 
 
-def case_torch(X, cd, batch, warmup, epochs):
+def case_torch(X, cd, batch):
     import torch
 
     sys.path.insert(0, HERE)
@@ -151,8 +140,12 @@ def case_torch(X, cd, batch, warmup, epochs):
     torch.set_num_threads(os.cpu_count() or 1)
     V = torch_rbm.like_tensor(X)
     rbm = torch_rbm.SeedRBM(V.shape[1], N_HIDDEN)
-    with torch.no_grad():
-        return _time_epochs(lambda: torch_rbm.epoch(rbm, V, batch, cd), warmup, epochs), {}
+
+    def epoch():
+        with torch.no_grad():
+            torch_rbm.epoch(rbm, V, batch, cd)
+
+    return epoch, dict
 
 
 def peak_rss_mb():
@@ -169,23 +162,40 @@ def peak_rss_mb():
 
 
 def child(spec):
-    global _min_seconds
-    _min_seconds = spec.get("min_seconds", 0.0)
+    """Set up one case and run its warm-up epochs, say READY, then serve the parent's commands on
+    stdin: `RUN s` times epochs until s seconds of them (at least one), `DONE` ends with the result."""
     impl, dataset, cd, batch = spec["impl"], spec["dataset"], spec["cd"], spec["batch_size"]
     X = load_data(dataset)
-    w, e = spec["warmup"], spec["epochs"]
     if impl in ("numba", "cuda"):
-        times, extra = case_rbm_cuda(X, "cpu" if impl == "numba" else "cuda", cd, batch, w, e)
+        run_epoch, finish = case_rbm_cuda(X, "cpu" if impl == "numba" else "cuda", cd, batch)
     elif impl == "numpy-dense":
-        times, extra = case_numpy_dense(X, cd, batch, w, e)
+        run_epoch, finish = case_numpy_dense(X, cd, batch)
     elif impl in ("sklearn-dense", "sklearn-csr"):
-        times, extra = case_sklearn(X, impl == "sklearn-dense", batch, w, e)
+        run_epoch, finish = case_sklearn(X, impl == "sklearn-dense", batch)
     elif impl in ("torch", "torch-seed"):
-        times, extra = case_torch(X, cd, batch, w, e)
+        run_epoch, finish = case_torch(X, cd, batch)
     else:
         raise ValueError(impl)
-    peak_mb = peak_rss_mb()
-    return {"epoch_seconds": times, "nnz": int(X.nnz), "peak_rss_mb": peak_mb, **extra}
+    slow = False
+    for _ in range(spec["warmup"]):
+        t = time.perf_counter()
+        run_epoch()
+        slow = slow or time.perf_counter() - t > SLOW_EPOCH
+    print("READY " + json.dumps({"slow": slow}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "RUN":
+            seconds, out = float(command[1]), []
+            while not out or (sum(out) < seconds and len(out) < MAX_TURN_EPOCHS):
+                t = time.perf_counter()
+                run_epoch()
+                out.append(time.perf_counter() - t)
+            print("TIMES " + json.dumps(out), flush=True)
+        elif command[0] == "DONE":
+            result = {"nnz": int(X.nnz), **finish()}
+            result["peak_rss_mb"] = peak_rss_mb()
+            print("RESULT " + json.dumps(result), flush=True)
+            return
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -242,20 +252,101 @@ def plan(a):
     return cases
 
 
-def run_case(case, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(case)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"skip": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    if p.returncode != 0 or not lines:
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        why = "killed (out of memory?)" if p.returncode in (-9, 137) else f"failed: {tail[:200]}"
-        return {"skip": why}
-    return json.loads(lines[-1][len("RESULT "):])
+class CaseFailed(Exception):
+    """A case's process failed, timed out or was killed; the message says which (the case's skip reason)."""
+
+
+class Child:
+    """One case's process, driven a line at a time (child() is the other end); its stderr goes to a
+    temporary file, whose last line is the reason given when it fails."""
+
+    def __init__(self, case, timeout):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.timeout = timeout
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", json.dumps(case)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env)
+        self.pending = b""
+
+    def ask(self, command, tag):
+        """Send `command` (None: nothing) and return the JSON of the next output line starting with `tag`."""
+        try:
+            if command:
+                self.proc.stdin.write(command.encode() + b"\n")
+                self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the process is gone: reading says why
+        deadline = time.monotonic() + self.timeout
+        while True:
+            line, newline, rest = self.pending.partition(b"\n")
+            if newline:
+                self.pending = rest
+                if line.startswith(tag.encode() + b" "):
+                    return json.loads(line[len(tag) + 1:])
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self.close()
+                raise CaseFailed(f"timed out after {self.timeout:.0f} s")
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                code = self.proc.wait()
+                self.err.seek(0)
+                tail = (self.err.read().strip().splitlines() or ["(no output)"])[-1]
+                self.close()
+                raise CaseFailed("killed (out of memory?)" if code in (-9, 137) else f"failed: {tail[:200]}")
+            self.pending += chunk
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.err.close()
+
+
+def run_group(group, a):
+    """Time the cases of one data set and CD steps (numba and its peers) in turns, so that every ratio
+    compares epochs run within seconds of each other.  Each case's process is started, warmed up and
+    left waiting; then in each of `rounds` rounds every case times epochs for a turn of
+    min_seconds / rounds seconds (at least one epoch), in alternating order.  Returns one result
+    per case of `group`: {"skip": why} or the child's result with "round_seconds" (a list of epoch
+    times per round)."""
+    results = [{"skip": c["skip"]} if c["skip"] else None for c in group]
+    live = {}
+    slow = False
+    for n, case in enumerate(group):
+        if results[n] is not None:
+            continue
+        child = Child(case, a.timeout)
+        try:
+            slow = child.ask(None, "READY")["slow"] or slow
+            live[n] = child
+        except CaseFailed as e:
+            results[n] = {"skip": str(e)}
+    rounds = 1 if slow else max([group[n]["epochs"] for n in live], default=0)
+    turn = group[0]["min_seconds"] / max(rounds, 1)
+    times = {n: [] for n in live}
+    for r in range(rounds):
+        for n in (list(live) if r % 2 == 0 else list(live)[::-1]):
+            try:
+                times[n].append(live[n].ask(f"RUN {turn}", "TIMES"))
+            except CaseFailed as e:
+                results[n] = {"skip": str(e)}
+                del live[n]
+    for n, child in live.items():
+        try:
+            results[n] = {**child.ask("DONE", "RESULT"), "round_seconds": times[n]}
+        except CaseFailed as e:
+            results[n] = {"skip": str(e)}
+        child.close()
+    return results
+
+
+def paired_ratio(peer_rounds, numba_rounds):
+    """Median over the rounds of (the peer's median epoch in the round) / (numba's), and the list."""
+    ratios = [float(np.median(p) / np.median(q)) for p, q in zip(peer_rounds, numba_rounds) if p and q]
+    return (float(np.median(ratios)) if ratios else None), ratios
 
 
 def fmt_rate(x):
@@ -268,19 +359,21 @@ def main(argv=None):
     ap.add_argument("--impls", default=",".join(ALL_IMPLS))
     ap.add_argument("--cd", default=None, help="CD steps, comma-separated, default 1,5 (--quick: 1; sklearn: always 1)")
     ap.add_argument("--batch-size", type=int, default=1000, help="users per mini-batch (torch-seed: 100)")
-    ap.add_argument("--epochs", type=int, default=None, help="timed epochs per case, default 5 (--quick: 2; ml-20m: 2 fewer)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="rounds of turns (timed epochs per case at least), default 5 (--quick: 2; ml-20m: 2 fewer)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--min-seconds", type=float, default=None,
-                    help=f"keep timing epochs until this many seconds per case (at most {MAX_EPOCHS} epochs), "
-                         "default 3 (--quick: 0)")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds per case before it is skipped")
+                    help="seconds of timed epochs per case at least, spread over the rounds (a turn times at "
+                         f"most {MAX_TURN_EPOCHS} epochs), default 3 (--quick: 0)")
+    ap.add_argument("--timeout", type=float, default=900,
+                    help="seconds a case may take to get ready, or for one turn, before it is skipped")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
     ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs (unless given)")
     ap.add_argument("--json", metavar="PATH", help="write one row per case here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
+        child(json.loads(a.child))
         return
     quick = {"datasets": "ml-100k,ml-1m", "cd": "1", "epochs": 2, "min_seconds": 0.0}
     full = {"datasets": "ml-100k,ml-1m,ml-20m", "cd": "1,5", "epochs": 5, "min_seconds": 3.0}
@@ -305,30 +398,39 @@ def main(argv=None):
     print(f"# rbm_cuda throughput: F = {N_HIDDEN}, K = {N_LEVELS}, batch {a.batch_size}; {machine}; "
           f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
     rows = []
-    for case in plan(a):
-        row = {"impl": case["impl"], "dataset": case["dataset"], "cd": case["cd"], "batch_size": case["batch_size"],
-               "seconds_per_epoch": None, "ratings_per_second": None, "peak_rss_mb": None, "ratio_to_numba": None}
-        res = {"skip": case["skip"]} if case["skip"] else run_case(case, a.timeout)
-        if res.get("skip"):
-            row["skipped"] = res["skip"]
-        else:
-            sec = float(np.median(res["epoch_seconds"]))
-            row.update(seconds_per_epoch=sec, ratings_per_second=res["nnz"] / sec, peak_rss_mb=res["peak_rss_mb"],
-                       epoch_seconds=res["epoch_seconds"], nnz=res["nnz"])
-            if "monitor_seconds" in res:
-                row["monitor_seconds"] = res["monitor_seconds"]
-            if case["impl"] == "numba" and case["cd"] == 1:
-                flop = 2.0 * res["nnz"] * N_HIDDEN * (1 + 3 * N_LEVELS)
-                row["peak_fraction"] = flop / sec / PEAK_FLOPS
-        rows.append(row)
-        print(f"  {row['impl']:<13} {row['dataset']:<8} CD-{row['cd']:<2} "
-              + (f"{row['seconds_per_epoch']:.3f} s/epoch" if row["seconds_per_epoch"] else f"skipped: {row['skipped']}"),
-              flush=True)
+    cases = plan(a)
+    groups = []  # (data set, CD steps) in plan order: numba and the peers it is divided into
+    for case in cases:
+        if (case["dataset"], case["cd"]) not in groups:
+            groups.append((case["dataset"], case["cd"]))
+    for key in groups:
+        group = [c for c in cases if (c["dataset"], c["cd"]) == key]
+        for case, res in zip(group, run_group(group, a)):
+            row = {"impl": case["impl"], "dataset": case["dataset"], "cd": case["cd"],
+                   "batch_size": case["batch_size"], "seconds_per_epoch": None, "ratings_per_second": None,
+                   "peak_rss_mb": None, "ratio_to_numba": None}
+            if res.get("skip"):
+                row["skipped"] = res["skip"]
+            else:
+                epochs = [t for turn in res["round_seconds"] for t in turn]
+                sec = float(np.median(epochs))
+                row.update(seconds_per_epoch=sec, ratings_per_second=res["nnz"] / sec,
+                           peak_rss_mb=res["peak_rss_mb"], epoch_seconds=epochs, round_seconds=res["round_seconds"],
+                           nnz=res["nnz"])
+                if "monitor_seconds" in res:
+                    row["monitor_seconds"] = res["monitor_seconds"]
+                if case["impl"] == "numba" and case["cd"] == 1:
+                    flop = 2.0 * res["nnz"] * N_HIDDEN * (1 + 3 * N_LEVELS)
+                    row["peak_fraction"] = flop / sec / PEAK_FLOPS
+            rows.append(row)
+            print(f"  {row['impl']:<13} {row['dataset']:<8} CD-{row['cd']:<2} "
+                  + (f"{row['seconds_per_epoch']:.3f} s/epoch" if row["seconds_per_epoch"] else f"skipped: {row['skipped']}"),
+                  flush=True)
     for row in rows:
         ref = [r for r in rows if r["impl"] == "numba" and r["dataset"] == row["dataset"] and r["cd"] == row["cd"]
                and r["seconds_per_epoch"]]
         if ref and row["seconds_per_epoch"]:
-            row["ratio_to_numba"] = row["seconds_per_epoch"] / ref[0]["seconds_per_epoch"]
+            row["ratio_to_numba"], row["round_ratios"] = paired_ratio(row["round_seconds"], ref[0]["round_seconds"])
     load1 = os.getloadavg()
     print()
     print("| impl | dataset | CD | batch | s/epoch | ratings/s | peak RSS MB | / numba |")

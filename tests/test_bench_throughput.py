@@ -1,0 +1,44 @@
+"""bench/throughput.py's pairing of peers with numba (the ratios the README quotes)."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import throughput  # noqa: E402
+
+
+def test_ratio_is_the_median_of_the_rounds_ratios_of_medians():
+    numba = [[0.10, 0.30, 0.11], [0.20, 0.21, 0.19], [0.10]]
+    peer = [[0.50], [0.60, 0.62], [0.35, 0.45]]
+    ratio, per_round = throughput.paired_ratio(peer, numba)
+    assert per_round == pytest.approx([0.50 / 0.11, 0.61 / 0.20, 0.40 / 0.10])
+    assert ratio == pytest.approx(0.40 / 0.10)
+
+
+def test_rounds_missing_on_either_side_are_left_out():
+    ratio, per_round = throughput.paired_ratio([[1.0], [], [3.0]], [[0.5], [0.5]])
+    assert per_round == pytest.approx([2.0])
+    assert ratio == pytest.approx(2.0)
+    assert throughput.paired_ratio([[]], [[0.5]]) == (None, [])
+
+
+def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed():
+    """A case whose process dies is reported with the last line of its stderr; the case beside it
+    still gets its rounds, one turn each."""
+    if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
+        pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
+    base = {"impl": "numpy-dense", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 3, "min_seconds": 0.0,
+            "skip": ""}
+    group = [{**base, "dataset": "no-such-set"}, {**base, "dataset": "ml-100k"},
+             {**base, "impl": "cuda", "dataset": "ml-100k", "skip": "no GPU: test"}]
+
+    class Args:
+        timeout = 300
+
+    failed, timed, skipped = throughput.run_group(group, Args)
+    assert failed["skip"].startswith("failed: ") and "no-such-set" in failed["skip"]
+    assert skipped == {"skip": "no GPU: test"}
+    assert [len(turn) for turn in timed["round_seconds"]] == [1, 1, 1]
+    assert timed["nnz"] == 100_000 and timed["peak_rss_mb"] > 0
