@@ -36,8 +36,10 @@ _ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
 # per SIMD lane.
 _TAIL_BLOCK = LANES
-# update_softmax: items with at most this many slots in the batch are summed a row at a time.
+# update_softmax: items with at most this many slots in the batch are summed a row at a time; the
+# weights of the item this many on are prefetched.
 _FEW_SLOTS = 8
+_UPDATE_AHEAD = 2
 # _expf's polynomial as scalar globals (Numba freezes them as constants; indexing the tuple inside
 # _expf kept it from vectorising as well: sample_hidden was 1.07x slower).
 _EXP_P0, _EXP_P1, _EXP_P2, _EXP_P3, _EXP_P4, _EXP_P5 = EXPF_POLY
@@ -248,9 +250,9 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
             bvi = bv[i]
             # The weights of the next item the batch rates are requested now: when W outgrows the
             # caches each item's K rows come from DRAM, interleaved, which the hardware prefetcher
-            # does not follow (1.12-1.23x on an ml-20m batch; the same in the update, which streams
-            # W[i] whole, was 0.83x).  Items the batch does not rate are not fetched (a sixth of
-            # ml-20m's with batches of 1,000 users, three quarters with batches of 100).
+            # does not follow (1.12-1.23x on an ml-20m batch).  Items the batch does not rate are
+            # not fetched (a sixth of ml-20m's with batches of 1,000 users, three quarters with
+            # batches of 100).
             i_next = i + 1
             while i_next < bounds[c + 1] and start[i_next + 1] == start[i_next]:
                 i_next += 1
@@ -417,6 +419,13 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
         for i in range(bounds[c], bounds[c + 1]):
             q0 = start[i]
             q1 = start[i + 1]
+            # The weights and velocity of the item two on, into L2 while this item's gradient is
+            # summed: W and its velocity stream through here (107 MB on ml-20m) and without it the
+            # stream and the gradient took the sum of their times (1.27x on an ml-20m batch).
+            if i + _UPDATE_AHEAD < bounds[c + 1]:
+                for k in range(n_levels):
+                    _prefetch_row(W[i + _UPDATE_AHEAD, k], n_hidden)
+                    _prefetch_row(vel_W[i + _UPDATE_AHEAD, k], n_hidden)
             # g[k] = sum of ph0 rows of the slots in state k, then minus the phT rows of the slots
             # in negative state k, each in slot order.  Items with many slots in the batch: the slots
             # bucketed by level first, so that a level's running sum stays in registers; few slots:
