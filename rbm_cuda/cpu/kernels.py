@@ -421,7 +421,7 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
             q1 = start[i + 1]
             # The weights and velocity of the item two on, into L2 while this item's gradient is
             # summed: W and its velocity stream through here (107 MB on ml-20m) and without it the
-            # stream and the gradient took the sum of their times (1.27x on an ml-20m batch).
+            # stream and the gradient took the sum of their times (1.23-1.38x on an ml-20m batch).
             if i + _UPDATE_AHEAD < bounds[c + 1]:
                 for k in range(n_levels):
                     _prefetch_row(W[i + _UPDATE_AHEAD, k], n_hidden)

@@ -68,9 +68,9 @@ def _masked_store(builder, value, ptr, mask):
 def _prefetch_line(builder, ptr):
     """llvm.prefetch(read, locality 1, data) of the line holding ptr (prefetcht2 on x86-64: into L2,
     not L1): no effect on results.  Into L1 (locality 3) the fetched lines evicted what the loops
-    were working on: on ml-20m the L2 prefetches made the hidden passes 1.16-1.21x and the visible
-    walk 1.18-1.37x faster, and made a prefetch in update_softmax pay (1.27x; into L1 it had been
-    0.74-0.95x)."""
+    were working on: on ml-20m the L2 prefetches made the hidden passes 1.11-1.21x and the visible
+    walk 1.18-1.37x faster, and made a prefetch in update_softmax pay (1.23-1.38x; into L1 it had
+    been 0.74-0.95x).  ml-1m, whose W fits the last-level cache: within the noise."""
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I8P, _I32, _I32, _I32]),
                                         "llvm.prefetch.p0")
     builder.call(fn, [builder.bitcast(ptr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 1), ir.Constant(_I32, 1)])
