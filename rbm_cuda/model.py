@@ -63,8 +63,8 @@ class RBM:
     weight_decay : float, L2 penalty on W (not on biases).
     batch_size : int, users per mini-batch.  Every batch applies momentum and weight decay to all of
         W (n_items x K x n_hidden floats): with many items, small batches spend most of the epoch
-        there (an ml-20m-shaped set: about 14 s per epoch with 100, 3.3 s with 1,000 users per batch;
-        docs/performance.md).
+        there (on an ml-20m-shaped set an epoch took about four times as long with batches of 100
+        as with 1,000; docs/performance.md).
     epochs : int, epochs run by fit.
     seed : int, key of every random stream (Philox); same seed -> same model on CPU and GPU.
     device : "auto" | "cpu" | "cuda".

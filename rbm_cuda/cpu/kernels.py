@@ -36,8 +36,8 @@ _ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
 # per SIMD lane.
 _TAIL_BLOCK = LANES
-# update_softmax: items with at most this many slots in the batch are summed a row at a time; the
-# weights of the item this many on are prefetched.
+# update_softmax: items with at most _FEW_SLOTS slots in the batch are summed a row at a time, and
+# the weights and velocity of the item _UPDATE_AHEAD on are prefetched.
 _FEW_SLOTS = 8
 _UPDATE_AHEAD = 2
 # _expf's polynomial as scalar globals (Numba freezes them as constants; indexing the tuple inside
