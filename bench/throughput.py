@@ -241,7 +241,7 @@ def plan(a):
                 elif cd >= 5 and impl in ("torch", "torch-seed") and n_items * n_users > 5e7 and not a.full:
                     skip = "CD-5+ dense over the ML-1M shape takes minutes here: run with --full"
                 cases.append({"impl": impl, "dataset": ds, "cd": cd, "batch_size": batch, "warmup": warmup,
-                              "epochs": epochs, "min_seconds": a.min_seconds, "skip": skip})
+                              "epochs": epochs, "skip": skip})
     # numba CD-10 only as the partner of torch-seed
     for c in [c for c in cases if c["impl"] == "torch-seed" and not c["skip"]]:
         if "numba" in a.impls and not any(x["impl"] == "numba" and x["dataset"] == c["dataset"] and x["cd"] == 10
@@ -325,7 +325,7 @@ def run_group(group, a):
         except CaseFailed as e:
             results[n] = {"skip": str(e)}
     rounds = 1 if slow else max([group[n]["epochs"] for n in live], default=0)
-    turn = group[0]["min_seconds"] / max(rounds, 1)
+    turn = a.min_seconds / max(rounds, 1)
     times = {n: [] for n in live}
     for r in range(rounds):
         for n in (list(live) if r % 2 == 0 else list(live)[::-1]):

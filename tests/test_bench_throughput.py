@@ -29,13 +29,13 @@ def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed()
     still gets its rounds, one turn each."""
     if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
         pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
-    base = {"impl": "numpy-dense", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 3, "min_seconds": 0.0,
-            "skip": ""}
+    base = {"impl": "numpy-dense", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 3, "skip": ""}
     group = [{**base, "dataset": "no-such-set"}, {**base, "dataset": "ml-100k"},
              {**base, "impl": "cuda", "dataset": "ml-100k", "skip": "no GPU: test"}]
 
     class Args:
         timeout = 300
+        min_seconds = 0.0
 
     failed, timed, skipped = throughput.run_group(group, Args)
     assert failed["skip"].startswith("failed: ") and "no-such-set" in failed["skip"]
