@@ -149,14 +149,16 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--baseline", nargs="?", const=BASELINE_REV, metavar="REV",
                     help=f"also profile rbm_cuda/cpu/kernels.py as it was at git revision REV (default {BASELINE_REV})")
-    ap.add_argument("--other", metavar="PATH", help="also profile the kernels module in this file (an experiment)")
+    ap.add_argument("--other", metavar="PATH", action="append", default=[],
+                    help="also profile the kernels module in this file (an experiment; repeatable)")
     a = ap.parse_args(argv)
     X = load(a.dataset)
     impls = {"current": current_kernels}
     if a.baseline:
         impls = {"baseline": kernels_at(a.baseline), "current": current_kernels}
-    if a.other:
-        impls["other"] = load_module(a.other, "other_kernels")
+    for n, path in enumerate(a.other, 1):
+        name = "other" if len(a.other) == 1 else f"other{n}"
+        impls[name] = load_module(path, f"{name}_kernels")
     models = {k: make_model(X, a.batch_size, a.cd) for k in impls}
     for k, kn in impls.items():  # warm-up (compilation, caches)
         epoch(models[k], kn, [0.0] * len(PHASES))
