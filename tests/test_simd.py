@@ -7,7 +7,8 @@ import pytest
 from numba import njit
 
 from rbm_cuda.cpu.kernels import _expf, _level_logits
-from rbm_cuda.cpu.simd import LANES, gather_rows_sum, rows_accumulate, tile_softmax_draws
+from rbm_cuda.cpu.simd import (LANES, gather_rows_sum, rows_accumulate, tile_gather, tile_scatter,
+                                tile_softmax_draws)
 
 WIDTHS = [1, 15, 16, 17, 100, 112, 113, 250]
 
@@ -152,3 +153,49 @@ def test_tile_softmax_draws_is_the_categorical_draw_bit_for_bit(K):
     chosen = np.zeros(LANES, dtype=np.int32)
     _draws(z, np.zeros(K, dtype=np.float32), u, chosen)
     np.testing.assert_array_equal(chosen, _reference_draws(np.zeros((K, LANES), np.float32), np.zeros(K, np.float32), u))
+
+
+@njit
+def _tile_gather(bits, slot_b, slot_p, u, q0, n, hw, ub):
+    tile_gather(bits, slot_b, slot_p, u, q0, n, hw, ub)
+
+
+@njit
+def _tile_scatter(chosen, slot_b, slot_p, delta, q0, n, out):
+    tile_scatter(chosen, slot_b, slot_p, delta, q0, n, out)
+
+
+@pytest.mark.parametrize("n_words", [1, 4, 7])
+@pytest.mark.parametrize("n", [1, 5, 8, 9, 16])
+def test_tile_gather_is_the_plain_loop_and_zeroes_the_other_lanes(n_words, n):
+    rng = np.random.default_rng(n_words * 100 + n)
+    B, m = 40, 60
+    bits = rng.integers(0, 2**32, (B, n_words), dtype=np.uint64).astype(np.uint32)
+    slot_b = rng.integers(0, B, m).astype(np.int32)
+    slot_p = rng.integers(0, 500, m).astype(np.int32)
+    u = rng.random(500).astype(np.float32)
+    q0 = m - n  # the tile ends at the arrays' last slot: nothing past it is read
+    hw = np.full((n_words, LANES), 7, dtype=np.uint32)
+    ub = np.full(LANES, np.nan, dtype=np.float32)
+    _tile_gather(bits, slot_b, slot_p, u, q0, n, hw, ub)
+    np.testing.assert_array_equal(hw[:, :n], bits[slot_b[q0:q0 + n]].T)
+    np.testing.assert_array_equal(ub[:n], u[slot_p[q0:q0 + n]])
+    assert not hw[:, n:].any() and not ub[n:].any()
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 16])
+def test_tile_scatter_writes_each_draw_at_its_csr_position_and_nothing_else(n):
+    rng = np.random.default_rng(n)
+    B, nnz = 30, 400
+    delta = np.sort(rng.integers(0, 200, B)).astype(np.int64)
+    rows = rng.permutation(B)[:n].astype(np.int32)  # one item: distinct batch rows
+    slot_p = rng.integers(0, 200, n).astype(np.int32)
+    slot_b = np.concatenate([np.zeros(3, np.int32), rows])  # the tile starts at q0 = 3
+    slot_p = np.concatenate([np.zeros(3, np.int32), slot_p])
+    chosen = rng.integers(0, 5, LANES).astype(np.int32)
+    out = np.full(nnz, -1, dtype=np.int32)
+    _tile_scatter(chosen, slot_b, slot_p, delta, 3, n, out)
+    want = np.full(nnz, -1, dtype=np.int32)
+    for r in range(n):
+        want[slot_p[3 + r] + delta[slot_b[3 + r]]] = chosen[r]
+    np.testing.assert_array_equal(out, want)

@@ -26,7 +26,8 @@ from numba import njit, prange  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
 from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, LANES, float_from_bits,
-                   gather_rows_sum, prefetch, rows_accumulate, tile_logits, tile_softmax_draws)
+                   gather_rows_sum, prefetch, rows_accumulate, tile_gather, tile_logits, tile_scatter,
+                   tile_softmax_draws)
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
@@ -262,17 +263,11 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
                     _prefetch_row(Wn[k], n_hidden)
             for q0 in range(start[i], q1, _TAIL_BLOCK):
                 n = min(_TAIL_BLOCK, q1 - q0)
-                for r in range(n):
-                    hb = bits[slot_b[q0 + r]]
-                    for w in range(n_words):
-                        hw[w, r] = hb[w]
-                    ub[r] = u[slot_p[q0 + r]]
+                tile_gather(bits, slot_b, slot_p, u, q0, n, hw, ub)
                 _level_logits(Wi, hw, n_levels, n, z)
-                # lanes r >= n hold stale logits (an earlier block's, or garbage): drawn too, never stored
+                # lanes r >= n hold the logits of zero bits (or, past 8 lanes, garbage): drawn too, never stored
                 tile_softmax_draws(z, bvi, ub, chosen)
-                for r in range(n):
-                    q = q0 + r
-                    out_states[slot_p[q] + delta[slot_b[q]]] = chosen[r]
+                tile_scatter(chosen, slot_b, slot_p, delta, q0, n, out_states)
 
 
 @njit(cache=True, inline="always")
