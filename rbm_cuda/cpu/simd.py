@@ -346,11 +346,13 @@ def _tile_logits_ir(builder, w_ptr, n_cols, hw_ptr, hw_stride, z_ptr, z_stride, 
         words = builder.load(builder.bitcast(builder.gep(hw_ptr, [builder.mul(word, hw_stride)]), vi.as_pointer()),
                              align=4)
         on = builder.icmp_unsigned("!=", builder.and_(words, _splat(builder, vi, bit)), ir.Constant(vi, None))
+        h = builder.select(on, ir.Constant(vf, [1.0] * lanes), ir.Constant(vf, None))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fma.v{lanes}f32")
         new = []
         for m in range(n_acc):
             row = builder.add(k0, _const(m))
             w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
-            new.append(builder.select(on, builder.fadd(sums[m], _splat(builder, vf, w)), sums[m]))
+            new.append(builder.call(fma, [h, _splat(builder, vf, w), sums[m]]))
         return new
 
     result = _counted_loop(builder, "tile", _const(0), n_cols, [ir.Constant(vf, None)] * n_acc, add_unit)
@@ -368,9 +370,12 @@ def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
         z[k0 + m, r] = sum over f = 0, 1, ..., F - 1 (in that order) of Wi[k0 + m, f] * h_r[f]
 
     with h_r[f] bit f % 32 of hw[f // 32, r].  That is the CUDA level_logits dot product, same order,
-    so the same bits: an addition where the bit is set, nothing where it is not.  The n_acc sums stay
-    in registers for the whole f loop and each weight is loaded once for all the ratings; there are
-    no horizontal sums.  With n <= 8 valid ratings only lanes 0..7 are computed (half the work).
+    so the same bits: each step is a fused multiply-add, as nvcc compiles `dot += hb[f] * w[f]`; with
+    h = 1 it is the sum rounded once, with h = 0 it adds a zero, which leaves the sum unchanged (the
+    sums start at +0.0 and can never become -0.0).  Against a masked addition it issues one vector
+    operation per weight instead of two (the visible kernel 1.05-1.07x, bench/kernel_micro.py with
+    copies of both).  The n_acc sums stay in registers for the whole f loop and each weight is loaded
+    once for all the ratings; there are no horizontal sums.  With n <= 8 valid ratings only lanes 0..7 are computed (half the work).
     Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
     if not (_is_array(Wi, 2, types.float32) and _is_array(hw, 2, types.uint32) and _is_array(z, 2, types.float32)
             and isinstance(k0, types.Integer) and isinstance(n_acc, types.IntegerLiteral)
