@@ -7,20 +7,15 @@ import pytest
 from numba import njit
 
 from rbm_cuda.cpu.kernels import _expf, _level_logits
-from rbm_cuda.cpu.simd import (LANES, gather_rows_sum, rows_accumulate, tile_gather, tile_scatter,
+from rbm_cuda.cpu.simd import (LANES, gather_rows_sum, level_update, tile_gather, tile_scatter,
                                 tile_softmax_draws)
 
 WIDTHS = [1, 15, 16, 17, 100, 112, 113, 250]
 
 
 @njit
-def _add_rows(out, mat, rows, n):
-    rows_accumulate(out, mat, rows, n, False)
-
-
-@njit
-def _subtract_rows(out, mat, rows, n):
-    rows_accumulate(out, mat, rows, n, True)
+def _level_update(w, vel, ph0, pos_rows, n_pos, phT, neg_rows, n_neg, lr, mom, wd, sc):
+    level_update(w, vel, ph0, pos_rows, n_pos, phT, neg_rows, n_neg, lr, mom, wd, sc)
 
 
 @njit
@@ -33,22 +28,33 @@ def _values(rng, shape):
     return (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)).astype(np.float32)
 
 
+COEF = tuple(np.float32(x) for x in (0.1, 0.8, 0.003, 1.0 / 37))  # lr, momentum, weight decay, scale
+
+
+def _reference_level_update(w, vel, ph0, pos_rows, phT, neg_rows):
+    """update_softmax's gradient and kernels._update_range in float32, operation by operation."""
+    lr, mom, wd, sc = COEF
+    g = np.zeros_like(w)
+    for r in pos_rows:
+        g = g + ph0[r]
+    for r in neg_rows:
+        g = g - phT[r]
+    v = mom * vel + lr * (sc * g - wd * w)
+    return w + v, v
+
+
 @pytest.mark.parametrize("F", WIDTHS)
-@pytest.mark.parametrize("n", [0, 1, 9, 40])
-def test_rows_accumulate_is_the_plain_loop_bit_for_bit(F, n):
-    rng = np.random.default_rng(F * 100 + n)
-    mat = _values(rng, (30, F))
-    rows = rng.integers(0, 30, 45).astype(np.int32)
-    start = _values(rng, F)
-    added, subtracted = start.copy(), start.copy()
-    _add_rows(added, mat, rows, n)
-    _subtract_rows(subtracted, mat, rows, n)
-    want_add, want_sub = start.copy(), start.copy()
-    for t in range(n):
-        want_add = want_add + mat[rows[t]]
-        want_sub = want_sub - mat[rows[t]]
-    np.testing.assert_array_equal(added, want_add)
-    np.testing.assert_array_equal(subtracted, want_sub)
+@pytest.mark.parametrize("n_pos, n_neg", [(0, 0), (1, 0), (0, 3), (9, 40), (40, 9)])
+def test_level_update_is_the_gradient_and_momentum_step_bit_for_bit(F, n_pos, n_neg):
+    rng = np.random.default_rng(F * 100 + n_pos * 7 + n_neg)
+    ph0, phT = _values(rng, (30, F)), _values(rng, (30, F))
+    pos_rows = rng.integers(0, 30, 45).astype(np.int32)
+    neg_rows = rng.integers(0, 30, 45).astype(np.int32)
+    w, vel = _values(rng, F), _values(rng, F)
+    want_w, want_vel = _reference_level_update(w, vel, ph0, pos_rows[:n_pos], phT, neg_rows[:n_neg])
+    _level_update(w, vel, ph0, pos_rows, n_pos, phT, neg_rows, n_neg, *COEF)
+    np.testing.assert_array_equal(w, want_w)
+    np.testing.assert_array_equal(vel, want_vel)
 
 
 @pytest.mark.parametrize("F", WIDTHS)
@@ -69,10 +75,14 @@ def test_gather_rows_sum_is_the_plain_loop_bit_for_bit(F):
 def test_columns_past_the_row_are_untouched():
     """The masked tail writes only the row's own columns: a neighbour in the same buffer keeps its bits."""
     buf = np.full(40, 7.0, dtype=np.float32)
-    mat = np.ones((2, 17), dtype=np.float32)
-    _add_rows(buf[:17], mat, np.array([0, 1], dtype=np.int32), 2)
-    np.testing.assert_array_equal(buf[:17], 9.0)
+    vel = np.zeros(40, dtype=np.float32)
+    ph = np.ones((2, 17), dtype=np.float32)
+    rows = np.array([0, 1], dtype=np.int32)
+    _level_update(buf[:17], vel[:17], ph, rows, 2, ph, rows, 0, *COEF)
+    want, _ = _reference_level_update(np.full(17, 7.0, np.float32), np.zeros(17, np.float32), ph, rows, ph, rows[:0])
+    np.testing.assert_array_equal(buf[:17], want)
     np.testing.assert_array_equal(buf[17:], 7.0)
+    np.testing.assert_array_equal(vel[17:], 0.0)
 
 
 @njit

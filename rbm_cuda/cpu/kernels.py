@@ -26,7 +26,7 @@ from numba import njit, prange  # noqa: E402
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
 from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, LANES, float_from_bits,
-                   gather_rows_sum, prefetch, rows_accumulate, tile_gather, tile_logits, tile_scatter,
+                   gather_rows_sum, level_update, prefetch, tile_gather, tile_logits, tile_scatter,
                    tile_softmax_draws)
 
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
@@ -37,9 +37,7 @@ _ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
 # per SIMD lane.
 _TAIL_BLOCK = LANES
-# update_softmax: items with at most _FEW_SLOTS slots in the batch are summed a row at a time, and
-# the weights and velocity of the item _UPDATE_AHEAD on are prefetched.
-_FEW_SLOTS = 8
+# update_softmax: the weights and velocity of the item _UPDATE_AHEAD on are prefetched.
 _UPDATE_AHEAD = 2
 # update_softmax: slots ahead whose data and negative states are prefetched (32 and 64 alike, 16 less).
 _STATES_AHEAD = 32
@@ -382,9 +380,9 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
     The gradient is that of scatter_gradients(states, ph0, +1) then scatter_gradients(neg_states, phT,
     -1) on zeroed dW, dbv; the update is apply_update(W, dW, vel_W, ..., weight_decay, scale) and
     apply_update(bv, dbv, vel_bv, ..., 0, scale).  Same float operations in the same order, so the
-    same bits as those four calls, without the dW array: each task takes a range of items, sums an
-    item's gradient in a K x F scratch that stays in cache, and updates W[i], vel_W[i] (every item,
-    rated in the batch or not: momentum and decay apply to all) while they are in cache too.
+    same bits as those four calls, without the dW array: each task takes a range of items, and for
+    each item and level sums the gradient in registers and updates W[i, k], vel_W[i, k] with it
+    (simd.level_update; every item, rated in the batch or not: momentum and decay apply to all).
     start, slot_b, slot_p, delta: group_by_item of the batch.  ph0, phT: float32[B, F];
     W, vel_W: float32[n_items, K, F]; bv, vel_bv: float32[n_items, K].
     """
@@ -396,13 +394,14 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
     sc = np.float32(scale)
     bounds = _item_chunks(start)
     for c in prange(_ITEM_CHUNKS):
-        g = np.zeros((n_levels, n_hidden), dtype=np.float32)
         gb = np.zeros(n_levels, dtype=np.float32)
         most = 0
         for i in range(bounds[c], bounds[c + 1]):
             most = max(most, start[i + 1] - start[i])
-        by_level = np.empty((n_levels, most), dtype=np.int32)
-        count = np.empty(n_levels, dtype=np.int64)
+        by_pos = np.empty((n_levels, most), dtype=np.int32)
+        by_neg = np.empty((n_levels, most), dtype=np.int32)
+        count_pos = np.empty(n_levels, dtype=np.int64)
+        count_neg = np.empty(n_levels, dtype=np.int64)
         # The chunk's data and negative states in slot order, in one tight loop of independent random
         # reads (many in flight at once; interleaved with the row sums they were 1.14x slower), those
         # _STATES_AHEAD slots on requested ahead: left to the out-of-order window, a slot cost about
@@ -430,32 +429,13 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
                 for k in range(n_levels):
                     _prefetch_row(W[i + _UPDATE_AHEAD, k], n_hidden)
                     _prefetch_row(vel_W[i + _UPDATE_AHEAD, k], n_hidden)
-            # g[k] = sum of ph0 rows of the slots in state k, then minus the phT rows of the slots
-            # in negative state k, each in slot order.  Items with many slots in the batch: the slots
-            # bucketed by level first, so that a level's running sum stays in registers; few slots:
-            # a row at a time (bucketing costs more than it saves).  Same additions either way.
-            if q1 - q0 > _FEW_SLOTS:
-                _rows_by_level(slot_b, q0, q1, pos[q0 - s0:q1 - s0], np.float32(1.0), by_level, count, gb)
-                for k in range(n_levels):
-                    if count[k] > 0:
-                        rows_accumulate(g[k], ph0, by_level[k], count[k], False)
-                _rows_by_level(slot_b, q0, q1, neg[q0 - s0:q1 - s0], np.float32(-1.0), by_level, count, gb)
-                for k in range(n_levels):
-                    if count[k] > 0:
-                        rows_accumulate(g[k], phT, by_level[k], count[k], True)
-            else:
-                for q in range(q0, q1):
-                    k = pos[q - s0]
-                    rows_accumulate(g[k], ph0, slot_b[q:q + 1], 1, False)
-                    gb[k] += np.float32(1.0)
-                for q in range(q0, q1):
-                    k = neg[q - s0]
-                    rows_accumulate(g[k], phT, slot_b[q:q + 1], 1, True)
-                    gb[k] -= np.float32(1.0)
-            Wi = W[i]
-            Vi = vel_W[i]
+            # Each level's gradient, the ph0 rows of the slots in state k then minus the phT rows of
+            # the slots in negative state k, each in slot order, summed in registers and applied there.
+            _rows_by_level(slot_b, q0, q1, pos[q0 - s0:q1 - s0], np.float32(1.0), by_pos, count_pos, gb)
+            _rows_by_level(slot_b, q0, q1, neg[q0 - s0:q1 - s0], np.float32(-1.0), by_neg, count_neg, gb)
             for k in range(n_levels):
-                _update_range(Wi[k], g[k], Vi[k], lr, mom, wd, sc, 0, n_hidden)
+                level_update(W[i, k], vel_W[i, k], ph0, by_pos[k], count_pos[k], phT, by_neg[k], count_neg[k],
+                             lr, mom, wd, sc)
             _update_range(bv[i], gb, vel_bv[i], lr, mom, np.float32(0.0), sc, 0, n_levels)
 
 

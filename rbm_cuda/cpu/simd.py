@@ -146,6 +146,83 @@ def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negat
     _counted_loop(builder, "rows.pass", _const(0), n_cols, [], one_pass, step=_PASS_VECTORS * LANES)
 
 
+def _level_update_ir(builder, w_ptr, v_ptr, pos_mat, pos_row, n_pos, neg_mat, neg_row, n_neg, n_cols, coef):
+    """IR for level_update (coef: lr, mom, wd, sc as float values)."""
+    lanes = ir.Constant(_VI, list(range(LANES)))
+    lr, mom, wd, sc = (_splat(builder, _VF, x) for x in coef)
+
+    def one_pass(c0, _):
+        masks = []
+        for v in range(_PASS_VECTORS):
+            left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
+            left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
+            masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
+
+        def rows(mat_ptr, row_of, negate):
+            def add_row(t, sums):
+                base = builder.add(builder.mul(row_of(t), n_cols), c0)
+                new = []
+                for v in range(_PASS_VECTORS):
+                    x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
+                    new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
+                return new
+            return add_row
+
+        g = [ir.Constant(_VF, None)] * _PASS_VECTORS
+        g = _counted_loop(builder, "level.pos", _const(0), n_pos, g, rows(pos_mat, pos_row, False))
+        g = _counted_loop(builder, "level.neg", _const(0), n_neg, g, rows(neg_mat, neg_row, True))
+        for v in range(_PASS_VECTORS):
+            w_at = _vector_at(builder, w_ptr, builder.add(c0, _const(v * LANES)))
+            v_at = _vector_at(builder, v_ptr, builder.add(c0, _const(v * LANES)))
+            w = _masked_load(builder, w_at, masks[v])
+            step = builder.fadd(builder.fmul(mom, _masked_load(builder, v_at, masks[v])),
+                                builder.fmul(lr, builder.fsub(builder.fmul(sc, g[v]), builder.fmul(wd, w))))
+            _masked_store(builder, step, v_at, masks[v])
+            _masked_store(builder, builder.fadd(w, step), w_at, masks[v])
+        return []
+
+    _counted_loop(builder, "level.pass", _const(0), n_cols, [], one_pass, step=_PASS_VECTORS * LANES)
+
+
+@intrinsic
+def level_update(typingctx, w, vel, ph0, pos_rows, n_pos, phT, neg_rows, n_neg, lr, mom, wd, sc):
+    """One item level's gradient and momentum step, its sums held in registers:
+
+        g = 0
+        for t < n_pos: g = g + ph0[pos_rows[t]]
+        for t < n_neg: g = g - phT[neg_rows[t]]
+        v = mom * vel + lr * (sc * g - wd * w);  vel = v;  w = w + v
+
+    (update_softmax's gradient and kernels._update_range, the same float operations in the same
+    order).  It replaces a K x F scratch gradient summed into a row at a time for items with few
+    slots: each row's masked store was loaded back by the next row before it reached the cache,
+    which the CPU cannot forward from its store buffer.
+    w, vel float32[F] (one level of W[i] and of its velocity); ph0, phT float32[B, F]; pos_rows,
+    neg_rows int32[>= n]; lr, mom, wd, sc float32."""
+    if not (_is_array(w, 1, types.float32) and _is_array(vel, 1, types.float32)
+            and _is_array(ph0, 2, types.float32) and _is_array(pos_rows, 1, types.int32)
+            and isinstance(n_pos, types.Integer) and _is_array(phT, 2, types.float32)
+            and _is_array(neg_rows, 1, types.int32) and isinstance(n_neg, types.Integer)
+            and all(x == types.float32 for x in (lr, mom, wd, sc))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        w_a, v_a, p_a, pr_a = (context.make_array(sig.args[i])(context, builder, args[i]) for i in range(4))
+        n_a, nr_a = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (5, 6))
+        n_pos = context.cast(builder, args[4], sig.args[4], types.int64)
+        n_neg = context.cast(builder, args[7], sig.args[7], types.int64)
+        n_cols = cgutils.unpack_tuple(builder, p_a.shape, 2)[1]
+
+        def row_in(rows_a):
+            return lambda t: builder.sext(builder.load(builder.gep(rows_a.data, [t])), _I64)
+
+        _level_update_ir(builder, w_a.data, v_a.data, p_a.data, row_in(pr_a), n_pos, n_a.data, row_in(nr_a), n_neg,
+                         n_cols, args[8:12])
+        return context.get_dummy_value()
+
+    return types.void(w, vel, ph0, pos_rows, n_pos, phT, neg_rows, n_neg, lr, mom, wd, sc), codegen
+
+
 @intrinsic
 def prefetch(typingctx, arr, index):
     """Hint the CPU to fetch the cache line holding arr[index] (1-d, C-contiguous) into L2 (see
@@ -175,32 +252,6 @@ def float_from_bits(typingctx, bits):
 
 def _is_array(x, ndim, dtype):
     return isinstance(x, types.Array) and x.ndim == ndim and x.dtype == dtype and x.layout == "C"
-
-
-@intrinsic(prefer_literal=True)
-def rows_accumulate(typingctx, out, mat, rows, n, negate):
-    """for t < n: out += mat[rows[t]] (out -= mat[rows[t]] when the literal `negate` is True), the rows
-    added one after another, as that loop would.  out float32[F], mat float32[R, F], rows int32[>= n]."""
-    if not (_is_array(out, 1, types.float32) and _is_array(mat, 2, types.float32)
-            and _is_array(rows, 1, types.int32) and isinstance(n, types.Integer)
-            and isinstance(negate, types.BooleanLiteral)):
-        return None
-    subtract = negate.literal_value
-
-    def codegen(context, builder, sig, args):
-        out_a = context.make_array(sig.args[0])(context, builder, args[0])
-        mat_a = context.make_array(sig.args[1])(context, builder, args[1])
-        rows_a = context.make_array(sig.args[2])(context, builder, args[2])
-        count = context.cast(builder, args[3], sig.args[3], types.int64)
-        n_cols = cgutils.unpack_tuple(builder, mat_a.shape, 2)[1]
-
-        def row_of(t):
-            return builder.sext(builder.load(builder.gep(rows_a.data, [t])), _I64)
-
-        _rows_accumulate_ir(builder, out_a.data, mat_a.data, n_cols, _const(0), count, row_of, subtract)
-        return context.get_dummy_value()
-
-    return types.void(out, mat, rows, n, negate), codegen
 
 
 @intrinsic
