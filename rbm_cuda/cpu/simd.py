@@ -109,68 +109,49 @@ def _counted_loop(builder, name, first, last, start_values, body, step=1):
     return out
 
 
-def _rows_accumulate_ir(builder, out_ptr, mat_ptr, n_cols, t0, t1, row_of, negate, prefetch=False):
-    """IR for: for t in t0 .. t1 - 1: out[c] = out[c] + mat[row_of(t), c] (or - when negate) for
-    c < n_cols.  mat is row-major with n_cols columns; row_of(builder-int t) gives an i64 row."""
+def _column_masks(builder, n_cols, c0):
+    """The masks of the _PASS_VECTORS vectors of columns c0 .. c0 + _PASS_VECTORS * LANES - 1 of a row
+    of n_cols: a lane is on while its column is in the row."""
     lanes = ir.Constant(_VI, list(range(LANES)))
+    masks = []
+    for v in range(_PASS_VECTORS):
+        left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
+        left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
+        masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
+    return masks
 
-    def one_pass(c0, _):
-        """columns c0 .. c0 + _PASS_VECTORS * LANES - 1, masked at the row's end"""
-        masks = []
+
+def _row_sums(builder, mat_ptr, n_cols, c0, masks, t0, t1, row_of, sums, negate=False, prefetch=False):
+    """IR for: for t in t0 .. t1 - 1: sums = sums + mat[row_of(t), c0:] (- when negate), the columns of
+    one pass held in registers; returns the sums.  mat is row-major with n_cols columns; row_of(t)
+    gives an i64 row.  With prefetch, the row _AHEAD on is requested too."""
+
+    def add_row(t, values):
+        if prefetch:
+            ahead = builder.add(t, _const(_AHEAD))
+            with builder.if_then(builder.icmp_signed("<", ahead, t1)):
+                row_base = builder.gep(mat_ptr, [builder.add(builder.mul(row_of(ahead), n_cols), c0)])
+                for v in range(_PASS_VECTORS):
+                    _prefetch_line(builder, builder.gep(row_base, [_const(v * LANES)]))
+        base = builder.add(builder.mul(row_of(t), n_cols), c0)
+        new = []
         for v in range(_PASS_VECTORS):
-            left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
-            left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
-            masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
-        out = [_vector_at(builder, out_ptr, builder.add(c0, _const(v * LANES))) for v in range(_PASS_VECTORS)]
+            x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
+            new.append(builder.fsub(values[v], x) if negate else builder.fadd(values[v], x))
+        return new
 
-        def add_row(t, sums):
-            if prefetch:
-                ahead = builder.add(t, _const(_AHEAD))
-                with builder.if_then(builder.icmp_signed("<", ahead, t1)):
-                    row_base = builder.gep(mat_ptr, [builder.add(builder.mul(row_of(ahead), n_cols), c0)])
-                    for v in range(_PASS_VECTORS):
-                        _prefetch_line(builder, builder.gep(row_base, [_const(v * LANES)]))
-            base = builder.add(builder.mul(row_of(t), n_cols), c0)
-            new = []
-            for v in range(_PASS_VECTORS):
-                x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
-                new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
-            return new
-
-        first = [_masked_load(builder, out[v], masks[v]) for v in range(_PASS_VECTORS)]
-        result = _counted_loop(builder, "rows", t0, t1, first, add_row)
-        for v in range(_PASS_VECTORS):
-            _masked_store(builder, result[v], out[v], masks[v])
-        return []
-
-    _counted_loop(builder, "rows.pass", _const(0), n_cols, [], one_pass, step=_PASS_VECTORS * LANES)
+    return _counted_loop(builder, "rows", t0, t1, sums, add_row)
 
 
 def _level_update_ir(builder, w_ptr, v_ptr, pos_mat, pos_row, n_pos, neg_mat, neg_row, n_neg, n_cols, coef):
     """IR for level_update (coef: lr, mom, wd, sc as float values)."""
-    lanes = ir.Constant(_VI, list(range(LANES)))
     lr, mom, wd, sc = (_splat(builder, _VF, x) for x in coef)
 
     def one_pass(c0, _):
-        masks = []
-        for v in range(_PASS_VECTORS):
-            left = builder.sub(n_cols, builder.add(c0, _const(v * LANES)))
-            left = builder.select(builder.icmp_signed(">", left, _const(LANES)), _const(LANES), left)
-            masks.append(builder.icmp_signed("<", lanes, _splat(builder, _VI, builder.trunc(left, _I32))))
-
-        def rows(mat_ptr, row_of, negate):
-            def add_row(t, sums):
-                base = builder.add(builder.mul(row_of(t), n_cols), c0)
-                new = []
-                for v in range(_PASS_VECTORS):
-                    x = _masked_load(builder, _vector_at(builder, mat_ptr, builder.add(base, _const(v * LANES))), masks[v])
-                    new.append(builder.fsub(sums[v], x) if negate else builder.fadd(sums[v], x))
-                return new
-            return add_row
-
+        masks = _column_masks(builder, n_cols, c0)
         g = [ir.Constant(_VF, None)] * _PASS_VECTORS
-        g = _counted_loop(builder, "level.pos", _const(0), n_pos, g, rows(pos_mat, pos_row, False))
-        g = _counted_loop(builder, "level.neg", _const(0), n_neg, g, rows(neg_mat, neg_row, True))
+        g = _row_sums(builder, pos_mat, n_cols, c0, masks, _const(0), n_pos, pos_row, g)
+        g = _row_sums(builder, neg_mat, n_cols, c0, masks, _const(0), n_neg, neg_row, g, negate=True)
         for v in range(_PASS_VECTORS):
             w_at = _vector_at(builder, w_ptr, builder.add(c0, _const(v * LANES)))
             v_at = _vector_at(builder, v_ptr, builder.add(c0, _const(v * LANES)))
@@ -278,7 +259,16 @@ def gather_rows_sum(typingctx, out, W, indices, states, j0, j1):
             level = builder.sext(builder.load(builder.gep(st_a.data, [j])), _I64)
             return builder.add(builder.mul(item, n_levels), level)
 
-        _rows_accumulate_ir(builder, out_a.data, w_a.data, n_cols, first, end, row_of, False, prefetch=True)
+        def one_pass(c0, _):
+            masks = _column_masks(builder, n_cols, c0)
+            out = [_vector_at(builder, out_a.data, builder.add(c0, _const(v * LANES))) for v in range(_PASS_VECTORS)]
+            sums = [_masked_load(builder, out[v], masks[v]) for v in range(_PASS_VECTORS)]
+            sums = _row_sums(builder, w_a.data, n_cols, c0, masks, first, end, row_of, sums, prefetch=True)
+            for v in range(_PASS_VECTORS):
+                _masked_store(builder, sums[v], out[v], masks[v])
+            return []
+
+        _counted_loop(builder, "rows.pass", _const(0), n_cols, [], one_pass, step=_PASS_VECTORS * LANES)
         return context.get_dummy_value()
 
     return types.void(out, W, indices, states, j0, j1), codegen
@@ -426,8 +416,8 @@ def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
     sums start at +0.0 and can never become -0.0).  Against a masked addition it issues one vector
     operation per weight instead of two (the visible kernel 1.05-1.07x, bench/kernel_micro.py with
     copies of both).  The n_acc sums stay in registers for the whole f loop and each weight is loaded
-    once for all the ratings; there are no horizontal sums.  With n <= 8 valid ratings only lanes 0..7 are computed (half the work).
-    Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
+    once for all the ratings; there are no horizontal sums.  With n <= 8 valid ratings only lanes
+    0..7 are computed (half the work).  Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
     if not (_is_array(Wi, 2, types.float32) and _is_array(hw, 2, types.uint32) and _is_array(z, 2, types.float32)
             and isinstance(k0, types.Integer) and isinstance(n_acc, types.IntegerLiteral)
             and isinstance(n, types.Integer)):
