@@ -404,8 +404,8 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
         count_neg = np.empty(n_levels, dtype=np.int64)
         # The chunk's data and negative states in slot order, in one tight loop of independent random
         # reads (many in flight at once; interleaved with the row sums they were 1.14x slower), those
-        # _STATES_AHEAD slots on requested ahead: left to the out-of-order window, a slot cost about
-        # 30 cycles on ml-1m (the update 1.05-1.13x faster with the prefetch, ml-20m 1.08x).
+        # _STATES_AHEAD slots on requested ahead (the update 1.05-1.13x faster with the prefetch on
+        # ml-1m, 1.08x on ml-20m: left to the out-of-order window, too few were in flight).
         s0 = start[bounds[c]]
         s1 = start[bounds[c + 1]]
         pos = np.empty(s1 - s0, dtype=np.int32)
