@@ -53,10 +53,12 @@ def _vector_at(builder, base, offset):
     return builder.bitcast(builder.gep(base, [offset]), _VF.as_pointer())
 
 
-def _masked_load(builder, ptr, mask):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VF, [_VF.as_pointer(), _I32, _VB, _VF]),
-                                        "llvm.masked.load.v16f32.p0")
-    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VF, None)])
+def _masked_load(builder, ptr, mask, vector_type=_VF):
+    """The lanes in mask of the vector at ptr (0 in the others); float32 or int32 lanes."""
+    name = "v16f32" if vector_type == _VF else "v16i32"
+    fnty = ir.FunctionType(vector_type, [vector_type.as_pointer(), _I32, _VB, vector_type])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.{name}.p0")
+    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(vector_type, None)])
 
 
 def _masked_store(builder, value, ptr, mask):
@@ -282,9 +284,7 @@ def _lanes_below(builder, n):
 def _load_indices(builder, base, first, mask):
     """The int32 base[first + r] of the lanes in mask, as <LANES x i64> (0 in the others)."""
     ptr = builder.bitcast(builder.gep(base, [first]), _VI.as_pointer())
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VI, [_VI.as_pointer(), _I32, _VB, _VI]),
-                                        "llvm.masked.load.v16i32.p0")
-    return builder.sext(builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VI, None)]), _VL)
+    return builder.sext(_masked_load(builder, ptr, mask, _VI), _VL)
 
 
 def _element_addresses(builder, base, index, size):
@@ -417,7 +417,8 @@ def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
     operation per weight instead of two (the visible kernel 1.05-1.07x, bench/kernel_micro.py with
     copies of both).  The n_acc sums stay in registers for the whole f loop and each weight is loaded
     once for all the ratings; there are no horizontal sums.  With n <= 8 valid ratings only lanes
-    0..7 are computed (half the work).  Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
+    0..7 are computed (half the work).  Wi float32[K, F]; hw uint32[ceil(F / 32), LANES];
+    z float32[K, LANES]; lanes >= n are garbage."""
     if not (_is_array(Wi, 2, types.float32) and _is_array(hw, 2, types.uint32) and _is_array(z, 2, types.float32)
             and isinstance(k0, types.Integer) and isinstance(n_acc, types.IntegerLiteral)
             and isinstance(n, types.Integer)):
