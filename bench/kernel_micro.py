@@ -4,6 +4,10 @@ Checks first that every copy gives the same result (max abs diff / mismatching s
 
     PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py   # or hidden, scatter, update, free_energy
     DS=ml-20m N=10 PYTHONPATH=. python bench/kernel_micro.py hidden /tmp/exp/old_kernels.py
+    PYTHONPATH=. python bench/kernel_micro.py tile /tmp/exp/old_kernels.py   # the logits of one tile, in cache
+
+`tile` times the visible kernel's logits alone (_level_logits, K = 5, F = 100) on one tile per
+thread that stays in L1, 16-lane and 8-lane tiles (ns per tile, both threads at once).
 
 A copy must import philox absolutely (from rbm_cuda.cpu.philox import ...) and live in a directory
 of its own (it is imported by file name; Numba caches next to it).
@@ -37,6 +41,43 @@ DW = np.zeros_like(W); DBV = np.zeros_like(bv)
 # np.zeros per call would time the page faults of the batch's CSR positions too).
 OUT_STATES = np.ones(X.nnz, np.int32)
 
+def tile_loop(kn):
+    """An njit loop of kn's _level_logits over one tile per thread (Numba compiles one per copy)."""
+    from numba import njit, prange
+    logits = kn._level_logits
+
+    @njit(parallel=True)
+    def loop(Wi, hw, z, reps, n):
+        for c in prange(2):
+            for _ in range(reps):
+                logits(Wi, hw[c], 5, n, z[c])
+    return loop
+
+
+def time_tiles(mods):
+    Wi = W[0].copy()
+    hw = rng.integers(0, 2**32, (2, (F + 31) // 32, 16), dtype=np.uint64).astype(np.uint32)
+    loops = {name: tile_loop(kn) for name, kn in mods.items()}
+    reps = 20000
+    for n in (16, 8):
+        ref = None
+        for name, loop in loops.items():
+            z = np.zeros((2, K, 16), np.float32)
+            loop(Wi, hw, z, 1, n)
+            if ref is None:
+                ref = z.copy()
+            elif not np.array_equal(ref[..., :n], z[..., :n]):
+                print(name, 'logits differ')
+        ts = {name: [] for name in loops}
+        for _ in range(int(os.environ.get('N', 20))):
+            for name, loop in loops.items():
+                t = time.perf_counter(); loop(Wi, hw, z, reps, n); ts[name].append((time.perf_counter() - t) / reps)
+        base = np.median(ts['cur'])
+        print(f'tile of {n} lanes, load {os.getloadavg()[0]:.2f}')
+        for name, t in ts.items():
+            print(f'  {name:10s} min {min(t)*1e9:7.1f} ns  median {np.median(t)*1e9:7.1f} ns  cur/this median {base/np.median(t):.2f}x')
+
+
 def run(kn, which, rows):
     if which == 'visible':
         out = OUT_STATES
@@ -61,6 +102,9 @@ def run(kn, which, rows):
 which = sys.argv[1]; paths = sys.argv[2:]
 mods = {'cur': cur}
 for p in paths: mods[os.path.basename(p)] = mod(p)
+if which == 'tile':
+    time_tiles(mods)
+    sys.exit(0)
 # check equality of results
 ref = None
 for name, kn in mods.items():

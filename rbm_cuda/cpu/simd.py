@@ -19,6 +19,8 @@ LANES = 16
 _PASS_VECTORS = 7
 # Rows ahead whose cache lines gather_rows_sum prefetches.
 _AHEAD = 8
+# tile_logits: levels summed by fused multiply-adds, the others by masked additions.
+_FMA_LEVELS = 2
 
 # Cephes' float32 exp (kernels._expf and its vector twin _expf_ir): exp(x) = 2^n exp(r), x = n ln2 + r,
 # ln2 split into a high part exact in float32 and a low correction; exp(r) by a degree-7 polynomial.
@@ -383,17 +385,22 @@ def _tile_logits_ir(builder, w_ptr, n_cols, hw_ptr, hw_stride, z_ptr, z_stride, 
 
     def add_unit(f, sums):
         word = builder.lshr(f, _const(5))
-        bit = builder.shl(ir.Constant(_I32, 1), builder.trunc(builder.and_(f, _const(31)), _I32))
         words = builder.load(builder.bitcast(builder.gep(hw_ptr, [builder.mul(word, hw_stride)]), vi.as_pointer()),
                              align=4)
-        on = builder.icmp_unsigned("!=", builder.and_(words, _splat(builder, vi, bit)), ir.Constant(vi, None))
+        # Bit f % 32 moved to the sign: tested as "bit != 0" LLVM turned the masked additions into an
+        # addition plus a blend.
+        up = builder.sub(ir.Constant(_I32, 31), builder.trunc(builder.and_(f, _const(31)), _I32))
+        on = builder.icmp_signed("<", builder.shl(words, _splat(builder, vi, up)), ir.Constant(vi, None))
         h = builder.select(on, ir.Constant(vf, [1.0] * lanes), ir.Constant(vf, None))
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fma.v{lanes}f32")
         new = []
         for m in range(n_acc):
             row = builder.add(k0, _const(m))
-            w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
-            new.append(builder.call(fma, [h, _splat(builder, vf, w), sums[m]]))
+            w = _splat(builder, vf, builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4))
+            if m < _FMA_LEVELS:
+                new.append(builder.call(fma, [h, w, sums[m]]))
+            else:
+                new.append(builder.select(on, builder.fadd(sums[m], w), sums[m]))
         return new
 
     result = _counted_loop(builder, "tile", _const(0), n_cols, [ir.Constant(vf, None)] * n_acc, add_unit)
@@ -411,14 +418,14 @@ def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
         z[k0 + m, r] = sum over f = 0, 1, ..., F - 1 (in that order) of Wi[k0 + m, f] * h_r[f]
 
     with h_r[f] bit f % 32 of hw[f // 32, r].  That is the CUDA level_logits dot product, same order,
-    so the same bits: each step is a fused multiply-add, as nvcc compiles `dot += hb[f] * w[f]`; with
-    h = 1 it is the sum rounded once, with h = 0 it adds a zero, which leaves the sum unchanged (the
-    sums start at +0.0 and can never become -0.0).  Against a masked addition it issues one vector
-    operation per weight instead of two (the visible kernel 1.05-1.07x, bench/kernel_micro.py with
-    copies of both).  The n_acc sums stay in registers for the whole f loop and each weight is loaded
-    once for all the ratings; there are no horizontal sums.  With n <= 8 valid ratings only lanes
-    0..7 are computed (half the work).  Wi float32[K, F]; hw uint32[ceil(F / 32), LANES];
-    z float32[K, LANES]; lanes >= n are garbage."""
+    so the same bits for finite weights.  nvcc compiles `dot += hb[f] * w[f]` to a fused multiply-add:
+    with h = 1 the sum rounded once, with h = 0 the sum unchanged (the sums start at +0.0 and can never
+    become -0.0).  The first _FMA_LEVELS levels are summed so; the others by a masked addition, the
+    weight added in the lanes whose bit is set, which is the same result.  Mixing the two ran a tile
+    faster than either alone (`bench/kernel_micro.py tile`).  The n_acc sums stay in registers for
+    the whole f loop and each weight is loaded once for all the ratings; there are no horizontal
+    sums.  With n <= 8 valid ratings only lanes 0..7 are computed (half the work).
+    Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
     if not (_is_array(Wi, 2, types.float32) and _is_array(hw, 2, types.uint32) and _is_array(z, 2, types.float32)
             and isinstance(k0, types.Integer) and isinstance(n_acc, types.IntegerLiteral)
             and isinstance(n, types.Integer)):
