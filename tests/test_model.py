@@ -357,3 +357,18 @@ def test_visible_kernel_rejects_non_binary_hidden_states():
     h[5, 3] = 0.5
     with pytest.raises(ValueError, match="binary hidden states"):
         kernels.sample_visible_softmax(indptr, indices, rows, *group, h, W, bv, 0, 1, 1, out)
+
+
+@pytest.mark.parametrize("env, want", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "active"}, "active"),
+                                       ({"GOMP_SPINCOUNT": "20000"}, None)])
+def test_threads_wait_passively_unless_the_user_chose_a_policy_or_spin_count(env, want):
+    """kernels.py sets libgomp's wait policy before Numba loads libgomp; a policy or a spin count the
+    user set wins (passive waiting would override the spin count)."""
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", "import os, rbm_cuda.cpu.kernels; "
+                          "print(os.environ.get('OMP_WAIT_POLICY'))"],
+                         env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(want)

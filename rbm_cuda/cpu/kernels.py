@@ -17,9 +17,12 @@ import os
 # after every parallel region.  Our kernels run several short regions per mini-batch; on a machine
 # shared with other work (or with more threads than free cores) the spinning threads take the cores
 # the working ones need, and an epoch ran 2-3x slower than with passive waiting (docs/performance.md).
-# libgomp reads this when Numba first loads it, at the first parallel kernel call; a value the user
-# set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# libgomp reads this when Numba first loads it, at the first parallel kernel call.  A wait policy the
+# user set is kept, and so is a spin count (GOMP_SPINCOUNT, which passive waiting would override): on
+# a machine with nothing else to run, spinning 20,000 rounds made the ml-1m epoch 1.07x faster, and
+# 1.3x slower beside one busy process (docs/performance.md, Eighth round).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
