@@ -71,11 +71,14 @@ def time_tiles(mods):
         ts = {name: [] for name in loops}
         for _ in range(int(os.environ.get('N', 20))):
             for name, loop in loops.items():
-                t = time.perf_counter(); loop(Wi, hw, z, reps, n); ts[name].append((time.perf_counter() - t) / reps)
+                t = time.perf_counter()
+                loop(Wi, hw, z, reps, n)
+                ts[name].append((time.perf_counter() - t) / reps)
         base = np.median(ts['cur'])
         print(f'tile of {n} lanes, load {os.getloadavg()[0]:.2f}')
         for name, t in ts.items():
-            print(f'  {name:10s} min {min(t)*1e9:7.1f} ns  median {np.median(t)*1e9:7.1f} ns  cur/this median {base/np.median(t):.2f}x')
+            print(f'  {name:10s} min {min(t)*1e9:7.1f} ns  median {np.median(t)*1e9:7.1f} ns  '
+                  f'cur/this median {base/np.median(t):.2f}x')
 
 
 def run(kn, which, rows):

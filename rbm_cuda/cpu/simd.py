@@ -396,7 +396,8 @@ def _tile_logits_ir(builder, w_ptr, n_cols, hw_ptr, hw_stride, z_ptr, z_stride, 
         new = []
         for m in range(n_acc):
             row = builder.add(k0, _const(m))
-            w = _splat(builder, vf, builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4))
+            w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(row, n_cols), f)]), align=4)
+            w = _splat(builder, vf, w)
             if m < _FMA_LEVELS:
                 new.append(builder.call(fma, [h, w, sums[m]]))
             else:
