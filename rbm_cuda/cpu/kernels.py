@@ -92,6 +92,7 @@ def _dot(a, b, n):
 
 @njit(cache=True, inline="always")
 def _prefetch_row(w, n):
+    """Request w[:n] (n >= 1 float32 or int32): a line per 16 elements, and the last one."""
     for f in range(0, n, 16):
         prefetch(w, f)
     prefetch(w, n - 1)
@@ -99,15 +100,12 @@ def _prefetch_row(w, n):
 
 @njit(cache=True, inline="always")
 def _prefetch_entries(indptr, indices, states, r):
-    """Request the items and states of CSR row r (a line per 16 entries, and the row's last)."""
+    """Request the items and states of CSR row r."""
     j0 = indptr[r]
     j1 = indptr[r + 1]
-    for j in range(j0, j1, 16):
-        prefetch(indices, j)
-        prefetch(states, j)
     if j1 > j0:
-        prefetch(indices, j1 - 1)
-        prefetch(states, j1 - 1)
+        _prefetch_row(indices[j0:j1], j1 - j0)
+        _prefetch_row(states[j0:j1], j1 - j0)
 
 
 @njit(cache=True, inline="always")
