@@ -86,6 +86,10 @@ def shape_of(name):
 # one case, in the child process
 SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, its group is timed in one round
 MAX_TURN_EPOCHS = 50  # epochs per turn at most, whatever the turn's seconds ask
+# OpenBLAS's idle threads spin for up to about 0.1 s after a call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT),
+# and a case timed meanwhile shares the cores with them (a numba ml-1m epoch right after a scikit-learn
+# epoch: 1.6x slower, bench/machine_probe.py).  Each turn starts this long after the last one ended.
+BLAS_SPIN_SECONDS = 0.25
 
 
 def case_rbm_cuda(X, device, cd, batch):
@@ -329,6 +333,7 @@ def run_group(group, a):
     times = {n: [] for n in live}
     for r in range(rounds):
         for n in (list(live) if r % 2 == 0 else list(live)[::-1]):
+            time.sleep(BLAS_SPIN_SECONDS)
             try:
                 times[n].append(live[n].ask(f"RUN {turn}", "TIMES"))
             except CaseFailed as e:
