@@ -95,7 +95,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=180.0)
     ap.add_argument("--window", type=int, default=8, help="cycles per window (default 8)")
-    ap.add_argument("--dataset", default="ml-1m")
+    ap.add_argument("--dataset", default="ml-1m", choices=["ml-100k", "ml-1m"])
     a = ap.parse_args()
 
     X = load_data(a.dataset)

@@ -88,7 +88,8 @@ SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, its group is ti
 MAX_TURN_EPOCHS = 50  # epochs per turn at most, whatever the turn's seconds ask
 # OpenBLAS's idle threads spin for up to about 0.1 s after a call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT),
 # and a case timed meanwhile shares the cores with them (a numba ml-1m epoch right after a scikit-learn
-# epoch: 1.6x slower, bench/machine_probe.py).  Each turn starts this long after the last one ended.
+# epoch: 1.6x slower, bench/machine_probe.py).  Each turn starts this long after the last one ended
+# (--turn-pause).
 BLAS_SPIN_SECONDS = 0.25
 
 
@@ -333,7 +334,7 @@ def run_group(group, a):
     times = {n: [] for n in live}
     for r in range(rounds):
         for n in (list(live) if r % 2 == 0 else list(live)[::-1]):
-            time.sleep(BLAS_SPIN_SECONDS)
+            time.sleep(a.turn_pause)
             try:
                 times[n].append(live[n].ask(f"RUN {turn}", "TIMES"))
             except CaseFailed as e:
@@ -370,6 +371,9 @@ def main(argv=None):
     ap.add_argument("--min-seconds", type=float, default=None,
                     help="seconds of timed epochs per case at least, spread over the rounds (a turn times at "
                          f"most {MAX_TURN_EPOCHS} epochs), default 3 (--quick: 0)")
+    ap.add_argument("--turn-pause", type=float, default=BLAS_SPIN_SECONDS,
+                    help=f"seconds between one case's turn and the next, not timed (default {BLAS_SPIN_SECONDS}: "
+                         "OpenBLAS's idle threads spin for about 0.1 s after a call)")
     ap.add_argument("--timeout", type=float, default=900,
                     help="seconds a case may take to get ready, or for one turn, before it is skipped")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")

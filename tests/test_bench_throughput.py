@@ -36,6 +36,7 @@ def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed()
     class Args:
         timeout = 300
         min_seconds = 0.0
+        turn_pause = 0.0
 
     failed, timed, skipped = throughput.run_group(group, Args)
     assert failed["skip"].startswith("failed: ") and "no-such-set" in failed["skip"]
