@@ -61,6 +61,8 @@ def vector_l1(Wi, hw, z, reps):
 
 @njit(cache=True)
 def _walk(row, n):
+    # Its own function, like _mix: written inside the prange body, the loop's result did not depend
+    # on n (the parfor pass did not keep the loop-carried chain).
     j = 0
     for _ in range(n):
         j = row[j]
