@@ -9,7 +9,8 @@ memory is its own and a peer that runs out of memory cannot take the benchmark d
 loads its data, builds its model and runs warm-up epochs (Numba compilation, caches).  The cases of
 one data set and CD steps (numba and its peers) are then timed in turns: --epochs rounds, in each of
 which every case times epochs for --min-seconds / --epochs seconds (at least one epoch), so that
-the machine's drifting speed reaches all of them alike.  The table shows each case's median epoch;
+the machine's drifting speed reaches all of them alike; each turn starts --turn-pause seconds after
+the previous one ended.  The table shows each case's median epoch;
 `ratio_to_numba` (> 1: the peer is slower) is the median over the rounds of the peer's median
 epoch in the round divided by numba's.  Only the epoch loop is timed: data generation, dense
 conversions and rbm_cuda's per-epoch monitoring (train RMSE + free energy, timed separately and
@@ -395,6 +396,8 @@ def main(argv=None):
     bad = [i for i in a.impls if i not in ALL_IMPLS]
     if bad:
         ap.error(f"unknown implementation {bad[0]!r}; choose from {', '.join(ALL_IMPLS)}")
+    if a.turn_pause < 0:
+        ap.error(f"--turn-pause must be >= 0 seconds, got {a.turn_pause}")
 
     load0 = os.getloadavg()
     machine = f"{os.cpu_count()} CPUs"

@@ -43,3 +43,9 @@ def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed()
     assert skipped == {"skip": "no GPU: test"}
     assert [len(turn) for turn in timed["round_seconds"]] == [1, 1, 1]
     assert timed["nnz"] == 100_000 and timed["peak_rss_mb"] > 0
+
+
+def test_a_negative_turn_pause_is_refused_with_the_value(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--turn-pause", "-0.5", "--datasets", "ml-100k"])
+    assert "--turn-pause must be >= 0 seconds, got -0.5" in capsys.readouterr().err
