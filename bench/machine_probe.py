@@ -99,6 +99,10 @@ def main():
     ap.add_argument("--window", type=int, default=8, help="cycles per window (default 8)")
     ap.add_argument("--dataset", default="ml-1m", choices=["ml-100k", "ml-1m"])
     a = ap.parse_args()
+    if a.window < 1:
+        ap.error(f"--window must be at least 1 cycle, got {a.window}")
+    if a.seconds <= 0:
+        ap.error(f"--seconds must be positive, got {a.seconds}")
 
     X = load_data(a.dataset)
     numba_epoch = case_rbm_cuda(X, "cpu", 1, 1000)[0]
