@@ -26,7 +26,7 @@ def test_rounds_missing_on_either_side_are_left_out():
 
 def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed():
     """A case whose process dies is reported with the last line of its stderr; the case beside it
-    still gets its rounds, one turn each."""
+    still gets its rounds, one turn each, each turn after an epoch outside the timing."""
     if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
         pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
     base = {"impl": "numpy-dense", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 3, "skip": ""}
@@ -42,6 +42,7 @@ def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed()
     assert failed["skip"].startswith("failed: ") and "no-such-set" in failed["skip"]
     assert skipped == {"skip": "no GPU: test"}
     assert [len(turn) for turn in timed["round_seconds"]] == [1, 1, 1]
+    assert len(timed["round_untimed_seconds"]) == 3 and all(t > 0 for t in timed["round_untimed_seconds"])
     assert timed["nnz"] == 100_000 and timed["peak_rss_mb"] > 0
 
 
