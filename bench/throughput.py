@@ -339,7 +339,7 @@ def run_group(group, a):
     rounds = 1 if slow else max([group[n]["epochs"] for n in live], default=0)
     turn = a.min_seconds / max(rounds, 1)
     # A turn's first epoch follows seconds of waiting through the other cases' turns, and ran slower
-    # when it was timed (bench/results/throughput.json before this change, ml-1m CD-1: numba's first
+    # when it was timed (run 25, bench/results/throughput.json at 77c6588, ml-1m CD-1: numba's first
     # epochs 1.25-1.51x the median of the rest of their turn, numpy-dense's 0.90-1.57x, scikit-learn's
     # 0.93-1.19x): each turn starts with one epoch outside the timing (its time is kept as
     # round_untimed_seconds), except in slow groups.
