@@ -6,7 +6,7 @@ in its slow stretches, and how much each implementation loses with them.
 One process runs, over and over, one rbm_cuda (numba) training epoch, one scikit-learn
 BernoulliRBM epoch on CSR input (when scikit-learn imports), a numba epoch right after it (while
 OpenBLAS's idle threads still spin: see BLAS_SPIN_SECONDS in bench/throughput.py), a pause, and
-five short probes, each on both threads at once:
+five short probes, each on every Numba thread at once (two here):
   scalar          a chain of dependent 64-bit multiply, add, xor-shift steps (latency-bound: the
                   core's clock)
   vector          the visible kernel's logits (simd.tile_logits, K = 5, F = 100) on one 16-lane
@@ -28,7 +28,7 @@ import sys
 import time
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -113,7 +113,7 @@ def main():
     except ImportError:
         print("scikit-learn is not installed: its epoch is left out")
     rng = np.random.default_rng(0)
-    threads = 2
+    threads = get_num_threads()  # one probe per Numba thread, all at once
     seeds = np.arange(1, threads + 1, dtype=np.uint64)
     out_u = np.zeros(threads, np.uint64)
     out_i = np.zeros(threads, np.int64)
