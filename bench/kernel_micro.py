@@ -2,9 +2,15 @@
 (rbm_cuda/cpu/kernels.py) and other copies of the module, calls alternating, min and median of N.
 Checks first that every copy gives the same result (max abs diff / mismatching states).
 
-    PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py   # or hidden, scatter, update, free_energy
+    PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py   # or hidden, scatter, update,
+                                                                                 # update-stream, apply_update, free_energy
     DS=ml-20m N=10 PYTHONPATH=. python bench/kernel_micro.py hidden /tmp/exp/old_kernels.py
     PYTHONPATH=. python bench/kernel_micro.py tile /tmp/exp/old_kernels.py   # the logits of one tile, in cache
+
+`update` times update_softmax, the softmax step's fused gradient and update (the grouping not
+timed), on random probabilities and negative states; `update-stream` the same call with one slot per
+item, so that little but the momentum and decay stream over W and its velocity is left; `apply_update` the
+unfused update of W (bernoulli visible units).
 
 `tile` times the visible kernel's logits alone (_level_logits, K = 5, F = 100) on one tile per
 thread that stays in L1, 16-lane and 8-lane tiles (ns per tile, both threads at once).
@@ -37,6 +43,12 @@ batches = [np.ascontiguousarray(rng.permutation(X.shape[0])[:B]) for _ in range(
 h = (rng.random((B, F)) < 0.5).astype(np.float32)
 ph = rng.random((B, F)).astype(np.float32)
 DW = np.zeros_like(W); DBV = np.zeros_like(bv)
+ph_neg = rng.random((B, F)).astype(np.float32)
+neg_states = rng.integers(0, K, X.nnz).astype(np.int32)
+# update, update-stream: each copy's W, bv and their velocities, kept across calls (copying them inside
+# the timed call would time the copies); the result check runs every copy once from the same start.
+PARAMS = {}
+GROUPS = {}
 # The negative states live across batches in the model: one array, its pages mapped once (a fresh
 # np.zeros per call would time the page faults of the batch's CSR positions too).
 OUT_STATES = np.ones(X.nnz, np.int32)
@@ -98,7 +110,22 @@ def run(kn, which, rows):
     if which == 'free_energy':
         out = np.empty(B, np.float32)
         kn.free_energy(ip, ind, states, values, rows, W, bv, bh, out); return out
-    if which == 'update':
+    if which in ('update', 'update-stream'):
+        key = rows.ctypes.data
+        if key not in GROUPS:  # the grouping is the current kernels' (not timed)
+            group = cur.group_by_item(ip, ind, rows, n_items)
+            # one slot per item, batch row 0's first entry: the stream with almost no gradient, the
+            # items spread over the parallel tasks as evenly as in a batch that rates each item once
+            one = np.zeros(n_items, np.int32)
+            GROUPS[key] = {'update': group, 'update-stream': (np.arange(n_items + 1), one, one, group[3])}
+        start, slot_b, slot_p, delta = GROUPS[key][which]
+        if id(kn) not in PARAMS:
+            PARAMS[id(kn)] = W.copy(), bv.copy(), np.zeros_like(W), np.zeros_like(bv)
+        Wc, bvc, vW, vbv = PARAMS[id(kn)]
+        kn.update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph, ph_neg, Wc, bvc, vW, vbv,
+                          0.1, 0.8, 0.003, 1.0 / B)
+        return Wc, bvc
+    if which == 'apply_update':
         Wc = W.copy(); g = W.copy(); v = np.zeros_like(W)
         kn.apply_update(Wc.reshape(-1), g.reshape(-1), v.reshape(-1), 0.1, 0.8, 0.003, 0.001); return Wc
 
