@@ -11,13 +11,17 @@ five short probes, each on every Numba thread at once (two here):
                   core's clock)
   vector          the visible kernel's logits (simd.tile_logits, K = 5, F = 100) on one 16-lane
                   tile per thread in L1, as bench/kernel_micro.py tile (vector throughput)
+  vector, one thread   the same on one thread while the others idle
   chase 512 KiB   a random pointer chase per thread through 512 KiB (mostly L2 hits)
   chase 8 MiB     the same through 8 MiB (L3 and the TLB)
   DRAM            a sum over 256 MiB (memory bandwidth)
 The cycles are cut into windows of --window cycles, and each one's median taken.  The table gives,
 for each, its median over the third of the windows where the numba epoch ran fastest, over the
 third where it ran slowest, and the ratio (> 1: slower when numba is slow).  A cycle sees the same
-machine within a second or so, so the ratios are comparable with each other.
+machine within a second or so, so the ratios are comparable with each other.  The last row,
+"vector: all threads / one", is each window's ratio of the two vector probes: near 1 when every
+thread has a core's vector units to itself, near the number of threads when they share one core's
+(the vCPUs of a virtual machine can be hardware threads of one core, whatever lscpu reports).
 """
 
 from __future__ import annotations
@@ -125,6 +129,7 @@ def main():
     work.update({
         "scalar": lambda: scalar_chain(seeds, 2_000_000, out_u),
         "vector": lambda: vector_l1(Wi, hw, z, 10_000),
+        "vector, one thread": lambda: vector_l1(Wi, hw[:1], z, 10_000),
         "chase 512 KiB": lambda: chase(l2, 200_000, out_i),
         "chase 8 MiB": lambda: chase(l3, 20_000, out_i),
         "DRAM": lambda: stream_sum(big),
@@ -156,6 +161,9 @@ def main():
     for name, m in med.items():
         f, s = np.median(m[fast]), np.median(m[slow])
         print(f"| {name} | {f * 1e3:.2f} | {s * 1e3:.2f} | {s / f:.2f}x |")
+    shared = med["vector"] / med["vector, one thread"]
+    f, s = np.median(shared[fast]), np.median(shared[slow])
+    print(f"| vector: all threads / one | {f:.2f}x | {s:.2f}x | |")
 
 
 if __name__ == "__main__":
