@@ -114,10 +114,14 @@ def run(kn, which, rows):
         key = rows.ctypes.data
         if key not in GROUPS:  # the grouping is the current kernels' (not timed)
             group = cur.group_by_item(ip, ind, rows, n_items)
-            # one slot per item, batch row 0's first entry: the stream with almost no gradient, the
-            # items spread over the parallel tasks as evenly as in a batch that rates each item once
-            one = np.zeros(n_items, np.int32)
-            GROUPS[key] = {'update': group, 'update-stream': (np.arange(n_items + 1), one, one, group[3])}
+            delta = group[3]
+            # one slot per item, all the first entry of the batch's first row with ratings: the stream
+            # with almost no gradient, the items spread over the parallel tasks as evenly as in a
+            # batch that rates each item once
+            b0 = int(np.flatnonzero(ip[rows + 1] > ip[rows])[0])
+            one_b = np.full(n_items, b0, np.int32)
+            one_p = np.full(n_items, ip[rows[b0]] - delta[b0], np.int32)
+            GROUPS[key] = {'update': group, 'update-stream': (np.arange(n_items + 1), one_b, one_p, delta)}
         start, slot_b, slot_p, delta = GROUPS[key][which]
         if id(kn) not in PARAMS:
             PARAMS[id(kn)] = W.copy(), bv.copy(), np.zeros_like(W), np.zeros_like(bv)
