@@ -3,6 +3,7 @@
     PYTHONPATH=. python bench/throughput.py                 # everything installed, a few minutes
     PYTHONPATH=. python bench/throughput.py --quick         # smoke run: ml-100k + ml-1m, CD-1, 2 epochs
     PYTHONPATH=. python bench/throughput.py --datasets ml-1m --impls numba,numpy-dense --cd 1 --json out.json
+    PYTHONPATH=. python bench/throughput.py --datasets ml-1m --cd 1 --threads 1   # every case on one thread
 
 Every case (implementation x data set x CD steps) runs in its own subprocess, so its peak resident
 memory is its own and a peer that runs out of memory cannot take the benchmark down.  Each case
@@ -143,7 +144,7 @@ def case_torch(X, cd, batch):
     sys.path.insert(0, HERE)
     from peers import torch_rbm
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1)
     V = torch_rbm.like_tensor(X)
     rbm = torch_rbm.SeedRBM(V.shape[1], N_HIDDEN)
 
@@ -204,6 +205,10 @@ def child(spec):
             print("TIMES " + json.dumps({"untimed": untimed, "epochs": out}), flush=True)
         elif command[0] == "DONE":
             result = {"nnz": int(X.nnz), **finish()}
+            if impl in ("numba", "cuda"):
+                import numba
+
+                result["numba_threads"] = numba.get_num_threads()
             result["peak_rss_mb"] = peak_rss_mb()
             print("RESULT " + json.dumps(result), flush=True)
             return
@@ -252,7 +257,7 @@ def plan(a):
                 elif cd >= 5 and impl in ("torch", "torch-seed") and n_items * n_users > 5e7 and not a.full:
                     skip = "CD-5+ dense over the ML-1M shape takes minutes here: run with --full"
                 cases.append({"impl": impl, "dataset": ds, "cd": cd, "batch_size": batch, "warmup": warmup,
-                              "epochs": epochs, "skip": skip})
+                              "epochs": epochs, "skip": skip, "threads": a.threads})
     # numba CD-10 only as the partner of torch-seed
     for c in [c for c in cases if c["impl"] == "torch-seed" and not c["skip"]]:
         if "numba" in a.impls and not any(x["impl"] == "numba" and x["dataset"] == c["dataset"] and x["cd"] == 10
@@ -267,13 +272,28 @@ class CaseFailed(Exception):
     """A case's process failed, timed out or was killed; the message says which (the case's skip reason)."""
 
 
+# The variables through which each implementation's thread pool takes its size: Numba's, OpenMP's
+# (libgomp under Numba, and PyTorch), and the BLAS libraries' behind NumPy and scikit-learn.
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def child_env(case, environ):
+    """The environment of a case's process: ours, with the repository first on PYTHONPATH and, when
+    case["threads"] is set, every implementation's thread count set to it (read when the libraries
+    load, so it has to be set before the process starts)."""
+    env = dict(environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if case.get("threads"):
+        env.update({name: str(case["threads"]) for name in THREAD_VARIABLES})
+    return env
+
+
 class Child:
     """One case's process, driven a line at a time (child() is the other end); its stderr goes to a
     temporary file, whose last line is the reason given when it fails."""
 
     def __init__(self, case, timeout):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = child_env(case, os.environ)
         self.timeout = timeout
         self.err = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", json.dumps(case)],
@@ -393,6 +413,9 @@ def main(argv=None):
                          "OpenBLAS's idle threads spin for about 0.1 s after a call)")
     ap.add_argument("--timeout", type=float, default=900,
                     help="seconds a case may take to get ready, or for one turn, before it is skipped")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every implementation (Numba, OpenMP, BLAS), default: the libraries' own "
+                         "(all the CPUs)")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
     ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs (unless given)")
     ap.add_argument("--json", metavar="PATH", help="write one row per case here")
@@ -414,6 +437,8 @@ def main(argv=None):
         ap.error(f"unknown implementation {bad[0]!r}; choose from {', '.join(ALL_IMPLS)}")
     if a.turn_pause < 0:
         ap.error(f"--turn-pause must be >= 0 seconds, got {a.turn_pause}")
+    if a.threads is not None and not 1 <= a.threads <= (os.cpu_count() or 1):
+        ap.error(f"--threads must be between 1 and this machine's {os.cpu_count()} CPUs, got {a.threads}")
 
     load0 = os.getloadavg()
     machine = f"{os.cpu_count()} CPUs"
@@ -423,6 +448,7 @@ def main(argv=None):
         machine += f", {psutil.virtual_memory().total / 2**30:.0f} GiB"
     except ImportError:
         pass
+    machine += f", {a.threads} thread{'s' if a.threads > 1 else ''} per case" if a.threads else ""
     print(f"# rbm_cuda throughput: F = {N_HIDDEN}, K = {N_LEVELS}, batch {a.batch_size}; {machine}; "
           f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
     rows = []
@@ -445,8 +471,9 @@ def main(argv=None):
                 row.update(seconds_per_epoch=sec, ratings_per_second=res["nnz"] / sec,
                            peak_rss_mb=res["peak_rss_mb"], epoch_seconds=epochs, round_seconds=res["round_seconds"],
                            round_untimed_seconds=res["round_untimed_seconds"], nnz=res["nnz"])
-                if "monitor_seconds" in res:
-                    row["monitor_seconds"] = res["monitor_seconds"]
+                for key in ("monitor_seconds", "numba_threads"):
+                    if key in res:
+                        row[key] = res[key]
                 if case["impl"] == "numba" and case["cd"] == 1:
                     flop = 2.0 * res["nnz"] * N_HIDDEN * (1 + 3 * N_LEVELS)
                     row["peak_fraction"] = flop / sec / PEAK_FLOPS
@@ -481,7 +508,8 @@ def main(argv=None):
     print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if a.json:
         for r in rows:  # a list with one row per case; the run's conditions repeated in each
-            r.update(n_hidden=N_HIDDEN, levels=N_LEVELS, cpus=os.cpu_count(), load_average=[load0[0], load1[0]])
+            r.update(n_hidden=N_HIDDEN, levels=N_LEVELS, cpus=os.cpu_count(), threads=a.threads,
+                     load_average=[load0[0], load1[0]])
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
         print(f"wrote {a.json}")

@@ -50,3 +50,33 @@ def test_a_negative_turn_pause_is_refused_with_the_value(capsys):
     with pytest.raises(SystemExit):
         throughput.main(["--turn-pause", "-0.5", "--datasets", "ml-100k"])
     assert "--turn-pause must be >= 0 seconds, got -0.5" in capsys.readouterr().err
+
+
+def test_threads_set_every_library_s_pool_in_the_case_s_process_and_nothing_else_when_unset():
+    env = throughput.child_env({"threads": 1}, {"PATH": "/bin", "OMP_NUM_THREADS": "8"})
+    assert all(env[name] == "1" for name in throughput.THREAD_VARIABLES)
+    assert env["PATH"] == "/bin" and env["PYTHONPATH"].split(os.pathsep)[0] == throughput.ROOT
+    env = throughput.child_env({"threads": None}, {"OMP_NUM_THREADS": "8"})
+    assert env["OMP_NUM_THREADS"] == "8" and "NUMBA_NUM_THREADS" not in env
+
+
+def test_a_numba_case_runs_on_the_threads_asked_for():
+    if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
+        pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
+    case = {"impl": "numba", "dataset": "ml-100k", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 1,
+            "skip": "", "threads": 1}
+
+    class Args:
+        timeout = 300
+        min_seconds = 0.0
+        turn_pause = 0.0
+
+    (result,) = throughput.run_group([case], Args)
+    assert result["numba_threads"] == 1
+
+
+@pytest.mark.parametrize("value", ["0", str((os.cpu_count() or 1) + 1)])
+def test_a_thread_count_outside_the_machine_is_refused_with_the_value(capsys, value):
+    with pytest.raises(SystemExit):
+        throughput.main(["--threads", value, "--datasets", "ml-100k"])
+    assert f"--threads must be between 1 and this machine's {os.cpu_count()} CPUs, got {value}" in capsys.readouterr().err
