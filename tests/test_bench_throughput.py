@@ -75,8 +75,8 @@ def test_a_numba_case_runs_on_the_threads_asked_for():
     assert result["numba_threads"] == 1
 
 
-@pytest.mark.parametrize("value", ["0", str((os.cpu_count() or 1) + 1)])
-def test_a_thread_count_outside_the_machine_is_refused_with_the_value(capsys, value):
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_a_thread_count_below_one_is_refused_with_the_value(capsys, value):
     with pytest.raises(SystemExit):
         throughput.main(["--threads", value, "--datasets", "ml-100k"])
-    assert f"--threads must be between 1 and this machine's {os.cpu_count()} CPUs, got {value}" in capsys.readouterr().err
+    assert f"--threads must be at least 1, got {value}" in capsys.readouterr().err
