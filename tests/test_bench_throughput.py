@@ -9,6 +9,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import throughput  # noqa: E402
 
 
+class QuickTurns:
+    """The arguments run_group reads: no minimum time per turn, no pause between turns."""
+
+    timeout = 300
+    min_seconds = 0.0
+    turn_pause = 0.0
+
+
+def _needs_ml100k():
+    if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
+        pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
+
+
 def test_ratio_is_the_median_of_the_rounds_ratios_of_medians():
     numba = [[0.10, 0.30, 0.11], [0.20, 0.21, 0.19], [0.10]]
     peer = [[0.50], [0.60, 0.62], [0.35, 0.45]]
@@ -27,18 +40,12 @@ def test_rounds_missing_on_either_side_are_left_out():
 def test_a_case_that_fails_is_skipped_with_its_reason_and_the_others_are_timed():
     """A case whose process dies is reported with the last line of its stderr; the case beside it
     still gets its rounds, one turn each, each turn after an epoch outside the timing."""
-    if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
-        pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
+    _needs_ml100k()
     base = {"impl": "numpy-dense", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 3, "skip": ""}
     group = [{**base, "dataset": "no-such-set"}, {**base, "dataset": "ml-100k"},
              {**base, "impl": "cuda", "dataset": "ml-100k", "skip": "no GPU: test"}]
 
-    class Args:
-        timeout = 300
-        min_seconds = 0.0
-        turn_pause = 0.0
-
-    failed, timed, skipped = throughput.run_group(group, Args)
+    failed, timed, skipped = throughput.run_group(group, QuickTurns)
     assert failed["skip"].startswith("failed: ") and "no-such-set" in failed["skip"]
     assert skipped == {"skip": "no GPU: test"}
     assert [len(turn) for turn in timed["round_seconds"]] == [1, 1, 1]
@@ -61,17 +68,11 @@ def test_threads_set_every_library_s_pool_in_the_case_s_process_and_nothing_else
 
 
 def test_a_numba_case_runs_on_the_threads_asked_for():
-    if not os.path.exists(os.path.join(os.environ.get("RBM_CUDA_DATA", ""), "ml-100k", "u.data")):
-        pytest.skip("needs $RBM_CUDA_DATA/ml-100k/u.data")
+    _needs_ml100k()
     case = {"impl": "numba", "dataset": "ml-100k", "cd": 1, "batch_size": 1000, "warmup": 0, "epochs": 1,
             "skip": "", "threads": 1}
 
-    class Args:
-        timeout = 300
-        min_seconds = 0.0
-        turn_pause = 0.0
-
-    (result,) = throughput.run_group([case], Args)
+    (result,) = throughput.run_group([case], QuickTurns)
     assert result["numba_threads"] == 1
 
 
