@@ -1,5 +1,6 @@
 """Micro-benchmark of one kernel on 1000-user batches of a data set: the current kernels
-(rbm_cuda/cpu/kernels.py) and other copies of the module, calls alternating (each copy first in turn), min and median of N.
+(rbm_cuda/cpu/kernels.py) and other copies of the module, calls alternating (each copy first in
+turn), min and median of N.
 Checks first that every copy gives the same result (max abs diff / mismatching states).
 
     PYTHONPATH=. python bench/kernel_micro.py visible /tmp/exp/old_kernels.py   # or hidden, scatter, update,
@@ -161,7 +162,7 @@ ts = {n: [] for n in mods}
 N = int(os.environ.get('N', 20))
 # Each round's first call meets the batch's rows cold and the calls after it find them in cache (an
 # unchanged copy of the kernels timed after the current ones came out 1.10x faster): the order rotates,
-# so that every copy goes first equally often (N a multiple of the number of copies).
+# so that every copy goes first equally often when N is a multiple of the number of copies.
 names = list(mods)
 for it in range(N):
     rows = batches[it % 4]
