@@ -30,11 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "$RBM_CUDA_DATA) or a path to a folder or CSV file")
     ap.add_argument("--protocol", default="folds", choices=PROTOCOLS,
                     help="folds: ml-100k u1..u5; ua / ub: ml-100k 10 test ratings per user; stratified: per-user "
-                         "75/25; random: 90/10 over all ratings, one split per seed")
+                         "75/25; random: 90/10 over all ratings, one split per seed; new-users: 10 %% of the users held "
+                         "out, 75 %% of their ratings folded in, the rest scored")
     ap.add_argument("--seeds", default=None,
                     help="comma-separated split seeds (default: 0 for stratified, 0,1,2,3,4 for random)")
     ap.add_argument("--test-fraction", type=float, default=None,
-                    help="test share for stratified (default 0.25) and random (default 0.1)")
+                    help="test share for stratified (default 0.25) and random (default 0.1); for new-users, the share "
+                         "of users held out (default 0.1)")
     ap.add_argument("--models", default=",".join(MODEL_NAMES),
                     help=f"comma-separated models among {', '.join(MODEL_NAMES)}")
     ap.add_argument("--k", type=int, default=DEFAULT_K, help="cut-off of the ranking metrics")

@@ -13,9 +13,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from .backend import get_backend
-from .cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE
 from .datasets.core import lookup_ids
+from .exceptions import NotFittedError
 from .params import PARAM_NAMES, validate_params
+from .training import cd_epoch, epoch_order
 
 # Per-epoch monitoring on the training set (train RMSE; free energy when there is no validation
 # set) uses a fixed seeded sample of whole users holding at most this many ratings.
@@ -77,7 +78,7 @@ class RBM:
 
     FORMAT_VERSION = 1
 
-    def __init__(self, n_hidden=100, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.1,
+    def __init__(self, n_hidden=100, *, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.1,
                  momentum=0.8, initial_momentum=0.5, momentum_warmup=5, weight_decay=0.003, batch_size=100,
                  epochs=40, seed=0, device="auto"):
         kw = dict(locals())
@@ -92,12 +93,20 @@ class RBM:
         return {name: getattr(self, name) for name in PARAM_NAMES}
 
     def set_params(self, **kw):
+        """Set parameters (checked now, read again by the next fit).  A fitted model keeps the
+        parameters it was fitted with (params_) until it is fitted again."""
         merged = self.get_params()
         merged.update(kw)
-        self._params = validate_params(**merged)
+        validate_params(**merged)
         for name, value in kw.items():
             setattr(self, name, value)
         return self
+
+    @property
+    def params_(self):
+        """The parameters the fitted model was trained with (an RBMParams)."""
+        self._check_fitted()
+        return self._params
 
     def __repr__(self):
         changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != _DEFAULTS[k]]
@@ -205,7 +214,7 @@ class RBM:
         return self._device()["be"].name
 
     # -- training --------------------------------------------------------------------------------
-    def fit(self, X, valid=None, callback=None):
+    def fit(self, X, *, valid=None, callback=None):
         """Train from scratch for `epochs` epochs.
 
         X : RatingData or scipy sparse (n_users, n_items) of raw ratings; valid : the same kind, same
@@ -218,26 +227,49 @@ class RBM:
             self._epoch(monitor, callback)
         return self
 
-    def partial_fit(self, X=None, valid=None, callback=None):
+    def partial_fit(self, X=None, *, valid=None, callback=None):
         """One more epoch.  The first call initialises from X; later calls train on the same item
         space (X, when given, replaces the training rows: the users may change, the items may not)."""
         if not hasattr(self, "W_"):
             if X is None:
                 raise ValueError("partial_fit needs ratings X on its first call")
             self._start(X)
-        elif X is not None:
-            csr, _, data = _as_rating_csr(X, self.levels_)
-            if csr.shape[1] != self.n_items_:
-                raise ValueError(f"X has {csr.shape[1]} items, the model was built for {self.n_items_}")
-            if self._dev is not None:
-                self._sync_host()
-            self._set_train(csr)
-            self.n_users_ = csr.shape[0]
-            self.user_ids_ = np.asarray(data.user_ids) if data is not None else np.arange(csr.shape[0])
+        else:
+            self._adopt_params()
+            if X is not None:
+                self.set_rows(X)  # checks all of X before the model changes
         self._epoch(self._monitor(valid), callback)
         return self
 
+    def set_rows(self, X):
+        """Replace the rows the fitted model reads (its training rows: what transform, predict and
+        recommend condition on) without training, e.g. to add ratings that arrived after fit.  X
+        covers the same items; the users may change."""
+        self._check_fitted()
+        csr, _, data = _as_rating_csr(X, self.levels_)
+        if csr.shape[1] != self.n_items_:
+            raise ValueError(f"X has {csr.shape[1]} items, the model was built for {self.n_items_}")
+        self._encode(csr)
+        if self._dev is not None:
+            self._sync_host()
+        self._set_train(csr)
+        self.n_users_ = csr.shape[0]
+        self.user_ids_ = np.asarray(data.user_ids) if data is not None else np.arange(csr.shape[0])
+        return self
+
+    def _adopt_params(self):
+        """Read the attributes for more training of a fitted model: the step sizes, schedule and
+        epochs may change, the shape of the model may not."""
+        new = validate_params(**self.get_params())
+        for name in ("n_hidden", "visible", "like_threshold", "seed", "device"):
+            if getattr(new, name) != getattr(self._params, name):
+                raise ValueError(f"{name} was changed to {getattr(new, name)!r} after fit (the model has "
+                                 f"{getattr(self._params, name)!r}); call fit() to train a new model")
+        self._params = new
+
     def _start(self, X):
+        # The attributes are the parameters (scikit-learn's convention): read and check them here.
+        self._params = validate_params(**self.get_params())
         csr, levels, data = _as_rating_csr(X)
         if csr.nnz == 0:
             raise ValueError("cannot fit on an empty rating matrix")
@@ -246,57 +278,15 @@ class RBM:
     def _epoch(self, monitor, callback):
         p = self._params
         d = self._device()
-        be, xp = d["be"], d["be"].xp
+        be = d["be"]
         epoch = self.epochs_done_
         t0 = time.perf_counter()
-        order = np.random.Generator(np.random.Philox(key=p.seed, counter=[0, 0, 0, epoch])).permutation(
-            np.flatnonzero(np.diff(self.train_.indptr)))
-        steps = p.cd_at(epoch)
-        momentum = p.momentum_at(epoch)
-        n_items, K, F = self.W_.shape
-        if p.visible != "bernoulli":
-            neg_states = d.setdefault("neg_states", xp.zeros(self.train_.nnz, dtype=np.int32))
-        for start in range(0, len(order), p.batch_size):
-            rows = be.asarray(order[start:start + p.batch_size], np.int64)
-            self.step_ += 1
-            B = rows.shape[0]
-            scale = 1.0 / B
-            ph0 = xp.empty((B, F), dtype=np.float32)
-            h = xp.empty((B, F), dtype=np.float32)
-            phT = xp.empty((B, F), dtype=np.float32)
-            be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
-                             p.seed, self.step_, 0, ph0, h, True)
-            gW, gbv, gbh = d["grad"]
-            if p.visible == "bernoulli":
-                W0 = d["W"][:, 0, :]
-                pv = xp.empty((B, n_items), dtype=np.float32)
-                v = xp.empty((B, n_items), dtype=np.float32)
-                for t in range(1, steps + 1):
-                    be.sigmoid_bernoulli(h @ W0.T + d["bv"][:, 0], rows, p.seed, self.step_, t, PHASE_VISIBLE, pv, v)
-                    be.sigmoid_bernoulli(v @ W0 + d["bh"], rows, p.seed, self.step_, t, PHASE_HIDDEN, phT, h)
-                be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
-                                     np.float32(1.0), gW, gbv)
-                gW[:, 0, :] -= v.T @ phT
-                gbv[:, 0] -= v.sum(axis=0)
-            else:
-                group = be.group_by_item(d["indptr"], d["indices"], rows, n_items)
-                for t in range(1, steps + 1):
-                    be.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"],
-                                              p.seed, self.step_, t, neg_states)
-                    be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
-                                     p.seed, self.step_, t, phT, h, t < steps)
-                be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
-                                  d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale)
-            gbh += ph0.sum(axis=0) - phT.sum(axis=0)
-            updates = [(d["bh"], gbh, d["vel"][2], 0.0)]
-            if p.visible == "bernoulli":
-                updates[:0] = [(d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)]
-            for param, grad, vel, decay in updates:
-                be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
-                                momentum, decay, scale)
+        if p.visible != "bernoulli" and "neg_states" not in d:
+            d["neg_states"] = be.xp.zeros(self.train_.nnz, dtype=np.int32)
+        self.step_ = cd_epoch(be, d, p, epoch_order(p.seed, epoch, self.train_.indptr), epoch, self.step_)
         self._sync_host()
         self.epochs_done_ += 1
-        record = {"epoch": self.epochs_done_, "cd_steps": steps, "seconds": time.perf_counter() - t0}
+        record = {"epoch": self.epochs_done_, "cd_steps": p.cd_at(epoch), "seconds": time.perf_counter() - t0}
         record.update(self._evaluate_monitor(monitor))
         self.history_.append(record)
         if callback is not None:
@@ -365,7 +355,7 @@ class RBM:
     # -- inference --------------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "W_"):
-            raise RuntimeError("this RBM is not fitted yet: call fit() or RBM.load() first")
+            raise NotFittedError("this RBM is not fitted yet: call fit() or RBM.load() first")
 
     def _rows_input(self, X):
         """(backend, indptr, indices, states, values) for rows of X, or the training rows."""
@@ -444,7 +434,37 @@ class RBM:
             raise ValueError(f"users and items must have the same length, got {users.shape} and {items.shape}")
         return self._predict_idx(self.user_index(users), self.item_index(items))
 
-    def score_users(self, users, X=None):
+    def predict_proba(self, users, items):
+        """Probability of each rating level (each visible state: the levels for softmax units,
+        [dislike, like] for visible="like") of each (user, item) pair, from the user's training
+        ratings.  users, items: raw ids, same length.  Returns float64[n_pairs, K], rows sum to 1."""
+        self._check_fitted()
+        if self._params.visible == "bernoulli":
+            raise ValueError("predict_proba needs softmax or like visible units; bernoulli units have one state")
+        users, items = np.atleast_1d(users), np.atleast_1d(items)
+        if users.shape != items.shape:
+            raise ValueError(f"users and items must have the same length, got {users.shape} and {items.shape}")
+        u = np.atleast_1d(self.user_index(users)).astype(np.int64)
+        i = np.atleast_1d(self.item_index(items)).astype(np.int64)
+        K = self.W_.shape[1]
+        if len(u) == 0:
+            return np.zeros((0, K))
+        uniq, pair_rows = np.unique(u, return_inverse=True)
+        d = self._device()
+        be = d["be"]
+        ph = self._hidden(uniq)
+        rows, cols = be.asarray(pair_rows, np.int64), be.asarray(i, np.int32)
+        out = np.empty((len(u), K))
+        buf = be.xp.empty(len(u), dtype=np.float32)
+        for k in range(K):
+            # the expectation of the indicator of state k is its probability
+            onehot = np.zeros(K, dtype=np.float32)
+            onehot[k] = 1.0
+            be.predict_pairs(ph, rows, cols, d["W"], d["bv"], be.asarray(onehot, np.float32), buf)
+            out[:, k] = be.to_numpy(buf)
+        return out
+
+    def score_users(self, users, *, X=None):
         """Scores of every item for the given user indices, float32[len(users), n_items]: the
         expected rating (P(like) for visible="like"; levels_.max() * p(v=1) for bernoulli).
         X: score rows of X (a sparse matrix over the model's items, e.g. a new user's ratings: fold-in)
@@ -465,7 +485,7 @@ class RBM:
             out[s:s + block] = be.to_numpy(scores)
         return out
 
-    def recommend(self, user, n=10, exclude_seen=True, items=None):
+    def recommend(self, user, *, n=10, exclude_seen=True, items=None):
         """Top-n items for one user (raw id): (item ids, scores), best first.
 
         exclude_seen drops items the user rated in training; items restricts the candidates to
@@ -477,7 +497,7 @@ class RBM:
         top = self._top_n(scores, n, items, seen)
         return self.item_ids_[top], scores[top]
 
-    def recommend_for(self, history, n=10, items=None, exclude_seen=True):
+    def recommend_for(self, history, *, n=10, items=None, exclude_seen=True):
         """Top-n items for someone who is not in the training data, by mean-field fold-in: p(h | their
         ratings) from the trained weights, without retraining.
 
@@ -490,7 +510,7 @@ class RBM:
         top = self._top_n(scores, n, items, row.indices if exclude_seen else ())
         return self.item_ids_[top], scores[top]
 
-    def similar_items(self, item, n=10):
+    def similar_items(self, item, *, n=10):
         """The n items most similar to `item` (raw id): cosine similarity of the flattened weight
         vectors W[i] (K * F values), the item itself excluded.  Returns (item ids, cosines), most
         similar first."""

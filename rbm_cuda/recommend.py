@@ -260,7 +260,7 @@ def cmd_find(args, model, look, out):
 def cmd_similar(args, model, look, out):
     n = args.n or 10
     i = look.index_of(args.similar)
-    ids, sims = model.similar_items(model.item_ids_[i], n)
+    ids, sims = model.similar_items(model.item_ids_[i], n=n)
     idx = np.atleast_1d(model.item_index(ids)) if len(ids) else np.zeros(0, np.int64)
     label = f"{look.ids[i]}: {_cut(look.label(i))}" if look.has_titles else f"item {look.ids[i]}"
     print(f"Items most similar to {label} "

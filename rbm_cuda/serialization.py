@@ -1,14 +1,24 @@
 """Model files: one .npz (loaded with allow_pickle=False) holding a JSON header and plain arrays.
 
-Header keys: format ("rbm_cuda.RBM"), format_version, rbm_cuda version, params, levels, dataset,
-n_users, n_items, epochs_done, step, history.  Arrays: W, bv, bh, their velocities (so training can
-resume exactly), user_ids, item_ids, the training ratings in CSR, and item titles/authors if known.
+Two formats share this layout:
+- "rbm_cuda.RBM": one RBM.  Header keys: format, format_version, rbm_cuda_version, params, levels,
+  dataset, n_users, n_items, epochs_done, step, history.  Arrays: W, bv, bh, their velocities (so
+  training can resume exactly), user_ids, item_ids, the training ratings in CSR (train_indptr,
+  train_indices, train_data), and item titles/authors/genres if known.
+- "rbm_cuda.RBMRecommender": the recommender (rbm_cuda.recommender).  Header keys: format,
+  format_version, rbm_cuda_version, params, levels, dataset, n_users, n_items, weights,
+  validation, parts ({name: the part's params, levels, epochs_done, step, history}).  Arrays: the
+  shared ids, training ratings and item metadata, and "<part>.W", "<part>.bv", "<part>.bh".
+
+Every array is checked against the header before a model is built from it (shapes, dtypes, finite
+values, CSR structure, ids), so a damaged or hostile file fails here, never inside a kernel.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zipfile
 import zlib
 
@@ -18,8 +28,9 @@ import scipy.sparse as sp
 from .params import validate_params
 
 FORMAT = "rbm_cuda.RBM"
+RECOMMENDER_FORMAT = "rbm_cuda.RBMRecommender"
 FORMAT_VERSION = 1
-
+ITEM_COLUMNS = ("title", "authors", "genres")
 
 # What a damaged file can raise anywhere between opening it and building the model from it.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, TypeError,
@@ -30,92 +41,214 @@ class ModelFileError(ValueError):
     """A model file that cannot be read: missing, truncated, corrupt, or from a newer version."""
 
 
-def save_model(model, path) -> str:
+# -- writing ------------------------------------------------------------------------------------------
+def rbm_state(model, velocities=True, prefix=""):
+    """(header fields, arrays) of one fitted RBM: its parameters and training state."""
+    head = {"params": model.params_.to_dict(), "levels": model.levels_.tolist(),
+            "epochs_done": int(model.epochs_done_), "step": int(model.step_), "history": model.history_}
+    arrays = {f"{prefix}W": model.W_, f"{prefix}bv": model.bv_, f"{prefix}bh": model.bh_}
+    if velocities:
+        for name, v in zip(("W", "bv", "bh"), model._velocity):
+            arrays[f"{prefix}velocity_{name}"] = v
+    return head, arrays
+
+
+def data_arrays(train, user_ids, item_ids, items):
+    """The arrays a model file keeps of its training data: ids, CSR ratings and item metadata."""
+    arrays = {
+        "user_ids": np.asarray(user_ids), "item_ids": np.asarray(item_ids),
+        "train_indptr": train.indptr.astype(np.int64),
+        "train_indices": train.indices.astype(np.int32),
+        "train_data": train.data.astype(np.float32),
+    }
+    if items is not None:
+        for col in ITEM_COLUMNS:
+            if col in items.columns:
+                arrays[f"item_{col}"] = items[col].fillna("").astype(str).to_numpy().astype(str)
+    return arrays
+
+
+def write_npz(path, header, arrays) -> str:
+    """Write header + arrays to `path` (".npz" appended when missing) through a temporary file in
+    the same folder, renamed into place: a crash mid-write never leaves a half-written model.
+    Returns the path written."""
+    from . import __version__
+
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    from . import __version__
-
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "rbm_cuda_version": __version__,
-        "params": model._params.to_dict(),
-        "levels": model.levels_.tolist(),
-        "dataset": model.dataset_name_,
-        "n_users": int(model.n_users_),
-        "n_items": int(model.n_items_),
-        "epochs_done": int(model.epochs_done_),
-        "step": int(model.step_),
-        "history": model.history_,
-    }
-    arrays = {
-        "header": np.array(json.dumps(header)),
-        "W": model.W_, "bv": model.bv_, "bh": model.bh_,
-        "velocity_W": model._velocity[0], "velocity_bv": model._velocity[1], "velocity_bh": model._velocity[2],
-        "user_ids": model.user_ids_, "item_ids": model.item_ids_,
-        "train_indptr": model.train_.indptr.astype(np.int64),
-        "train_indices": model.train_.indices.astype(np.int32),
-        "train_data": model.train_.data.astype(np.float32),
-    }
-    items = model.items_
-    if items is not None:
-        for col in ("title", "authors", "genres"):
-            if col in items.columns:
-                arrays[f"item_{col}"] = items[col].fillna("").astype(str).to_numpy().astype(str)
-    tmp = path + ".tmp.npz"
-    # Uncompressed: float weights compress by ~5 % and compression made a checkpoint 7x slower.
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # a crash mid-write never leaves a half-written model behind
+    if os.path.isdir(path):
+        raise ModelFileError(f"cannot write the model to {path}: it is a folder")
+    header = {**header, "rbm_cuda_version": __version__}
+    folder = os.path.dirname(os.path.abspath(path))
+    # mkstemp opens with O_EXCL under a random name: nothing planted at a predictable name is followed.
+    fd, tmp = tempfile.mkstemp(prefix=".rbm_cuda-", suffix=".tmp.npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # Uncompressed: float weights hardly compress, and compression slows every checkpoint.
+            np.savez(fh, header=np.array(json.dumps(header)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return path
 
 
-def read_header(path) -> tuple[dict, "np.lib.npyio.NpzFile"]:
+def save_model(model, path) -> str:
+    head, arrays = rbm_state(model)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **head, "dataset": model.dataset_name_,
+              "n_users": int(model.n_users_), "n_items": int(model.n_items_)}
+    arrays.update(data_arrays(model.train_, model.user_ids_, model.item_ids_, model.items_))
+    return write_npz(path, header, arrays)
+
+
+# -- reading ------------------------------------------------------------------------------------------
+def read_header(path, formats=(FORMAT,)) -> tuple[dict, "np.lib.npyio.NpzFile"]:
+    """(header, open npz) of a model file whose format is one of `formats`."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path} is not an rbm_cuda model file (not a .npz archive)")
     try:
         npz = np.load(path, allow_pickle=False)
         header = json.loads(str(npz["header"][()]))
     except _READ_ERRORS as err:
         raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): {err}") from None
-    if header.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not an rbm_cuda model file (format {header.get('format')!r})")
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: the header is a JSON {type(header).__name__}, expected an object")
+    if header.get("format") not in formats:
+        raise ModelFileError(f"{path} is not an rbm_cuda model file of format {' or '.join(formats)} "
+                             f"(format {header.get('format')!r})")
     version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{path}: format_version {version!r} is not a version number (expected an int >= 1)")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has model format version {version}, newer than this rbm_cuda reads ({FORMAT_VERSION}); "
             "upgrade rbm_cuda to load it")
     return header, npz
 
 
-def load_model(cls, path, device=None):
+def file_format(path) -> str:
+    """The format named in a model file's header ("rbm_cuda.RBM" or "rbm_cuda.RBMRecommender")."""
+    header, npz = read_header(path, formats=(FORMAT, RECOMMENDER_FORMAT))
+    npz.close()
+    return header["format"]
+
+
+def _array(npz, name, where, dtype_kinds, shape=None, finite=True):
+    """npz[name], checked: dtype kind in dtype_kinds, shape (None entries match anything), finite."""
+    if name not in npz.files:
+        raise ModelFileError(f"{where}: array {name!r} is missing")
+    a = npz[name]
+    if a.dtype.kind not in dtype_kinds:
+        raise ModelFileError(f"{where}: array {name!r} has dtype {a.dtype}, expected kind {dtype_kinds!r}")
+    if shape is not None and (a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape))):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ModelFileError(f"{where}: array {name!r} has shape {a.shape}, the header implies {want}")
+    if finite and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise ModelFileError(f"{where}: array {name!r} holds NaN or infinite values")
+    return a
+
+
+def _int_field(header, key, where, low=0):
+    v = header.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ModelFileError(f"{where}: header field {key!r} is {v!r}, expected an int >= {low}")
+    return v
+
+
+def read_data(npz, header, where):
+    """(train csr, user_ids, item_ids, items DataFrame or None, n_users, n_items), all checked."""
     import pandas as pd
 
-    header, npz = read_header(path)
+    n_users = _int_field(header, "n_users", where)
+    n_items = _int_field(header, "n_items", where, low=1)
+    user_ids = _array(npz, "user_ids", where, "iuU", (n_users,))
+    item_ids = _array(npz, "item_ids", where, "iuU", (n_items,))
+    for what, ids in (("user_ids", user_ids), ("item_ids", item_ids)):
+        if len(np.unique(ids)) != len(ids):
+            raise ModelFileError(f"{where}: {what} holds repeated ids")
+    indptr = _array(npz, "train_indptr", where, "iu", (n_users + 1,)).astype(np.int64)
+    nnz = int(indptr[-1]) if len(indptr) else 0
+    indices = _array(npz, "train_indices", where, "iu", (None,)).astype(np.int64)
+    data = _array(npz, "train_data", where, "f", (len(indices),)).astype(np.float32)
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or nnz != len(indices):
+        raise ModelFileError(f"{where}: train_indptr must rise from 0 to the {len(indices)} stored ratings")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+        raise ModelFileError(f"{where}: train_indices must lie in [0, {n_items}) (the header's n_items)")
+    train = sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(n_users, n_items))
+    if not train.has_sorted_indices:
+        train.sort_indices()
+    if train.has_canonical_format is False:
+        raise ModelFileError(f"{where}: a user's training row names an item twice")
+    cols = {}
+    for c in ITEM_COLUMNS:
+        if f"item_{c}" in npz.files:
+            cols[c] = _array(npz, f"item_{c}", where, "U", (n_items,))
+    items = pd.DataFrame(cols) if cols else None
+    return train, user_ids, item_ids, items, n_users, n_items
+
+
+def _state_count(params, levels):
+    return {"softmax": len(levels), "like": 2, "bernoulli": 1}[params.visible]
+
+
+def build_rbm(cls, part, npz, where, train, user_ids, item_ids, items, dataset, device=None, prefix="",
+              velocities=True):
+    """An RBM from its header fields `part` and arrays `<prefix>W` ..., with every array checked."""
     try:
-        params = dict(header["params"])
+        params = dict(part["params"])
         if device is not None:
             params["device"] = device
-        model = cls(**params)
-        model._params = validate_params(**params)
-        model.levels_ = np.asarray(header["levels"], dtype=np.float64)
-        model.n_users_ = header["n_users"]
-        model.n_items_ = header["n_items"]
-        model.dataset_name_ = header["dataset"]
-        model.epochs_done_ = header["epochs_done"]
-        model.step_ = header["step"]
-        model.history_ = header["history"]
-        model.W_, model.bv_, model.bh_ = npz["W"], npz["bv"], npz["bh"]
-        model._velocity = [npz["velocity_W"], npz["velocity_bv"], npz["velocity_bh"]]
-        model.user_ids_, model.item_ids_ = npz["user_ids"], npz["item_ids"]
-        train = sp.csr_matrix((npz["train_data"], npz["train_indices"], npz["train_indptr"]),
-                              shape=(model.n_users_, model.n_items_))
-        cols = {c: npz[f"item_{c}"] for c in ("title", "authors", "genres") if f"item_{c}" in npz.files}
-        model.items_ = pd.DataFrame(cols) if cols else None
-    except _READ_ERRORS as err:
-        raise ModelFileError(f"{os.fspath(path)} is incomplete or corrupt: {err}") from None
-    if model.W_.shape != (model.n_items_, model.W_.shape[1], model._params.n_hidden):
-        raise ModelFileError(f"{os.fspath(path)}: weight shape {model.W_.shape} does not match its header")
+        p = validate_params(**params)
+        levels = np.asarray(part["levels"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{where}: unreadable parameters or levels: {err}") from None
+    if levels.ndim != 1 or len(levels) < 1 or not np.all(np.isfinite(levels)) or np.any(np.diff(levels) <= 0):
+        raise ModelFileError(f"{where}: levels {part.get('levels')!r} must be finite, distinct and ascending")
+    n_rows, n_cols = train.shape
+    K, F = _state_count(p, levels), p.n_hidden
+    model = cls(**params)
+    model._params = p
+    model.levels_ = levels
+    model.n_users_, model.n_items_ = n_rows, n_cols
+    model.dataset_name_ = str(dataset)
+    model.epochs_done_ = _int_field(part, "epochs_done", where)
+    model.step_ = _int_field(part, "step", where)
+    history = part.get("history", [])
+    model.history_ = history if isinstance(history, list) else []
+    model.W_ = _array(npz, f"{prefix}W", where, "f", (n_cols, K, F)).astype(np.float32)
+    model.bv_ = _array(npz, f"{prefix}bv", where, "f", (n_cols, K)).astype(np.float32)
+    model.bh_ = _array(npz, f"{prefix}bh", where, "f", (F,)).astype(np.float32)
+    if velocities:
+        model._velocity = [_array(npz, f"{prefix}velocity_{n}", where, "f", s).astype(np.float32)
+                           for n, s in (("W", (n_cols, K, F)), ("bv", (n_cols, K)), ("bh", (F,)))]
+    else:
+        model._velocity = [np.zeros_like(model.W_), np.zeros_like(model.bv_), np.zeros_like(model.bh_)]
+    model.user_ids_, model.item_ids_ = user_ids, item_ids
+    model.items_ = items
+    try:
+        model._encode(train)  # ratings on the model's levels
+    except ValueError as err:
+        raise ModelFileError(f"{where}: training ratings do not fit the model: {err}") from None
     model._set_train(train)
     return model
+
+
+def load_model(cls, path, device=None):
+    where = os.fspath(path)
+    header, npz = read_header(path)
+    with npz:
+        try:
+            train, user_ids, item_ids, items, _, _ = read_data(npz, header, where)
+            return build_rbm(cls, header, npz, where, train, user_ids, item_ids, items, header.get("dataset", ""),
+                             device=device)
+        except ModelFileError:
+            raise
+        except _READ_ERRORS as err:
+            raise ModelFileError(f"{where} is incomplete or corrupt: {err}") from None

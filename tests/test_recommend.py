@@ -152,7 +152,7 @@ class TestMovieLens:
         csv = tmp_path / "u.csv"
         rc, out, err = run_cli(capsys, "--model", ml.path, "--user", 1, "--n", 5, "--csv", csv)
         assert rc == 0, err
-        ids, scores = ml.model.recommend(1, 5)
+        ids, scores = ml.model.recommend(1, n=5)
         assert "User 1 rated 272 items; the 5 rated highest:" in out
         assert "Top 5 unseen items for user 1 (score = expected rating, 1 to 5)" in out
         for i, s in zip(ids, scores):
@@ -187,7 +187,7 @@ class TestMovieLens:
         row = m.train_[u]
         entries = [foldin.HistoryEntry(str(m.item_ids_[j]), str(v), "") for j, v in zip(row.indices, row.data)]
         res, ids, scores = foldin.fold_in(m, entries, n=10)
-        want = m.recommend(7, 10)
+        want = m.recommend(7, n=10)
         np.testing.assert_array_equal(ids, want[0])
         np.testing.assert_allclose(scores, want[1], rtol=1e-6)
 
@@ -207,7 +207,7 @@ class TestMovieLens:
         assert rc == 0 and "No item title contains 'zzzz'." in out
         rc, out, err = run_cli(capsys, "--model", ml.path, "--similar", "Star Wars (1977)", "--n", 3)
         assert rc == 0, err
-        ids, sims = ml.model.similar_items(50, 3)
+        ids, sims = ml.model.similar_items(50, n=3)
         assert out.startswith("Items most similar to 50: Star Wars (1977)")
         for i, s in zip(ids, sims):
             assert f"{s:.3f}" in out and f" {i}  " in out
@@ -224,7 +224,7 @@ class TestMovieLens:
         popular = ml.data.item_ids[counts >= 100]
         assert f"Top 5 of the {len(popular)} items with at least 100 ratings" in out
         rec = pd.read_csv(tmp_path / "m.csv").query("kind == 'recommended'")
-        assert rec.item_id.tolist() == ml.model.recommend(1, 5, items=popular)[0].tolist()
+        assert rec.item_id.tolist() == ml.model.recommend(1, n=5, items=popular)[0].tolist()
         assert (counts[ml.data.item_index(rec.item_id.to_numpy())] >= 100).all()
 
     def test_errors(self, ml, capsys, tmp_path):
@@ -316,7 +316,7 @@ class TestGoodbooks:
         user, _ = _to_read_user(gb)
         rc, out, err = run_cli(capsys, "--model", gb.path, "--user", user, "--n", 4, "--csv", tmp_path / "b.csv")
         assert rc == 0, err
-        ids, scores = gb.model.recommend(user, 4)
+        ids, scores = gb.model.recommend(user, n=4)
         table = pd.read_csv(tmp_path / "b.csv")
         assert list(table.columns) == ["kind", "rank", "item_id", "title", "authors", "rating", "score"]
         rec = table[table.kind == "recommended"]
@@ -333,7 +333,7 @@ class TestGoodbooks:
         assert f"items on user {user}'s to-read list" in out
         rec = pd.read_csv(tmp_path / "t.csv").query("kind == 'recommended'")
         assert len(rec) == 3 and set(rec.item_id) <= set(to_read.tolist())
-        want = gb.model.recommend(user, 3, items=to_read)[0]
+        want = gb.model.recommend(user, n=3, items=to_read)[0]
         assert rec.item_id.tolist() == want.tolist()
         rc, out2, err = run_cli(capsys, "--model", gb.path, "--user", user, "--n", 3, "--candidates", "to-read",
                                 "--data", GB)

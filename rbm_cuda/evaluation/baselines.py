@@ -5,7 +5,10 @@ Every model of the harness (these and rbm_cuda.evaluation.models) has the same s
   predict(users, items) -> float64[n] predicted ratings (None if the model does not predict ratings)
   scores(users)         -> float[U, n_items] ranking scores, higher = better (None: no ranking)
   p_like(users, items)  -> float64[n] in [0, 1], P(rating >= like threshold) (None: no such output)
-users and items are index arrays: the harness never hands a model test ratings.
+users and items are index arrays: the harness never hands a model test ratings.  For people who
+were not in the training data (protocol new-users), the same outputs from their history, a csr
+matrix over all users whose rows `users` hold the ratings to fold in (None: the model cannot):
+  predict_new(history, users, items), scores_new(history, users), p_like_new(history, users, items)
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ class Model:
 
     like_threshold = LIKE_THRESHOLD
 
+    def predict_new(self, history, users, items):
+        return None
+
+    def scores_new(self, history, users):
+        return None
+
+    def p_like_new(self, history, users, items):
+        pred = self.predict_new(history, users, items)
+        return None if pred is None else like_from_rating(pred, self.like_threshold)
+
     def _remember(self, train):
         self.levels_ = np.asarray(train.levels, np.float64)
         self.n_users_, self.n_items_ = train.ratings.shape
@@ -66,6 +79,9 @@ class GlobalMean(Model):
 
     def predict(self, users, items):
         return self._clip(np.full(len(users), self.mu_))
+
+    def predict_new(self, history, users, items):
+        return self.predict(users, items)
 
 
 class Biases(Model):
@@ -99,6 +115,20 @@ class Biases(Model):
         return np.broadcast_to(self.mu_ + self.bu_[np.asarray(users)][:, None] + self.bi_[None, :],
                                (len(users), self.n_items_))
 
+    def _user_bias(self, history, users):
+        """b_u of new people from their history, the item biases held fixed (one ALS step)."""
+        h = history[np.asarray(users, np.int64)].tocsr()
+        rows = np.repeat(np.arange(h.shape[0]), np.diff(h.indptr))
+        resid = h.data.astype(np.float64) - self.mu_ - self.bi_[h.indices]
+        return np.bincount(rows, weights=resid, minlength=h.shape[0]) / (self.reg_u + np.diff(h.indptr))
+
+    def predict_new(self, history, users, items):
+        uniq, row = np.unique(np.asarray(users, np.int64), return_inverse=True)
+        return self._clip(self.mu_ + self._user_bias(history, uniq)[row] + self.bi_[np.asarray(items)])
+
+    def scores_new(self, history, users):
+        return self.mu_ + self._user_bias(history, users)[:, None] + self.bi_[None, :]
+
 
 class ItemPopularity(Model):
     """Ranks items by their number of training ratings (ranking only)."""
@@ -112,6 +142,9 @@ class ItemPopularity(Model):
 
     def scores(self, users):
         return np.broadcast_to(self.counts_, (len(users), self.n_items_))
+
+    def scores_new(self, history, users):
+        return self.scores(users)
 
     def p_like(self, users, items):
         return None
@@ -127,6 +160,9 @@ class ConstantLike(Model):
         return self
 
     def p_like(self, users, items):
+        return np.ones(len(users))
+
+    def p_like_new(self, history, users, items):
         return np.ones(len(users))
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import metrics as M
-from .models import fit_once
 from .splits import check_split
 
 # Users scored at once when ranking (bounds the users x items score block).
@@ -31,9 +30,17 @@ def _index_arrays(csr):
 
 def evaluate_split(models, split, k=M.DEFAULT_K, relevance_threshold=None, like_threshold=M.LIKE_THRESHOLD,
                    log=None):
-    """{model name: {metric: value}} for one split.  `models` is a list of fresh (unfitted) models."""
+    """{model name: {metric: value}} for one split.  `models` is a list of fresh (unfitted) models.
+
+    With split.history (protocol new-users) the test users are not in the training data: models
+    fold in their history (predict_new / scores_new / p_like_new) and rank items not in it."""
     check_split(split.train, split.test)
-    train_csr = split.train.ratings
+    history = getattr(split, "history", None)
+    if history is not None:
+        check_split(split.train, history)
+        check_split(history, split.test)
+        history = history.ratings
+    seen_csr = split.train.ratings if history is None else history
     users, items, truth = _index_arrays(split.test.ratings)
     rank_users, rel_sets, n_rel = M.relevant_sets(split.test.ratings, relevance_threshold)
     labels = (truth >= like_threshold).astype(np.float64)
@@ -41,14 +48,21 @@ def evaluate_split(models, split, k=M.DEFAULT_K, relevance_threshold=None, like_
     for model in models:
         t0 = time.perf_counter()
         res = {"fit_seconds": fit_once(model, split.train)}
-        pred = model.predict(users.copy(), items.copy())
+        if history is None:
+            pred = model.predict(users.copy(), items.copy())
+            pl_fn = model.p_like
+            score_fn = model.scores
+        else:
+            pred = model.predict_new(history, users.copy(), items.copy())
+            pl_fn = (lambda u, i: model.p_like_new(history, u, i))
+            score_fn = (lambda u: model.scores_new(history, u))
         if pred is not None:
             res["rmse"] = M.rmse(pred, truth)
             res["mae"] = M.mae(pred, truth)
-        top = _rank(model, rank_users, train_csr, k)
+        top = _rank(score_fn, rank_users, seen_csr, k)
         if top is not None:
             res.update(M.ranking_at_k(top, rel_sets, n_rel, k))
-        pl = model.p_like(users.copy(), items.copy())
+        pl = pl_fn(users.copy(), items.copy())
         if pl is not None:
             res.update(M.like_dislike(users, labels, pl))
         res["seconds"] = time.perf_counter() - t0
@@ -59,17 +73,25 @@ def evaluate_split(models, split, k=M.DEFAULT_K, relevance_threshold=None, like_
     return out
 
 
-def _rank(model, rank_users, train_csr, k):
-    """Top-k lists of the ranking users (items rated in train excluded), or None."""
-    n_items = train_csr.shape[1]
+def fit_once(model, train) -> float:
+    """Fit `model` on `train`; its fit time in seconds (models report their own when they share a
+    fit with other rows, as the recommender's parts do)."""
+    t0 = time.perf_counter()
+    model.fit(train)
+    return float(getattr(model, "fit_seconds_", time.perf_counter() - t0))
+
+
+def _rank(score_fn, rank_users, seen_csr, k):
+    """Top-k lists of the ranking users (items they are known to have rated excluded), or None."""
+    n_items = seen_csr.shape[1]
     block = max(1, RANK_BLOCK_ELEMENTS // max(n_items, 1))
     tops = []
     for s in range(0, len(rank_users), block):
         us = rank_users[s:s + block]
-        sc = model.scores(us.copy())
+        sc = score_fn(us.copy())
         if sc is None:
             return None
-        seen = train_csr[us].toarray() != 0
+        seen = seen_csr[us].toarray() != 0
         tops.append(M.top_k(np.asarray(sc), seen, k))
     return np.concatenate(tops) if tops else np.zeros((0, k), dtype=np.int64)
 

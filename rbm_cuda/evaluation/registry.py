@@ -1,59 +1,44 @@
-"""Named models of the harness (`--models`): the RBM variants and the baselines.
+"""Named models of the harness (`--models`): the public recommender, its parts, and the baselines.
 
-"rbm" is the project's RBM recommender as evaluated: rating predictions (and P(like)) are the
-BLEND_WEIGHTS average of the item-based and the user-based softmax RBMs, and its top-k lists come
-from the implicit ("rated or not") bernoulli RBM.  Each part also has its own row; a part shared
-by "rbm" and its own row is trained once per split.
+"rbm" is rbm_cuda.RBMRecommender exactly as its fit() builds it: rating predictions and P(like)
+from the fitted blend of the item-based and user-based softmax RBMs, top-k lists from the implicit
+("rated or not") ranker.  rbm-item, rbm-user and rbm-implicit are its parts on their own rows; they
+read the same fitted recommender, which is trained once per split.
 """
 
 from __future__ import annotations
 
 from .baselines import Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD
-from .models import BLEND_WEIGHTS, Blend, ImplicitRBM, SoftmaxRBM
+from .models import PART_OF_ROW, RecommenderView, shared_recommender
 
-RBM_PARTS = ("rbm-item", "rbm-user", "rbm-implicit")
-
-
-def _ep(epochs):
-    return {} if epochs is None else {"epochs": epochs}
-
-
-FACTORIES = {
-    "rbm-item": lambda device, seed, epochs: SoftmaxRBM("item", device=device, seed=seed, **_ep(epochs)),
-    "rbm-user": lambda device, seed, epochs: SoftmaxRBM("user", device=device, seed=seed, **_ep(epochs)),
-    "rbm-implicit": lambda device, seed, epochs: ImplicitRBM(device=device, seed=seed, **_ep(epochs)),
-    "global-mean": lambda device, seed, epochs: GlobalMean(),
-    "biases": lambda device, seed, epochs: Biases(),
-    "popularity": lambda device, seed, epochs: ItemPopularity(),
-    "always-like": lambda device, seed, epochs: ConstantLike(),
-    "svd": lambda device, seed, epochs: MeanImputedSVD(),
+BASELINES = {
+    "global-mean": GlobalMean,
+    "biases": Biases,
+    "popularity": ItemPopularity,
+    "always-like": ConstantLike,
+    "svd": MeanImputedSVD,
 }
-MODEL_NAMES = ("rbm",) + tuple(FACTORIES)
-DEFAULT_MODELS = MODEL_NAMES
+MODEL_NAMES = tuple(PART_OF_ROW) + tuple(BASELINES)
 
 
-def make_models(names=DEFAULT_MODELS, device="cpu", seed=0, epochs=None):
-    """Fresh, unfitted models by name (see MODEL_NAMES), in that order; epochs overrides the RBMs'
-    numbers of epochs."""
+def make_models(names=MODEL_NAMES, device="cpu", seed=0, epochs=None):
+    """Fresh, unfitted models by name (see MODEL_NAMES), in that order; epochs overrides every RBM
+    part's number of epochs."""
     bad = [n for n in names if n not in MODEL_NAMES]
     if bad:
         raise ValueError(f"unknown model {bad[0]!r}; known: {', '.join(MODEL_NAMES)}")
-    made = {}
-
-    def get(name):
-        if name not in made:
-            made[name] = FACTORIES[name](device, seed, epochs)
-            made[name].name = name
-        return made[name]
-
+    rows = [n for n in names if n in PART_OF_ROW]
+    rec = shared_recommender(rows, device=device, seed=seed, epochs=epochs) if rows else None
     out = []
     for name in names:
-        if name == "rbm":
-            out.append(Blend([get("rbm-item"), get("rbm-user")], BLEND_WEIGHTS, name="rbm", ranker=get("rbm-implicit")))
+        if name in PART_OF_ROW:
+            out.append(RecommenderView(rec, name=name, part=PART_OF_ROW[name]))
         else:
-            out.append(get(name))
+            model = BASELINES[name]()
+            model.name = name
+            out.append(model)
     return out
 
 
 def default_models(device="cpu", seed=0):
-    return make_models(DEFAULT_MODELS, device=device, seed=seed)
+    return make_models(MODEL_NAMES, device=device, seed=seed)

@@ -5,6 +5,8 @@
   ua, ub      MovieLens 100K official ua / ub (exactly 10 test ratings per user)
   stratified  per user, round(25 %) of their ratings drawn at random go to test (seeded)
   random      a random 10 % of all ratings go to test, once per seed
+  new-users   10 % of the users are held out entirely: models train on the others, fold in 75 % of
+              each held-out user's ratings (Split.history) and are scored on the other 25 %
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-PROTOCOLS = ("folds", "ua", "ub", "stratified", "random")
+PROTOCOLS = ("folds", "ua", "ub", "stratified", "random", "new-users")
 FOLDS_100K = ("u1", "u2", "u3", "u4", "u5")
 
 
@@ -25,10 +27,8 @@ class Split:
     name: str
     train: object  # RatingData
     test: object  # RatingData
-
-    def check(self) -> None:
-        """Raise ValueError unless train and test share the index maps and have no common entry."""
-        check_split(self.train, self.test)
+    # new-users only: the held-out users' ratings that models fold in (never trained on)
+    history: object = None
 
 
 def check_split(train, test) -> None:
@@ -87,6 +87,30 @@ def random_split(data, test_fraction=0.1, seed=0) -> Split:
     return Split(f"seed{seed}", train, test)
 
 
+def new_users_split(data, user_fraction=0.1, history_fraction=0.75, seed=0) -> Split:
+    """Hold out half_up(user_fraction * users with >= 2 ratings) users entirely (seeded): their rows
+    are empty in train.  Of each held-out user's ratings, half_up(history_fraction * n) drawn at
+    random (at least 1, at most n - 1) form `history`, the rest `test`."""
+    csr = data.ratings
+    counts = np.diff(csr.indptr)
+    eligible = np.flatnonzero(counts >= 2)
+    rng = np.random.Generator(np.random.Philox(key=seed))
+    held = np.sort(rng.permutation(eligible)[:int(half_up(user_fraction * len(eligible)))])
+    key = rng.random(csr.nnz)
+    in_history = np.zeros(csr.nnz, dtype=bool)
+    in_test = np.zeros(csr.nnz, dtype=bool)
+    for u in held:
+        lo, hi = csr.indptr[u], csr.indptr[u + 1]
+        n_hist = int(min(max(half_up(history_fraction * counts[u]), 1), counts[u] - 1))
+        order = np.argsort(key[lo:hi], kind="stable")
+        in_history[lo + order[:n_hist]] = True
+        in_test[lo + order[n_hist:]] = True
+    train, test = _split_by_mask(data, in_test | in_history)
+    _, history = _split_by_mask(data, in_history)
+    _, test = _split_by_mask(data, in_test)
+    return Split(f"seed{seed}", train, test, history)
+
+
 def validation_split(train, fraction=0.1, seed=0):
     """(fit, valid) RatingData carved from a training set: a random `fraction` of its ratings, for
     choosing hyper-parameters, epochs or blend weights without touching the test set."""
@@ -129,6 +153,9 @@ def make_splits(protocol, data=None, folder=None, seeds=None, test_fraction=None
         return out
     if data is None:
         raise ValueError(f"protocol {protocol!r} needs a data set")
+    if protocol == "new-users":
+        frac = 0.1 if test_fraction is None else test_fraction
+        return [new_users_split(data, frac, 0.75, s) for s in (seeds if seeds is not None else (0,))]
     if protocol == "stratified":
         frac = 0.25 if test_fraction is None else test_fraction
         return [stratified_split(data, frac, s) for s in (seeds if seeds is not None else (0,))]

@@ -1,0 +1,664 @@
+"""RBMRecommender: the recommender rbm_cuda gives people, built from three RBMs.
+
+- Rating predictions: a blend of an item-based and a user-based softmax RBM.  The blend weights are
+  fitted at fit() time on a validation part of the training data (least squares on the simplex);
+  the parts are then trained again on all of it.
+- Ranking (recommend): an implicit RBM, Bernoulli units over "rated or not", which models which
+  items a person rates.  A softmax RBM models the values of rated items and ranks obscure items
+  first; whether a person rates an item is what a top-N list needs.
+
+Everyone is served through the same code: a user of the training data by their training rows, a new
+person by fold-in from their history, without retraining (docs/design.md, "Fold-in").
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import sys
+
+import numpy as np
+import scipy.sparse as sp
+
+from .datasets.core import RatingData, lookup_ids
+from .exceptions import NotFittedError
+from .model import RBM
+
+PARTS = ("item", "user", "ranker")
+RATING_PARTS = ("item", "user")
+
+# Each part's RBM parameters, chosen on a validation part of MovieLens 100K u1.base
+# (docs/evaluation.md, "How the defaults were chosen").
+DEFAULT_PART_PARAMS = {
+    "item": dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.1, momentum=0.8, weight_decay=0.003,
+                 epochs=50),
+    "user": dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.1, momentum=0.8, weight_decay=0.003,
+                 epochs=40),
+    "ranker": dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.05, momentum=0.9, weight_decay=0.001,
+                   epochs=30, visible="bernoulli"),
+}
+# Pairs (or users x items cells) computed at once: bounds the temporary arrays.
+BLOCK_ELEMENTS = 2**22
+
+
+def _rating_data(X):
+    """X as a RatingData (a scipy sparse users x items matrix gets index ids and its own levels)."""
+    if isinstance(X, RatingData):
+        return X
+    if sp.issparse(X):
+        csr = sp.csr_matrix(X, dtype=np.float32)
+        csr.sum_duplicates()
+        levels = np.unique(csr.data).astype(np.float64)
+        return RatingData(csr, np.arange(csr.shape[0]), np.arange(csr.shape[1]), levels, name="")
+    raise TypeError(f"ratings must be a rbm_cuda.datasets.RatingData or a scipy.sparse matrix (users x items), "
+                    f"got {type(X).__name__}")
+
+
+def _transposed(data):
+    """Items as rows and users as columns, the item-based RBM's view of the same ratings."""
+    return RatingData(sp.csr_matrix(data.ratings.T), data.item_ids, data.user_ids, data.levels,
+                      name=data.name)
+
+
+def _implicit(data):
+    """1 for every rated (user, item), whatever the rating: the ranker's data."""
+    ones = sp.csr_matrix(data.ratings, dtype=np.float32, copy=True)
+    ones.data[:] = 1.0
+    return RatingData(ones, data.user_ids, data.item_ids, [1.0], name=data.name)
+
+
+def simplex_least_squares(P, y):
+    """Weights w >= 0 with sum 1 minimising ||P w - y||^2 (P: n x m predictions, y: n targets)."""
+    from scipy.optimize import minimize
+
+    m = P.shape[1]
+    if m == 1:
+        return np.ones(1)
+    G, c = P.T @ P, P.T @ y
+    res = minimize(lambda w: (w @ G @ w - 2 * c @ w, 2 * (G @ w - c)), np.full(m, 1.0 / m), jac=True,
+                   method="SLSQP", bounds=[(0.0, 1.0)] * m,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(m)}])
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
+
+
+class RBMRecommender:
+    """The rbm_cuda recommender: blended softmax RBMs for ratings, an implicit RBM for top-N lists.
+
+    Parameters (plain attributes, read and checked by fit)
+    ----------
+    parts : the parts to train, a subset of ("item", "user", "ranker").  "item": a softmax RBM with
+        items as rows and users as visible units; "user": a softmax RBM with users as rows (the RBM
+        of Salakhutdinov, Mnih & Hinton 2007); "ranker": a Bernoulli RBM over rated-or-not.  At
+        least one rating part is needed for predict(); without the ranker, recommend() ranks by the
+        expected rating.
+    item_params, user_params, ranker_params : dict or None, RBM parameters that override the
+        part's defaults (DEFAULT_PART_PARAMS), e.g. {"epochs": 20}.
+    valid_fraction : float in (0, 1), share of each user's training ratings held out to fit the
+        blend weights (only when two rating parts are blended).
+    refit : bool, after the weights are fitted, train the rating parts again on all the ratings
+        (True), or keep the parts trained without the held-out share (False: half the cost).
+    seed : int, seeds every part and the validation split.
+    device : "auto" | "cpu" | "cuda", where every part trains and scores.
+    progress : bool, show a progress bar over the epochs of all parts on stderr.
+
+    Attributes after fit
+    --------------------
+    parts_ : {name: fitted RBM}; weights_ : {rating part: blend weight} (sum 1);
+    validation_ : {"rmse": {part or "blend": RMSE on the held-out share}, "n_ratings": int} (empty
+    when no blend was fitted); levels_, user_ids_, item_ids_, items_, n_users_, n_items_, train_
+    (csr float32 n_users x n_items, the ratings trained on), dataset_name_.
+    """
+
+    def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None,
+                 valid_fraction=0.1, refit=True, seed=0, device="auto", progress=False):
+        self.parts = parts
+        self.item_params = item_params
+        self.user_params = user_params
+        self.ranker_params = ranker_params
+        self.valid_fraction = valid_fraction
+        self.refit = refit
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    # -- scikit-learn conventions -------------------------------------------------------------
+    _PARAM_NAMES = ("parts", "item_params", "user_params", "ranker_params", "valid_fraction", "refit", "seed",
+                    "device", "progress")
+
+    def get_params(self, deep=True):
+        return {name: getattr(self, name) for name in self._PARAM_NAMES}
+
+    def set_params(self, **kw):
+        for name, value in kw.items():
+            if name not in self._PARAM_NAMES:
+                raise TypeError(f"unknown RBMRecommender parameter {name!r}; known: {', '.join(self._PARAM_NAMES)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        return f"RBMRecommender(parts={tuple(self.parts)!r})"
+
+    def _part_params(self, name):
+        """The RBM parameters of one part: defaults, the caller's overrides, the seed and device."""
+        extra = getattr(self, f"{name}_params")
+        if extra is not None and not isinstance(extra, dict):
+            raise ValueError(f"{name}_params must be a dict of RBM parameters or None, got {extra!r}")
+        out = {**DEFAULT_PART_PARAMS[name], **(extra or {}), "seed": self.seed, "device": self.device}
+        if name == "ranker" and out.get("visible", "bernoulli") != "bernoulli":
+            raise ValueError(f"ranker_params: the ranker's visible units are bernoulli, got {out['visible']!r}")
+        if name != "ranker" and out.get("visible", "softmax") != "softmax":
+            raise ValueError(f"{name}_params: the rating parts' visible units are softmax, got {out['visible']!r}")
+        RBM(**out)  # checks every value and names the bad one
+        return out
+
+    def _check_params(self):
+        parts = tuple(self.parts) if not isinstance(self.parts, str) else (self.parts,)
+        bad = [p for p in parts if p not in PARTS]
+        if bad or not parts or len(set(parts)) != len(parts):
+            raise ValueError(f"parts={self.parts!r} is not allowed: parts must be distinct names among {PARTS}")
+        v = self.valid_fraction
+        if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < 1):
+            raise ValueError(f"valid_fraction={v!r} is not allowed: valid_fraction must be a number in (0, 1)")
+        if not isinstance(self.refit, bool):
+            raise ValueError(f"refit={self.refit!r} is not allowed: refit must be True or False")
+        params = {name: self._part_params(name) for name in parts}
+        return tuple(p for p in PARTS if p in parts), params
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, X, callback=None):
+        """Train every part on X (a RatingData, or a scipy sparse users x items matrix of ratings).
+
+        callback(part_name, rbm, record) is called after each epoch of each part (record: the
+        part's history record; the validation stage's parts are named "item (validation)", ...)."""
+        from .evaluation.splits import stratified_split
+
+        parts, params = self._check_params()
+        data = _rating_data(X)
+        if data.nnz == 0:
+            raise ValueError("cannot fit on an empty rating matrix")
+        rating = [p for p in parts if p in RATING_PARTS]
+        blend = len(rating) > 1
+        stages = []
+        if blend:
+            split = stratified_split(data, self.valid_fraction, self.seed)
+            if split.test.nnz == 0:
+                raise ValueError(f"valid_fraction={self.valid_fraction} holds out no rating of this data; "
+                                 "give more ratings or a larger valid_fraction")
+            stages.append(("validation", split.train, rating))
+        final_parts = list(parts) if (self.refit or not blend) else [p for p in parts if p not in RATING_PARTS]
+        stages.append(("final", data, final_parts))
+        total = sum(params[p]["epochs"] for _, _, names in stages for p in names)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="RBMRecommender", unit="epoch", file=sys.stderr, leave=False)
+        fitted = {}
+        self.validation_ = {}
+        try:
+            for stage, part_data, names in stages:
+                for name in names:
+                    label = name if stage == "final" else f"{name} (validation)"
+
+                    def on_epoch(rbm, record, label=label):
+                        if bar is not None:
+                            bar.set_postfix_str(label)
+                            bar.update(1)
+                        if callback is not None:
+                            callback(label, rbm, record)
+
+                    fitted[name] = RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch)
+                if stage == "validation":
+                    self.weights_ = self._fit_weights(fitted, split, rating)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not blend:
+            self.weights_ = {p: 1.0 for p in rating}
+        if not self.refit and blend:
+            # The rating parts were trained without the held-out share; they now read all of it.
+            for p in rating:
+                fitted[p].set_rows(self._view(p, data))
+        self.parts_ = {p: fitted[p] for p in parts}
+        self._remember(data)
+        return self
+
+    @staticmethod
+    def _view(name, data):
+        return _transposed(data) if name == "item" else _implicit(data) if name == "ranker" else data
+
+    def _fit_weights(self, fitted, split, rating):
+        """Blend weights on the held-out share: least squares on the simplex."""
+        coo = split.test.ratings.tocoo()
+        u, i, y = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float64)
+        preds = np.column_stack([self._part_pairs(fitted, p, u, i) for p in rating])
+        w = simplex_least_squares(preds, y)
+        lo, hi = float(split.train.levels.min()), float(split.train.levels.max())
+        rmse = {p: float(np.sqrt(np.mean((np.clip(preds[:, k], lo, hi) - y) ** 2))) for k, p in enumerate(rating)}
+        rmse["blend"] = float(np.sqrt(np.mean((np.clip(preds @ w, lo, hi) - y) ** 2)))
+        self.validation_ = {"rmse": rmse, "n_ratings": int(len(y))}
+        return {p: float(x) for p, x in zip(rating, w)}
+
+    def _remember(self, data):
+        self.levels_ = np.asarray(data.levels, dtype=np.float64)
+        self.user_ids_, self.item_ids_ = np.asarray(data.user_ids), np.asarray(data.item_ids)
+        self.items_ = data.items
+        self.n_users_, self.n_items_ = data.ratings.shape
+        self.train_ = data.ratings
+        self.dataset_name_ = data.name or ""
+        self._cache = {}
+
+    # -- checks and ids ---------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "parts_"):
+            raise NotFittedError("this RBMRecommender is not fitted yet: call fit() or RBMRecommender.load() first")
+
+    def user_index(self, user_ids):
+        """Row index of raw user id(s) (an int for a scalar, else int64[n]); KeyError if unknown."""
+        return lookup_ids(self.user_ids_, user_ids, "user", "the model")
+
+    def item_index(self, item_ids):
+        """Index of raw item id(s) (an int for a scalar, else int64[n]); KeyError if unknown."""
+        return lookup_ids(self.item_ids_, item_ids, "item", "the model")
+
+    @property
+    def rating_parts_(self):
+        return tuple(p for p in RATING_PARTS if p in self.parts_)
+
+    # -- the parts' outputs -----------------------------------------------------------------------
+    def _item_hidden(self, fitted):
+        """Mean-field hidden probabilities of every item row of the item-based part, float32[n_items, F]."""
+        m = fitted["item"]
+        cached = getattr(self, "_cache", {}).get("item_hidden")
+        if cached is None or cached[0] is not m:
+            cached = (m, m.transform().astype(np.float32))
+            self._cache = {"item_hidden": cached}
+        return cached[1]
+
+    def _part_proba(self, fitted, part, users, items):
+        """Level probabilities float64[n, K] of (user index, item index) pairs of training users
+        from one rating part."""
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        m = fitted[part]
+        if part == "user":
+            return m.predict_proba(m.user_ids_[users], m.item_ids_[items])
+        ph = self._item_hidden(fitted)
+        out = np.empty((len(users), m.W_.shape[1]))
+        step = max(1, BLOCK_ELEMENTS // m.W_[0].size)
+        for s in range(0, len(users), step):
+            u, i = users[s:s + step], items[s:s + step]
+            out[s:s + step] = _softmax(np.einsum("pkf,pf->pk", m.W_[u], ph[i]) + m.bv_[u])
+        return out
+
+    def _part_pairs(self, fitted, part, users, items):
+        """Expected rating of (user index, item index) pairs of training users from one part."""
+        return self._part_proba(fitted, part, users, items) @ fitted[part].levels_
+
+    def _item_part_people(self, theta_W, theta_b, items):
+        """Expected ratings [P, len(items)] from the item-based part for people given by their
+        visible-unit parameters theta_W [P, K, F] and theta_b [P, K]."""
+        ph = self._item_hidden(self.parts_)[items]
+        levels = self.parts_["item"].levels_
+        logits = np.einsum("pkf,if->pik", theta_W, ph) + theta_b[:, None, :]
+        return _softmax(logits) @ levels
+
+    # -- people: known users and new histories ----------------------------------------------------
+    def _people(self, users, histories):
+        """(kind, rows): ("users", int64 indices) or ("histories", csr P x n_items of ratings)."""
+        if (users is None) == (histories is None):
+            raise ValueError("give either users (raw ids of training users) or histories (new people's ratings)")
+        if users is not None:
+            return "users", np.atleast_1d(self.user_index(np.atleast_1d(users)))
+        return "histories", self.history_matrix(histories)
+
+    def history_matrix(self, histories):
+        """New people's ratings as a csr float32 [n_people, n_items] over the model's items.
+
+        histories: a dict {raw item id: rating} (one person), a list of such dicts, or a scipy
+        sparse matrix over the model's items.  Ratings must be on the model's levels; an unknown
+        item is a KeyError that names it."""
+        if sp.issparse(histories):
+            csr = sp.csr_matrix(histories, dtype=np.float32)
+            if csr.shape[1] != self.n_items_:
+                raise ValueError(f"histories has {csr.shape[1]} columns, the model has {self.n_items_} items")
+            csr.sum_duplicates()
+        else:
+            people = [histories] if isinstance(histories, dict) else list(histories)
+            rows, cols, vals = [], [], []
+            for p, h in enumerate(people):
+                if not isinstance(h, dict):
+                    raise TypeError(f"history {p} is a {type(h).__name__}; expected a dict {{item id: rating}}")
+                if not h:
+                    continue
+                idx = np.atleast_1d(self.item_index(np.asarray(list(h.keys()))))
+                if len(np.unique(idx)) != len(idx):
+                    raise ValueError(f"history {p} names an item twice")
+                rows.append(np.full(len(idx), p))
+                cols.append(idx)
+                vals.append(np.asarray([self._level(r, p) for r in h.values()], dtype=np.float32))
+            cat = (lambda a, t: np.concatenate(a).astype(t) if a else np.zeros(0, t))
+            csr = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))),
+                                shape=(len(people), self.n_items_))
+        bad = ~np.isin(csr.data, self.levels_.astype(np.float32))
+        if bad.any():
+            raise ValueError(f"rating {csr.data[np.argmax(bad)]:g} is not one of the model's levels "
+                             f"{self.levels_.tolist()}")
+        csr.sort_indices()
+        return csr
+
+    def _level(self, r, p):
+        try:
+            v = float(r)
+        except (TypeError, ValueError):
+            raise ValueError(f"history {p}: rating {r!r} is not a number") from None
+        hit = np.flatnonzero(np.isclose(self.levels_, v, rtol=0, atol=1e-6))
+        if not len(hit):
+            raise ValueError(f"history {p}: rating {r!r} is not one of the model's levels {self.levels_.tolist()}")
+        return self.levels_[hit[0]]
+
+    def _item_theta(self, kind, rows):
+        """Visible-unit parameters (W [P, K, F], b [P, K]) of people in the item-based part: the
+        trained ones of training users, fitted by fold-in for new histories."""
+        m = self.parts_["item"]
+        if kind == "users":
+            return m.W_[rows], m.bv_[rows]
+        return fold_in_visible_units(m, self._item_hidden(self.parts_), rows)
+
+    def _rating_block(self, kind, rows, items):
+        """Blended expected ratings float64[P, len(items)] for a block of people."""
+        out = np.zeros((len(rows) if kind == "users" else rows.shape[0], len(items)))
+        for part in self.rating_parts_:
+            w = self.weights_[part]
+            if part == "user":
+                m = self.parts_["user"]
+                if kind == "users":
+                    scores = m.score_users(rows)
+                else:
+                    scores = m.score_users(np.arange(rows.shape[0]), X=rows)
+                out += w * scores[:, items]
+            else:
+                tW, tb = self._item_theta(kind, rows)
+                out += w * self._item_part_people(tW, tb, items)
+        return np.clip(out, self.levels_.min(), self.levels_.max())
+
+    def _blocks(self, kind, rows, width):
+        n = len(rows) if kind == "users" else rows.shape[0]
+        step = max(1, BLOCK_ELEMENTS // max(1, width * 10))
+        for s in range(0, n, step):
+            yield s, (rows[s:s + step] if kind == "users" else rows[s:s + step])
+
+    # -- public outputs ---------------------------------------------------------------------------
+    def _pairs_proba(self, users, items, part):
+        """Blended (or one part's) level probabilities float64[n, n_levels] of raw-id pairs."""
+        self._check_fitted()
+        if not self.rating_parts_:
+            raise ValueError("this recommender has no rating part (parts has neither 'item' nor 'user')")
+        if part is not None and part not in self.rating_parts_:
+            raise ValueError(f"part={part!r} is not allowed: part must be None (the blend) or one of "
+                             f"{self.rating_parts_}")
+        users, items = np.atleast_1d(users), np.atleast_1d(items)
+        if users.shape != items.shape:
+            raise ValueError(f"users and items must have the same length, got {users.shape} and {items.shape}")
+        u, i = np.atleast_1d(self.user_index(users)), np.atleast_1d(self.item_index(items))
+        weights = self.weights_ if part is None else {part: 1.0}
+        return sum(w * self._part_proba(self.parts_, p, u, i) for p, w in weights.items() if w > 0)
+
+    def predict(self, users, items, *, part=None):
+        """Expected rating of each (user, item) pair of training users: the blend of the rating
+        parts, or one part's (part="item" or "user").  users, items: raw ids of the same length.
+        Returns float64[n_pairs], clipped to the rating scale."""
+        proba = self._pairs_proba(users, items, part)
+        return np.clip(proba @ self.levels_, self.levels_.min(), self.levels_.max())
+
+    def predict_like(self, users, items, *, threshold=3.0, part=None):
+        """P(rating >= threshold) of each (user, item) pair of training users, from the blended
+        (or one part's) rating distributions.  Returns float64[n_pairs] in [0, 1]."""
+        proba = self._pairs_proba(users, items, part)
+        return np.clip(proba[:, self.levels_ >= threshold].sum(axis=1), 0.0, 1.0)
+
+    def predict_ratings(self, users=None, *, histories=None, items=None):
+        """Expected ratings float64[n_people, n_items or len(items)] for training users (raw ids)
+        or new people (histories, see history_matrix: fold-in, no retraining)."""
+        self._check_fitted()
+        if not self.rating_parts_:
+            raise ValueError("this recommender has no rating part (parts has neither 'item' nor 'user')")
+        kind, rows = self._people(users, histories)
+        cols = np.arange(self.n_items_) if items is None else np.atleast_1d(self.item_index(np.atleast_1d(items)))
+        out = np.empty((len(rows) if kind == "users" else rows.shape[0], len(cols)))
+        for s, block in self._blocks(kind, rows, self.n_items_):
+            out[s:s + (len(block) if kind == "users" else block.shape[0])] = self._rating_block(kind, block, cols)
+        return out
+
+    def score_items(self, users=None, *, histories=None):
+        """Ranking scores float32[n_people, n_items], higher is better: the ranker's p(the person
+        rates the item), or the blended expected rating without a ranker."""
+        self._check_fitted()
+        kind, rows = self._people(users, histories)
+        if "ranker" not in self.parts_:
+            return self.predict_ratings(users, histories=histories).astype(np.float32)
+        m = self.parts_["ranker"]
+        if kind == "users":
+            return m.score_users(rows)
+        ones = rows.copy()
+        ones.data[:] = 1.0
+        return m.score_users(np.arange(rows.shape[0]), X=ones)
+
+    @property
+    def score_name_(self):
+        """What score_items / recommend scores mean, in words."""
+        if "ranker" in getattr(self, "parts_", PARTS):
+            return "p(rated): how likely the person is to rate the item, from the ranker"
+        return "expected rating"
+
+    def recommend(self, users=None, *, histories=None, n=10, exclude_seen=True, items=None):
+        """Top-n items for training users (raw ids) or new people (histories), best first.
+
+        users: one raw id or a sequence; histories: one {item id: rating} dict, a list of them, or
+        a sparse matrix (fold-in, no retraining).  exclude_seen drops what each person has rated;
+        items restricts the candidates to these raw item ids.  Returns (ids, scores): 1-D for one
+        user id or one history dict, else 2-D [n_people, n].  When a person has fewer than n
+        candidates, the rest of their row is padded with score NaN and id -1 (or "" for text ids)."""
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
+        single = (users is not None and np.ndim(users) == 0) or isinstance(histories, dict)
+        kind, rows = self._people(users, histories)
+        allowed = np.ones(self.n_items_, dtype=bool)
+        if items is not None:
+            allowed[:] = False
+            allowed[np.atleast_1d(self.item_index(np.atleast_1d(items)))] = True
+        n_cand = int(allowed.sum())
+        width = min(int(n), n_cand)
+        P = len(rows) if kind == "users" else rows.shape[0]
+        top = np.full((P, width), -1, dtype=np.int64)
+        top_scores = np.full((P, width), np.nan)
+        seen_csr = self.train_ if kind == "users" else rows
+        for s, block in self._blocks(kind, rows, self.n_items_):
+            scores = self.score_items(self.user_ids_[block] if kind == "users" else None,
+                                      histories=None if kind == "users" else block).astype(np.float64)
+            scores[:, ~allowed] = -np.inf
+            if exclude_seen:
+                for r in range(scores.shape[0]):
+                    who = block[r] if kind == "users" else s + r
+                    scores[r, seen_csr.indices[seen_csr.indptr[who]:seen_csr.indptr[who + 1]]] = -np.inf
+            if width == 0:
+                continue
+            part = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < self.n_items_ else \
+                np.tile(np.arange(self.n_items_), (scores.shape[0], 1))
+            for r in range(scores.shape[0]):
+                cand = part[r][np.isfinite(scores[r, part[r]])]
+                # best first; ties by item index, so the order does not depend on argpartition
+                cand = cand[np.lexsort((cand, -scores[r, cand]))]
+                top[s + r, :len(cand)] = cand
+                top_scores[s + r, :len(cand)] = scores[r, cand]
+        ids = self._ids_padded(top)
+        if single:
+            keep = top[0] >= 0
+            return ids[0][keep], top_scores[0][keep]
+        return ids, top_scores
+
+    def _ids_padded(self, top):
+        ids = self.item_ids_
+        fill = -1 if ids.dtype.kind in "iu" else ""
+        out = np.full(top.shape, fill, dtype=ids.dtype)
+        ok = top >= 0
+        out[ok] = ids[top[ok]]
+        return out
+
+    def similar_items(self, item, n=10):
+        """The n items most similar to `item` (raw id), most similar first: cosine of the items'
+        weight vectors in the ranker (which items are rated by the same people), or in the user
+        part without a ranker.  Returns (item ids, cosines)."""
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
+        return self.parts_["ranker" if "ranker" in self.parts_ else "user"].similar_items(item, n=n)
+
+    def item_similarity(self, items, to):
+        """Cosine similarity float64[len(items), len(to)] between items (raw ids), as in similar_items."""
+        self._check_fitted()
+        m = self.parts_["ranker" if "ranker" in self.parts_ else "user"]
+        W = np.asarray(m.W_, dtype=np.float64).reshape(self.n_items_, -1)
+        W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-30)
+        a = np.atleast_1d(self.item_index(np.atleast_1d(items)))
+        b = np.atleast_1d(self.item_index(np.atleast_1d(to)))
+        return W[a] @ W[b].T
+
+    def describe(self) -> dict:
+        """What was trained: the parts with their parameters and epochs, the blend weights and the
+        validation RMSEs (JSON-ready)."""
+        self._check_fitted()
+        return {"model": "RBMRecommender", "parts": {p: {"params": m.params_.to_dict(), "epochs": m.epochs_done_}
+                                                     for p, m in self.parts_.items()},
+                "weights": dict(self.weights_), "validation": self.validation_, "refit": bool(self.refit),
+                "valid_fraction": self.valid_fraction}
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, path) -> str:
+        """Write the recommender to one .npz file (no pickle; rbm_cuda.serialization).  Returns the
+        path written (".npz" is appended when missing)."""
+        from .serialization import (FORMAT_VERSION, RECOMMENDER_FORMAT, data_arrays, rbm_state, write_npz)
+
+        self._check_fitted()
+        parts, arrays = {}, {}
+        for name, m in self.parts_.items():
+            parts[name], a = rbm_state(m, velocities=False, prefix=f"{name}.")
+            arrays.update(a)
+        arrays.update(data_arrays(self.train_, self.user_ids_, self.item_ids_, self.items_))
+        params = self.get_params()
+        params["parts"] = list(self.parts_)
+        header = {"format": RECOMMENDER_FORMAT, "format_version": FORMAT_VERSION, "params": params,
+                  "levels": self.levels_.tolist(), "dataset": self.dataset_name_, "n_users": int(self.n_users_),
+                  "n_items": int(self.n_items_), "weights": self.weights_, "validation": self.validation_,
+                  "parts": parts}
+        return write_npz(path, header, arrays)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Read a recommender written by save(); device overrides where it computes."""
+        from .serialization import (_READ_ERRORS, RECOMMENDER_FORMAT, ModelFileError, build_rbm, read_data,
+                                    read_header)
+
+        where = os.fspath(path)
+        header, npz = read_header(path, formats=(RECOMMENDER_FORMAT,))
+        with npz:
+            try:
+                train, user_ids, item_ids, items, _, _ = read_data(npz, header, where)
+                levels = np.asarray(header["levels"], dtype=np.float64)
+                data = RatingData(train, user_ids, item_ids, levels, items=items, name=str(header.get("dataset", "")))
+                params = dict(header["params"])
+                if device is not None:
+                    params["device"] = device
+                model = cls(**{k: params[k] for k in cls._PARAM_NAMES if k in params})
+                model.parts = tuple(model.parts)
+                names, _ = model._check_params()
+                fitted = {}
+                for name in names:
+                    fitted[name] = build_rbm(RBM, header["parts"][name], npz, where,
+                                             model._view(name, data).ratings,
+                                             *_part_ids(name, user_ids, item_ids), None,
+                                             header.get("dataset", ""), device=model.device, prefix=f"{name}.",
+                                             velocities=False)
+                weights = header["weights"]
+                rating = [p for p in names if p in RATING_PARTS]
+                if set(weights) != set(rating) or not all(isinstance(weights[p], (int, float)) for p in rating) \
+                        or abs(sum(weights.values()) - 1) > 1e-6 or min(weights.values(), default=0) < 0:
+                    raise ModelFileError(f"{where}: blend weights {weights!r} must be one weight >= 0 per rating "
+                                         f"part {rating}, summing to 1")
+            except ModelFileError:
+                raise
+            except _READ_ERRORS as err:
+                raise ModelFileError(f"{where} is incomplete or corrupt: {err}") from None
+        model.parts_ = fitted
+        model.weights_ = {p: float(weights[p]) for p in rating}
+        model.validation_ = header.get("validation", {}) or {}
+        model._remember(data)
+        return model
+
+
+def fold_in_visible_units(item_rbm, item_hidden, histories, max_iter=100):
+    """Visible-unit parameters (W float32[P, K, F], b float32[P, K]) of new people in an item-based
+    softmax RBM, without retraining.
+
+    A new person is a new visible unit of every item row.  Their K-way softmax weights and biases
+    are fitted to the items they rated: p(rating of item i = level k) = softmax_k(b + W ph_i), with
+    ph_i the item's mean-field hidden probabilities, a multinomial logistic regression over F
+    features.  The regulariser is a Gaussian prior fitted to the trained users' units (per-element
+    mean and variance of item_rbm.W_ and bv_ over users), so the fit is a MAP estimate that needs no
+    tuning, and an empty history gives the prior mean: the average user.
+
+    histories: csr [P, n_items] of ratings on the model's levels."""
+    from scipy.optimize import minimize
+
+    W_all, b_all = item_rbm.W_, item_rbm.bv_
+    K, F = W_all.shape[1], W_all.shape[2]
+    mu = np.concatenate([W_all.reshape(len(W_all), -1), b_all], axis=1).astype(np.float64)
+    prior_mean = mu.mean(axis=0)
+    prior_prec = 1.0 / np.maximum(mu.var(axis=0), 1e-4)
+    levels = item_rbm.levels_.astype(np.float32)
+    out_W = np.empty((histories.shape[0], K, F), dtype=np.float32)
+    out_b = np.empty((histories.shape[0], K), dtype=np.float32)
+    for p in range(histories.shape[0]):
+        lo, hi = histories.indptr[p], histories.indptr[p + 1]
+        H = item_hidden[histories.indices[lo:hi]].astype(np.float64)
+        y = np.searchsorted(levels, histories.data[lo:hi])
+        theta = prior_mean.copy()
+        if len(y):
+            onehot = np.zeros((len(y), K))
+            onehot[np.arange(len(y)), y] = 1.0
+
+            def loss(t, H=H, onehot=onehot):
+                W, b = t[:K * F].reshape(K, F), t[K * F:]
+                z = H @ W.T + b
+                z -= z.max(axis=1, keepdims=True)
+                logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+                G = np.exp(logp) - onehot
+                d = t - prior_mean
+                value = -(onehot * logp).sum() + 0.5 * (prior_prec * d * d).sum()
+                grad = np.concatenate([(G.T @ H).ravel(), G.sum(axis=0)]) + prior_prec * d
+                return value, grad
+
+            theta = minimize(loss, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iter}).x
+        out_W[p] = theta[:K * F].reshape(K, F)
+        out_b[p] = theta[K * F:]
+    return out_W, out_b
+
+
+def _part_ids(name, user_ids, item_ids):
+    return (item_ids, user_ids) if name == "item" else (user_ids, item_ids)
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def load_any(path, device=None):
+    """An RBM or an RBMRecommender, whichever the file holds."""
+    from .serialization import RECOMMENDER_FORMAT, file_format
+
+    if file_format(path) == RECOMMENDER_FORMAT:
+        return RBMRecommender.load(path, device=device)
+    return RBM.load(path, device=device)
