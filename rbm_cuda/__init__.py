@@ -3,6 +3,8 @@
 __version__ = "0.1.0"
 
 from .gpu import HAS_CUDA, REASON  # noqa: E402
+from .exceptions import NotFittedError  # noqa: E402
 from .model import RBM  # noqa: E402
+from .recommender import RBMRecommender, load_model  # noqa: E402
 
-__all__ = ["RBM", "HAS_CUDA", "REASON", "__version__"]
+__all__ = ["RBM", "RBMRecommender", "load_model", "NotFittedError", "HAS_CUDA", "REASON", "__version__"]

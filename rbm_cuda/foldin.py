@@ -348,7 +348,13 @@ def fold_in(model, entries, n=10, items=None):
         more = f" and {len(res.unknown) - 5} more" if len(res.unknown) > 5 else ""
         raise ValueError(f"none of the {len(res.unknown)} history items is known to the model ({shown}{more}); "
                          "find ids with --find TEXT")
-    ids, scores = model.recommend_for(res.row(model.n_items_), n=n, items=items)
+    from .recommender import RBMRecommender
+
+    row = res.row(model.n_items_)
+    if isinstance(model, RBMRecommender):
+        ids, scores = model.recommend(histories=row, n=n, items=items)
+        return res, ids[0][scores[0] == scores[0]], scores[0][scores[0] == scores[0]]
+    ids, scores = model.recommend_for(row, n=n, items=items)
     return res, ids, scores
 
 

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m rbm_cuda.recommend",
         description="Recommendations from a trained rbm_cuda model: for a known user, for a new "
                     "person's ratings (fold-in), items by title, and similar items.")
-    p.add_argument("--model", required=True, metavar="PATH", help="model file written by RBM.save / rbm_cuda.train")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="model file written by rbm_cuda.train, RBMRecommender.save or RBM.save")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--user", metavar="ID", help="raw user id of a user in the training data")
     what.add_argument("--history", metavar="ITEM=RATING,...",
@@ -44,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", choices=("all", "to-read"), default="all",
                    help="all unseen items (default) or only the user's to-read list (goodbooks; needs the data)")
     p.add_argument("--min-ratings", type=int, default=0, metavar="N",
-                   help="recommend only items with at least N ratings in the training data (default 0: all); "
-                        "items rated by a handful of people can get extreme scores")
+                   help="recommend only items with at least N ratings in the training data (default 0: all)")
     p.add_argument("--data", metavar="NAME|PATH",
                    help="data set for --candidates to-read (default: the model's data set name)")
     p.add_argument("--csv", metavar="PATH", help="also write the rated and recommended items to this CSV file")
@@ -66,11 +66,36 @@ def _positive_int(text):
 
 # -- loading ----------------------------------------------------------------------------------------
 def load_model(path, device="auto"):
-    """RBM.load: any failure to read the file is a ModelFileError (RuntimeError if the device
-    cannot be used)."""
-    from .model import RBM
+    """The RBMRecommender or RBM the file holds: any failure to read the file is a ModelFileError
+    (RuntimeError if the device cannot be used)."""
+    from .recommender import load_model as load
 
-    return RBM.load(path, device=device)
+    return load(path, device=device)
+
+
+def _is_recommender(model) -> bool:
+    from .recommender import RBMRecommender
+
+    return isinstance(model, RBMRecommender)
+
+
+def _scores(model, user=None, row=None):
+    """Ranking scores float64[n_items] of a training user (raw id) or of a history row."""
+    if _is_recommender(model):
+        out = model.score_items(user) if row is None else model.score_items(histories=row)
+    else:
+        out = model.score_users([model.user_index(user)]) if row is None else model.score_users([0], X=row)
+    return out[0].astype(np.float64)
+
+
+def _expected(model, ids, user=None, row=None):
+    """The recommender's expected ratings of items `ids` for a user or a history row (None for an RBM,
+    whose score already is one)."""
+    if not _is_recommender(model) or not model.rating_parts_ or not len(ids):
+        return None
+    if row is None:
+        return model.predict(np.repeat(user, len(ids)), ids)
+    return model.predict_ratings(histories=row, items=ids)[0]
 
 
 def load_data(name_or_path):
@@ -116,9 +141,14 @@ def _plural(k, one, many=None) -> str:
 
 
 def _score_label(model) -> str:
-    v = model._params.visible
+    if _is_recommender(model):
+        if "ranker" in model.parts_:
+            return ("score = p(rated): how likely the person is to rate the item, from the ranker; "
+                    "expected = the expected rating")
+        return "score = expected rating"
+    v = model.params_.visible
     if v == "like":
-        return f"score = P(like), rating >= {_num(model._params.like_threshold, None)}"
+        return f"score = P(like), rating >= {_num(model.params_.like_threshold, None)}"
     if v == "bernoulli":
         return f"score = {_num(model.levels_.max(), None)} x p(v = 1) of the item's bernoulli unit"
     lo, hi = model.levels_.min(), model.levels_.max()
@@ -127,9 +157,23 @@ def _score_label(model) -> str:
 
 def _model_line(model, path) -> str:
     name = model.dataset_name_ or "unnamed data"
+    if _is_recommender(model):
+        parts = ", ".join(f"{p} ({m.epochs_done_} epochs)" for p, m in model.parts_.items())
+        return f"Model {path}: {name}, {model.n_users_} users x {model.n_items_} items, RBMRecommender: {parts}"
     return (f"Model {path}: {name}, {model.n_users_} users x {model.n_items_} items, "
-            f"{model._params.visible} visible units, {model._params.n_hidden} hidden, "
+            f"{model.params_.visible} visible units, {model.params_.n_hidden} hidden, "
             f"{model.epochs_done_} epochs")
+
+
+def _rec_rows(model, top_ids, scores, expected, look):
+    """(columns, rows) of a recommendation table."""
+    idx = np.atleast_1d(model.item_index(top_ids)) if len(top_ids) else np.zeros(0, np.int64)
+    if expected is None:
+        return ("rank", "score", "item_id", "title"), [
+            (k + 1, _num(s), look.ids[i], _cut(look.label(i))) for k, (i, s) in enumerate(zip(idx, scores))]
+    return ("rank", "score", "expected", "item_id", "title"), [
+        (k + 1, _num(s), _num(e), look.ids[i], _cut(look.label(i)))
+        for k, (i, s, e) in enumerate(zip(idx, scores, expected))]
 
 
 # -- the commands ------------------------------------------------------------------------------------
@@ -145,7 +189,7 @@ def cmd_user(args, model, look, out):
             print(note, file=sys.stderr)
         items = foldin.to_read_items(model, data, uid)
     items = _min_ratings(args, look, items)
-    scores = model.score_users([u])[0].astype(np.float64)
+    scores = _scores(model, uid)
     lo, hi = model.train_.indptr[u], model.train_.indptr[u + 1]
     rated, ratings = model.train_.indices[lo:hi].astype(np.int64), model.train_.data[lo:hi].astype(np.float64)
     order = np.lexsort((rated, -ratings))
@@ -165,21 +209,22 @@ def cmd_user(args, model, look, out):
                 else f"the {len(items)} items with at least {args.min_ratings} ratings")
         header = (f"\nTop {min(n, len(unseen))} of {what} ({len(items) - len(unseen)} of them already rated; "
                   f"{_score_label(model)}):")
-        top = model._top_n(scores, n, model.item_ids_[unseen]) if len(unseen) else np.zeros(0, np.int64)
+        top_ids = model.recommend(uid, n=n, items=model.item_ids_[unseen])[0] if len(unseen) else []
     else:
         header = f"\nTop {n} unseen items for user {args.user} ({_score_label(model)}):"
-        top = model._top_n(scores, n, None, rated)
+        top_ids = model.recommend(uid, n=n)[0]
+    top = np.atleast_1d(model.item_index(top_ids)) if len(top_ids) else np.zeros(0, np.int64)
+    expected = _expected(model, top_ids, user=uid)
     print(header, file=out)
     if len(top):
-        print(format_table(("rank", "score", "item_id", "title"),
-                           [(k + 1, _num(scores[i]), look.ids[i], _cut(look.label(i))) for k, i in enumerate(top)]),
-              file=out)
+        print(format_table(*_rec_rows(model, top_ids, scores[top], expected, look)), file=out)
     else:
         print("  (no candidates: every candidate item is rated by this user already)", file=out)
     if args.csv:
         frame = pd.concat([
             look.frame(rated, kind="rated", rank=np.arange(1, len(rated) + 1), rating=ratings, score=scores[rated]),
-            look.frame(top, kind="recommended", rank=np.arange(1, len(top) + 1), rating=np.nan, score=scores[top]),
+            look.frame(top, kind="recommended", rank=np.arange(1, len(top) + 1), rating=np.nan, score=scores[top],
+                       **({} if expected is None else {"expected": expected})),
         ], ignore_index=True)
         _write(frame, args.csv, out)
 
@@ -219,16 +264,16 @@ def cmd_history(args, model, look, out):
     for note in res.notes:
         print(f"note: {note}", file=out)
     idx = np.atleast_1d(model.item_index(ids)) if len(ids) else np.zeros(0, np.int64)
+    row = res.row(model.n_items_)
+    expected = _expected(model, ids, row=row)
     print(f"\nTop {len(ids)} items for this history ({_score_label(model)}):", file=out)
-    print(format_table(("rank", "score", "item_id", "title"),
-                       [(k + 1, _num(s), look.ids[i], _cut(look.label(i)))
-                        for k, (i, s) in enumerate(zip(idx, scores))]),
-          file=out)
+    print(format_table(*_rec_rows(model, ids, scores, expected, look)), file=out)
     if args.csv:
-        all_scores = model.score_users([0], X=res.row(model.n_items_))[0].astype(np.float64)
+        all_scores = _scores(model, row=row)
         known = look.frame(res.index[order], kind="rated", rank=np.arange(1, len(order) + 1),
                            rating=res.ratings[order], score=all_scores[res.index[order]])
-        recs = look.frame(idx, kind="recommended", rank=np.arange(1, len(idx) + 1), rating=np.nan, score=scores)
+        recs = look.frame(idx, kind="recommended", rank=np.arange(1, len(idx) + 1), rating=np.nan, score=scores,
+                          **({} if expected is None else {"expected": expected}))
         parts = [known, recs]
         if res.unknown:
             unk = pd.DataFrame({"kind": "unknown", "rank": np.arange(1, len(res.unknown) + 1),
@@ -263,8 +308,9 @@ def cmd_similar(args, model, look, out):
     ids, sims = model.similar_items(model.item_ids_[i], n=n)
     idx = np.atleast_1d(model.item_index(ids)) if len(ids) else np.zeros(0, np.int64)
     label = f"{look.ids[i]}: {_cut(look.label(i))}" if look.has_titles else f"item {look.ids[i]}"
-    print(f"Items most similar to {label} "
-          f"(cosine of the items' weight vectors, model {args.model}):", file=out)
+    what = "the ranker's item weight vectors" if _is_recommender(model) and "ranker" in model.parts_ \
+        else "the items' weight vectors"
+    print(f"Items most similar to {label} (cosine of {what}, model {args.model}):", file=out)
     print(format_table(("rank", "cosine", "item_id", "title"),
                        [(k + 1, _num(s, 3), look.ids[j], _cut(look.label(j)))
                         for k, (j, s) in enumerate(zip(idx, sims))]),

@@ -655,8 +655,8 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def load_any(path, device=None):
-    """An RBM or an RBMRecommender, whichever the file holds."""
+def load_model(path, device=None):
+    """An RBM or an RBMRecommender, whichever the model file holds."""
     from .serialization import RECOMMENDER_FORMAT, file_format
 
     if file_format(path) == RECOMMENDER_FORMAT:

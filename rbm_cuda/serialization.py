@@ -112,7 +112,8 @@ def read_header(path, formats=(FORMAT,)) -> tuple[dict, "np.lib.npyio.NpzFile"]:
     if not os.path.exists(path):
         raise ModelFileError(f"model file {path} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path} is not an rbm_cuda model file (not a .npz archive)")
+        raise ModelFileError(f"{path} is not a readable rbm_cuda model file: it is not a .npz archive "
+                             "(truncated, or another kind of file)")
     try:
         npz = np.load(path, allow_pickle=False)
         header = json.loads(str(npz["header"][()]))

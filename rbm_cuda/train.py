@@ -1,7 +1,9 @@
-"""python -m rbm_cuda.train: train an RBM, show each epoch, save the model, show what it learned.
+"""python -m rbm_cuda.train: train the recommender, save it, show what it learned.
 
-With no arguments it trains on the MovieLens latest-small data embedded in the package, holding out
-a validation part of each user's ratings.
+With no arguments it trains rbm_cuda.RBMRecommender (blended item- and user-based softmax RBMs for
+ratings, an implicit RBM for top-N lists) on the MovieLens latest-small data embedded in the
+package, holding out a validation part of each user's ratings.  --plain trains one RBM instead and
+shows each epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import numpy as np
 
 from .params import RBMParams
+from .recommender import RBMRecommender
 
 _D = RBMParams()
 
@@ -31,27 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--duplicates", default="error", choices=["error", "last", "mean"],
                     help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the "
                          "last, or keep the mean (goodbooks-10k v1 has 2,278 repeated rows)")
+    ap.add_argument("--plain", action="store_true",
+                    help="train one RBM (the flags below) instead of the recommender, and show every epoch")
     ap.add_argument("--visible", default=_D.visible, choices=["softmax", "like", "bernoulli"],
-                    help="visible units: softmax over rating levels, like/dislike (2-level softmax), "
+                    help="with --plain: visible units: softmax over rating levels, like/dislike (2-level softmax), "
                          "or bernoulli (rating / max level)")
     ap.add_argument("--like-threshold", type=float, default=_D.like_threshold,
-                    help="with --visible like: ratings >= this are likes")
-    ap.add_argument("--hidden", type=int, default=_D.n_hidden, help="number of hidden units")
-    ap.add_argument("--epochs", type=int, default=_D.epochs, help="training epochs")
-    ap.add_argument("--cd", default=str(_D.cd_steps),
-                    help="Gibbs steps per update: an int, or a schedule 'T,T@epoch,...' such as '1,3@15,5@25'")
-    ap.add_argument("--lr", type=float, default=_D.learning_rate, help="learning rate")
-    ap.add_argument("--momentum", type=float, default=_D.momentum,
-                    help=f"momentum after the first {_D.momentum_warmup} epochs (which use {_D.initial_momentum})")
-    ap.add_argument("--weight-decay", type=float, default=_D.weight_decay, help="L2 weight decay on W")
-    ap.add_argument("--batch-size", type=int, default=_D.batch_size, help="users per mini-batch")
+                    help="with --plain --visible like: ratings >= this are likes")
+    rbm = "(--plain: default %(default)s; the recommender: every part, default each part's own)"
+    ap.add_argument("--hidden", type=int, default=None, help=f"number of hidden units {rbm}")
+    ap.add_argument("--epochs", type=int, default=None, help=f"training epochs {rbm}")
+    ap.add_argument("--cd", default=None,
+                    help=f"Gibbs steps per update: an int, or a schedule 'T,T@epoch,...' such as '1,3@15,5@25' {rbm}")
+    ap.add_argument("--lr", type=float, default=None, help=f"learning rate {rbm}")
+    ap.add_argument("--momentum", type=float, default=None,
+                    help=f"momentum after the first {_D.momentum_warmup} epochs (which use {_D.initial_momentum}) "
+                         f"{rbm}")
+    ap.add_argument("--weight-decay", type=float, default=None, help=f"L2 weight decay on W {rbm}")
+    ap.add_argument("--batch-size", type=int, default=None, help=f"users per mini-batch {rbm}")
     ap.add_argument("--seed", type=int, default=_D.seed, help="random seed (same seed, same model)")
     ap.add_argument("--device", default=_D.device, choices=["auto", "cpu", "cuda"],
                     help="where to train: auto picks the GPU when one can be used")
     ap.add_argument("--valid-fraction", type=float, default=0.1,
                     help="fraction of each user's ratings held out for validation (0 to hold out nothing)")
     ap.add_argument("--out", default=None,
-                    help="where to save the model (.npz); default rbm-<data>.npz; rewritten after every epoch")
+                    help="where to save the model (.npz); default rbm-<data>.npz (--plain: rewritten after every "
+                         "epoch)")
     ap.add_argument("--json", default=None, help="write the per-epoch history and final figures to this JSON file")
     ap.add_argument("--plot", default=None, help="draw the training curves into this PNG (needs matplotlib)")
     ap.add_argument("--user", default=None, help="raw id of the user whose recommendations are shown at the end")
@@ -74,11 +82,17 @@ def show_recommendations(model, data, user, n=10, out=None):
     rec_ids, scores = model.recommend(user, n=n)
     rec_idx = model.item_index(rec_ids)
     left = [f"{ratings[b]:g}  {data.title(rated_items[b])}" for b in best]
-    right = [f"{s:.2f}  {data.title(i)}" for s, i in zip(scores, rec_idx)]
+    if isinstance(model, RBMRecommender):
+        expected = model.predict(np.repeat(user, len(rec_ids)), rec_ids) if len(rec_ids) else []
+        right = [f"{s:.2f}  {r:.1f}  {data.title(i)}" for s, r, i in zip(scores, expected, rec_idx)]
+        legend = ("score = p(rated) from the ranker (how likely this user is to rate the item), then the "
+                  "expected rating")
+    else:
+        right = [f"{s:.2f}  {data.title(i)}" for s, i in zip(scores, rec_idx)]
+        legend = "score = " + ("P(like)" if model.params_.visible == "like" else "expected rating")
     width = min(60, max((len(s) for s in left), default=10))
-    score_name = "P(like)" if model.visible == "like" else "expected rating"
     print(f"\nUser {user}: rated {len(ratings)} items. Highest rated (left) and top-{n} recommendations "
-          f"by {score_name} among unseen items (right):", file=out)
+          f"among unseen items (right; {legend}):", file=out)
     print(f"  {'rating  title':<{width}}  |  score  title", file=out)
     for i in range(max(len(left), len(right))):
         a = left[i][:width] if i < len(left) else ""
@@ -86,67 +100,128 @@ def show_recommendations(model, data, user, n=10, out=None):
         print(f"  {a:<{width}}  |  {b}", file=out)
 
 
+def _rbm_overrides(args) -> dict:
+    """The RBM parameters given on the command line (flags left at None are not given)."""
+    given = {"n_hidden": args.hidden, "epochs": args.epochs, "cd_steps": args.cd, "learning_rate": args.lr,
+             "momentum": args.momentum, "weight_decay": args.weight_decay, "batch_size": args.batch_size}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _check_user(args, data):
+    """The user whose recommendations are shown, checked before any training."""
+    user = args.user if args.user is not None else data.user_ids[0]
+    if isinstance(user, str) and np.asarray(data.user_ids).dtype.kind in "iu":
+        try:
+            user = int(user)
+        except ValueError:
+            raise ValueError(f"--user {args.user!r}: the user ids of {data.name} are integers") from None
+    data.user_index(user)  # KeyError naming the id when unknown
+    return user
+
+
 def run(args) -> dict:
-    from . import RBM, datasets
+    from . import datasets
     from .evaluation.splits import stratified_split
 
+    if not 0 <= args.valid_fraction < 1:
+        raise ValueError(f"--valid-fraction {args.valid_fraction}: expected a number in [0, 1)")
     data = datasets.load(args.data, duplicates=args.duplicates)
+    user = _check_user(args, data)
     if args.valid_fraction > 0:
         # per user, half_up(fraction * n) random ratings held out; every user keeps one to train on
         split = stratified_split(data, args.valid_fraction, args.seed)
         train, valid = split.train, split.test
     else:
         train, valid = data, None
-    model = RBM(n_hidden=args.hidden, visible=args.visible, like_threshold=args.like_threshold, cd_steps=args.cd,
-                learning_rate=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device)
     out = args.out or f"rbm-{data.name or 'model'}.npz"
     say = (lambda *a, **k: None) if args.quiet else print
     say(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.nnz} ratings "
         f"({train.nnz} train, {0 if valid is None else valid.nnz} validation); levels {data.levels.tolist()}")
+    t0 = time.perf_counter()
+    if args.plain:
+        model, result = _train_plain(args, train, valid, out)
+    else:
+        model, result = _train_recommender(args, train, valid, out)
+    seconds = time.perf_counter() - t0
+    result["final"]["total_seconds"] = seconds
+    result.update({"n_ratings": int(data.nnz), "n_train": int(train.nnz),
+                   "n_valid": 0 if valid is None else int(valid.nnz), "dataset": data.name,
+                   "model": os.path.abspath(result["model"])})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    print(f"trained {result['what']} in {seconds:.1f} s on {result['backend']}; "
+          f"valid RMSE {_fmt(result['final'].get('valid_rmse'), '.4f')}; model saved to {result['model']}")
+    if not args.quiet:
+        show_recommendations(model, train, user)
+    return result
+
+
+def _train_plain(args, train, valid, out):
+    from . import RBM
+
+    model = RBM(**{**_rbm_overrides(args), "visible": args.visible, "like_threshold": args.like_threshold,
+                   "seed": args.seed, "device": args.device})
+    epochs = model.epochs
     progress = None
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=args.epochs, desc="training", unit="epoch", leave=False, file=sys.stderr)
+        progress = tqdm(total=epochs, desc="training", unit="epoch", leave=False, file=sys.stderr)
         progress.write(f"{'epoch':>5} {'CD':>3} {'train RMSE':>10} {'valid RMSE':>10} {'F(train)':>10} "
                        f"{'F(valid)':>10} {'seconds':>8}")
+    written = [out]
 
     def on_epoch(m, rec):
-        m.save(out)  # every finished epoch is on disk, whatever happens next
+        written[0] = m.save(out)  # every finished epoch is on disk, whatever happens next
         if progress is not None:
             progress.write(f"{rec['epoch']:>5} {rec['cd_steps']:>3} {_fmt(rec['train_rmse'], '10.4f')} "
                            f"{_fmt(rec['valid_rmse'], '10.4f')} {_fmt(rec['free_energy_train'], '10.2f')} "
                            f"{_fmt(rec['free_energy_valid'], '10.2f')} {rec['seconds']:8.2f}")
             progress.update(1)
 
-    t0 = time.perf_counter()
     model.fit(train, valid=valid, callback=on_epoch)
     if progress is not None:
         progress.close()
-    if args.epochs == 0:
-        model.save(out)
-    seconds = time.perf_counter() - t0
-    final = dict(model.history_[-1]) if model.history_ else {}
-    final["total_seconds"] = seconds
-    result = {"history": model.history_, "final": final, "backend": model.backend_, "n_ratings": int(data.nnz),
-              "n_train": int(train.nnz), "n_valid": 0 if valid is None else int(valid.nnz),
-              "dataset": data.name, "model": os.path.abspath(out), "params": model._params.to_dict()}
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+    if epochs == 0:
+        written[0] = model.save(out)
     if args.plot:
         from .plotting import plot_history
 
-        plot_history(model.history_, args.plot, title=f"RBM on {data.name}")
-    print(f"trained {len(model.history_)} epochs in {seconds:.1f} s on {model.backend_}; "
-          f"valid RMSE {_fmt(final.get('valid_rmse'), '.4f')}; model saved to {out}")
+        plot_history(model.history_, args.plot, title=f"RBM on {train.name}")
+    final = dict(model.history_[-1]) if model.history_ else {}
+    return model, {"what": f"one RBM, {len(model.history_)} epochs", "kind": "RBM", "history": model.history_,
+                   "final": final, "backend": model.backend_, "model": written[0],
+                   "params": model.params_.to_dict()}
+
+
+def _train_recommender(args, train, valid, out):
+    if args.plot:
+        raise ValueError("--plot draws one RBM's training curves: use it with --plain")
+    over = _rbm_overrides(args) or None
+    model = RBMRecommender(item_params=over, user_params=over, ranker_params=over, seed=args.seed,
+                           device=args.device, progress=not args.quiet)
+    model.fit(train)
+    written = model.save(out)
+    final = {"valid_rmse": None}
+    if valid is not None:
+        coo = valid.ratings.tocoo()
+        pred = model.predict(valid.user_ids[coo.row], valid.item_ids[coo.col])
+        final["valid_rmse"] = float(np.sqrt(np.mean((pred - coo.data) ** 2)))
+        for part in model.rating_parts_:
+            p = model.predict(valid.user_ids[coo.row], valid.item_ids[coo.col], part=part)
+            final[f"valid_rmse_{part}"] = float(np.sqrt(np.mean((p - coo.data) ** 2)))
+    desc = model.describe()
     if not args.quiet:
-        user = args.user if args.user is not None else data.user_ids[0]
-        if isinstance(user, str) and np.asarray(data.user_ids).dtype.kind in "iu":
-            user = int(user)
-        show_recommendations(model, train, user)
-    return result
+        for part, info in desc["parts"].items():
+            w = desc["weights"].get(part)
+            print(f"  part {part}: {info['epochs']} epochs, {info['params']['n_hidden']} hidden, "
+                  f"{info['params']['visible']} units" + ("" if w is None else f", blend weight {w:.3f}")
+                  + ("" if f"valid_rmse_{part}" not in final else f", valid RMSE {final[f'valid_rmse_{part}']:.4f}"))
+    backend = next(iter(model.parts_.values())).backend_
+    return model, {"what": "RBMRecommender (" + ", ".join(desc["parts"]) + ")", "kind": "RBMRecommender",
+                   "recommender": desc, "final": final, "backend": backend, "model": written,
+                   "history": {p: m.history_ for p, m in model.parts_.items()}}
 
 
 def main(argv=None) -> int:

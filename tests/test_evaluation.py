@@ -10,13 +10,26 @@ import pytest
 import scipy.sparse as sp
 
 from rbm_cuda.datasets import RatingData
-from rbm_cuda.evaluation import (Biases, ConstantLike, GlobalMean, ImplicitRBM, ItemPopularity, MeanImputedSVD,
-                                 Model, SoftmaxRBM, Split, check_split, evaluate, evaluate_split, format_table,
-                                 like_dislike, mae, make_models, random_split, ranking_at_k, relevant_sets, rmse,
-                                 roc_auc, stratified_split, to_json, top_k)
+from rbm_cuda import RBMRecommender
+from rbm_cuda.evaluation import (Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD, Model,
+                                 RecommenderView, Split, check_split, evaluate, evaluate_split, format_table,
+                                 like_dislike, mae, make_models, new_users_split, random_split, ranking_at_k,
+                                 relevant_sets, rmse, roc_auc, stratified_split, to_json, top_k)
 from rbm_cuda.evaluation.splits import half_up
 
 TINY_RBM = dict(n_hidden=8, epochs=3, batch_size=16)
+
+
+def tiny_recommender(parts=("item", "user", "ranker"), **over):
+    p = {**TINY_RBM, **over}
+    return RBMRecommender(parts, item_params=p, user_params=p, ranker_params=p, device="cpu")
+
+
+def tiny_views(parts=("item", "user", "ranker"), **over):
+    """Harness rows over one tiny recommender: the whole of it and each part."""
+    rec = tiny_recommender(parts, **over)
+    rows = {"item": "rbm-item", "user": "rbm-user", "ranker": "rbm-implicit"}
+    return [RecommenderView(rec, "rbm")] + [RecommenderView(rec, rows[p], p) for p in parts]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -184,9 +197,7 @@ def test_baselines_beat_trivial_ones(data):
 
 def test_rbms_learn_something(data):
     split = stratified_split(data, 0.25, seed=0)
-    models = [GlobalMean(), ItemPopularity(), _RandomRanker(),
-              SoftmaxRBM("item", **{**TINY_RBM, "epochs": 15}, learning_rate=0.1),
-              ImplicitRBM(**{**TINY_RBM, "epochs": 15}, learning_rate=0.1)]
+    models = [GlobalMean(), ItemPopularity(), _RandomRanker()] + tiny_views(("item", "ranker"), epochs=15)[1:]
     res = evaluate_split(models, split)
     assert res["rbm-item"]["rmse"] < res["global-mean"]["rmse"]
     assert res["rbm-implicit"]["precision@10"] > res["random"]["precision@10"]
@@ -280,8 +291,7 @@ class Spy(Model):
 
 
 def _guard_models():
-    return [Spy(m) for m in (SoftmaxRBM("item", **TINY_RBM), SoftmaxRBM("user", **TINY_RBM),
-                             ImplicitRBM(**TINY_RBM), Biases(), MeanImputedSVD(rank=2))]
+    return [Spy(m) for m in tiny_views() + [Biases(), MeanImputedSVD(rank=2)]]
 
 
 def test_guard_models_see_train_ratings_and_test_indices_only(data):
@@ -296,13 +306,14 @@ def test_guard_models_see_train_ratings_and_test_indices_only(data):
             if call[0] in ("predict", "scores", "p_like"):
                 for arg in call[1:]:
                     assert arg.dtype.kind in "iu", f"{spy.name}.{call[0]} was given non-index data"
-        # the RBMs predict from the training rows they keep
+        # the RBMs predict from the training rows they keep: the training ratings, nothing else
         inner = spy.inner
-        if hasattr(inner, "model_"):
-            kept = inner.model_.train_
-            want = split.train.ratings if getattr(inner, "orientation", "user") == "user" else split.train.ratings.T
-            assert kept.nnz == split.train.ratings.nnz and (abs(kept - sp.csr_matrix(want)) > 0).nnz == 0 \
-                if inner.params.get("visible") != "bernoulli" else kept.nnz == split.train.ratings.nnz
+        if isinstance(inner, RecommenderView):
+            parts = inner.recommender.parts_
+            same = (lambda a, b: a.shape == b.shape and (abs(a - sp.csr_matrix(b)) > 0).nnz == 0)
+            assert same(parts["user"].train_, split.train.ratings)
+            assert same(parts["item"].train_, split.train.ratings.T)
+            assert same(parts["ranker"].train_, split.train.ratings.astype(bool).astype(np.float32))
     assert len(test_values)
 
 
@@ -329,11 +340,41 @@ def test_guard_poisoned_test_ratings_change_nothing_a_model_outputs(data):
 
 def test_registry_shares_parts_and_trains_them_once(data):
     models = make_models(["rbm", "rbm-item", "rbm-user", "rbm-implicit"], epochs=1)
-    blend = models[0]
-    assert blend.models[0] is models[1] and blend.models[1] is models[2] and blend.ranker is models[3]
+    rec = models[0].recommender
+    assert all(m.recommender is rec for m in models)
     split = random_split(data, 0.2, seed=0)
     res = evaluate_split(models, split)
-    fitted = models[1].model_
+    fitted = rec.parts_
     evaluate_split([models[1]], split)
-    assert models[1].model_ is fitted  # same train object: not refitted
+    assert rec.parts_ is fitted  # same train object: not refitted
     assert res["rbm"]["rmse"] > 0 and res["rbm"]["precision@10"] == res["rbm-implicit"]["precision@10"]
+    # the rbm row is the public recommender's own output
+    u, i = split.test.ratings.tocoo().row[:20], split.test.ratings.tocoo().col[:20]
+    np.testing.assert_array_equal(models[0].predict(u, i), rec.predict(data.user_ids[u], data.item_ids[i]))
+
+
+def test_new_users_split_holds_out_whole_users(data):
+    s = new_users_split(data, 0.1, 0.75, seed=0)
+    held = np.flatnonzero(np.diff(s.history.ratings.indptr))
+    assert len(held) == half_up(0.1 * np.sum(np.diff(data.ratings.indptr) >= 2))
+    assert np.all(np.diff(s.train.ratings.indptr)[held] == 0)  # no rating of theirs is trained on
+    assert set(np.flatnonzero(np.diff(s.test.ratings.indptr))) == set(held)
+    n = np.diff(data.ratings.indptr)[held]
+    assert np.array_equal(np.diff(s.history.ratings.indptr)[held], np.minimum(np.maximum(half_up(0.75 * n), 1), n - 1))
+    total = s.train.ratings + s.test.ratings + s.history.ratings
+    assert (abs(total - data.ratings) > 0).nnz == 0
+
+
+def test_new_users_protocol_folds_in_history(data):
+    """The rbm row folds in each held-out user's history: its outputs follow the history (a history
+    with every rating flipped gives other predictions), and the baselines that cannot fold in
+    report nothing."""
+    split = new_users_split(data, 0.2, 0.75, seed=1)
+    res = evaluate_split(tiny_views()[:1] + [Biases(), ItemPopularity(), MeanImputedSVD(rank=2)], split)
+    assert {"rmse", "precision@10"} <= set(res["rbm"]) and {"rmse", "precision@10"} <= set(res["biases"])
+    assert "rmse" not in res["svd"]
+    h = split.history.ratings.copy()
+    h.data = (6 - h.data).astype(np.float32)
+    flipped = Split(split.name, split.train, split.test, split.history.with_ratings(h))
+    res2 = evaluate_split(tiny_views()[:1], flipped)
+    assert res2["rbm"]["rmse"] != res["rbm"]["rmse"]
