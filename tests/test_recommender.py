@@ -1,0 +1,318 @@
+"""RBMRecommender: the blend fitted at fit time, fold-in for every part, batched recommend, save/load,
+and the estimator conventions shared with RBM."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from rbm_cuda import RBM, NotFittedError, RBMRecommender, load_model
+from rbm_cuda.datasets import RatingData
+from rbm_cuda.recommender import fold_in_visible_units, simplex_least_squares
+from rbm_cuda.serialization import ModelFileError
+
+TINY = dict(n_hidden=8, epochs=4, batch_size=16)
+
+
+def synthetic(n_users=80, n_items=50, seed=0):
+    """Ratings with user and item biases and a rank-2 taste term; popular items are rated more."""
+    rng = np.random.default_rng(seed)
+    bu, bi = rng.normal(0, 0.6, n_users), np.linspace(1.0, -1.0, n_items)
+    P, Q = rng.normal(0, 0.7, (n_users, 2)), rng.normal(0, 0.7, (n_items, 2))
+    r = np.clip(np.rint(3.4 + bu[:, None] + bi[None, :] + P @ Q.T), 1, 5)
+    mask = rng.random((n_users, n_items)) < 0.5 * np.linspace(1.0, 0.1, n_items)[None, :]
+    mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
+    csr = sp.csr_matrix(np.where(mask, r, 0.0).astype(np.float32))
+    return RatingData(csr, np.arange(n_users) + 1000, np.arange(n_items) + 7, [1, 2, 3, 4, 5], name="synthetic")
+
+
+def tiny(**kw):
+    parts = {f"{p}_params": kw.pop(f"{p}_params", TINY) for p in ("item", "user", "ranker")}
+    return RBMRecommender(**parts, device="cpu", **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return tiny().fit(data)
+
+
+# -- the blend ----------------------------------------------------------------------------------------
+def test_simplex_least_squares_finds_the_best_mixture():
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(500, 3))
+    y = P @ np.array([0.6, 0.4, 0.0]) + 0.01 * rng.normal(size=500)
+    w = simplex_least_squares(P, y)
+    assert w.sum() == pytest.approx(1) and np.all(w >= 0)
+    np.testing.assert_allclose(w, [0.6, 0.4, 0.0], atol=0.02)
+
+
+def test_blend_weights_are_fitted_on_validation(data, fitted):
+    w = fitted.weights_
+    assert set(w) == {"item", "user"} and sum(w.values()) == pytest.approx(1)
+    rmse = fitted.validation_["rmse"]
+    # the simplex includes each part alone, so the fitted mixture is no worse on validation than either
+    assert rmse["blend"] <= min(rmse["item"], rmse["user"]) + 1e-9
+
+
+def _one_sided(by, seed=0):
+    """Ratings that depend on the user only (by="user") or on the item only (by="item"), plus noise."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 120, 60
+    effect = rng.normal(0, 1.2, n_users if by == "user" else n_items)
+    base = effect[:, None] if by == "user" else effect[None, :]
+    r = np.clip(np.rint(3 + base + rng.normal(0, 0.3, (n_users, n_items))), 1, 5)
+    mask = rng.random((n_users, n_items)) < 0.3
+    mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
+    return RatingData(sp.csr_matrix(np.where(mask, r, 0).astype(np.float32)), np.arange(n_users),
+                      np.arange(n_items), [1, 2, 3, 4, 5])
+
+
+def test_blend_weights_follow_the_data():
+    """The item-based part holds one visible unit per user (it learns each user's scale); the
+    user-based part one per item.  Ratings set by the user favour the first, ratings set by the
+    item the second: fitted weights move that way, constant ones could not."""
+    w_user_effect = tiny().fit(_one_sided("user")).weights_["item"]
+    w_item_effect = tiny().fit(_one_sided("item")).weights_["item"]
+    assert w_user_effect > w_item_effect + 0.2, (w_user_effect, w_item_effect)
+
+
+def test_single_rating_part_needs_no_validation(data):
+    rec = tiny(parts=("user",)).fit(data)
+    assert rec.weights_ == {"user": 1.0} and rec.validation_ == {}
+    # without a ranker the top-N lists come from the expected rating
+    u = data.user_ids[3]
+    ids, scores = rec.recommend(u, n=5)
+    exp = rec.predict(np.repeat(u, len(ids)), ids)
+    np.testing.assert_allclose(scores, exp, rtol=1e-5)
+
+
+def test_refit_false_trains_the_rating_parts_once_and_reads_all_ratings(data):
+    rec = tiny(refit=False).fit(data)
+    assert rec.parts_["user"].train_.nnz == data.nnz
+    assert rec.parts_["item"].train_.nnz == data.nnz
+    assert rec.parts_["user"].epochs_done_ == TINY["epochs"]
+
+
+def test_predict_is_the_weighted_parts(data, fitted):
+    coo = data.ratings.tocoo()
+    u, i = data.user_ids[coo.row[:50]], data.item_ids[coo.col[:50]]
+    parts = {p: fitted.predict(u, i, part=p) for p in ("item", "user")}
+    blend = sum(fitted.weights_[p] * parts[p] for p in parts)
+    np.testing.assert_allclose(fitted.predict(u, i), np.clip(blend, 1, 5), rtol=1e-6)
+    # the user part alone is the plain RBM's own prediction
+    np.testing.assert_allclose(parts["user"], fitted.parts_["user"].predict(u, i), rtol=1e-5)
+    like = fitted.predict_like(u, i, threshold=4)
+    assert np.all((like >= 0) & (like <= 1))
+    with pytest.raises(ValueError, match="part='ranker'"):
+        fitted.predict(u, i, part="ranker")
+
+
+# -- recommend ------------------------------------------------------------------------------------------
+def test_recommend_batches_equal_single_calls_and_exclude_seen(data, fitted):
+    users = data.user_ids[[0, 5, 9]]
+    ids, scores = fitted.recommend(users, n=6)
+    assert ids.shape == scores.shape == (3, 6)
+    for r, u in enumerate(users):
+        one_ids, one_scores = fitted.recommend(u, n=6)
+        np.testing.assert_array_equal(ids[r], one_ids)
+        np.testing.assert_allclose(scores[r], one_scores)
+        seen = data.item_ids[data.ratings[data.user_index(u)].indices]
+        assert not set(one_ids) & set(seen)
+        assert np.all(np.diff(one_scores) <= 0)
+        # the scores are the ranker's p(rated) of those items
+        all_scores = fitted.score_items([u])[0]
+        np.testing.assert_allclose(one_scores, all_scores[fitted.item_index(one_ids)], rtol=1e-6)
+    with_seen, _ = fitted.recommend(users[0], n=data.n_items, exclude_seen=False)
+    assert len(with_seen) == data.n_items
+
+
+def test_recommend_candidates_and_padding(data, fitted):
+    u = data.user_ids[0]
+    seen = set(data.item_ids[data.ratings[0].indices])
+    cands = list(data.item_ids[:6])
+    ids, scores = fitted.recommend([u], n=10, items=cands)
+    unseen = [c for c in cands if c not in seen]
+    assert ids.shape == (1, 6)
+    assert set(ids[0][: len(unseen)]) == set(unseen)
+    assert np.all(ids[0][len(unseen):] == -1) and np.all(np.isnan(scores[0][len(unseen):]))
+
+
+@pytest.mark.parametrize("n", [0, -5, 2.5, "5", float("nan"), True])
+def test_recommend_refuses_bad_n(fitted, data, n):
+    with pytest.raises(ValueError, match="n="):
+        fitted.recommend(data.user_ids[0], n=n)
+
+
+def test_recommend_refuses_unknown_users_items_and_levels(fitted, data):
+    with pytest.raises(KeyError, match="unknown user id"):
+        fitted.recommend(12345)
+    with pytest.raises(KeyError, match="unknown item id"):
+        fitted.recommend(histories={99999: 5})
+    with pytest.raises(ValueError, match="not one of the model's levels"):
+        fitted.recommend(histories={7: 4.5})
+    with pytest.raises(ValueError, match="either users"):
+        fitted.recommend()
+
+
+# -- fold-in -------------------------------------------------------------------------------------------
+def test_fold_in_of_a_training_row_ranks_like_the_training_user(data, fitted):
+    """The ranker and the user part read a history exactly as they read a training row."""
+    u = 4
+    row = data.ratings[u]
+    history = dict(zip(data.item_ids[row.indices], row.data))
+    ids_h, s_h = fitted.recommend(histories=history, n=8)
+    ids_u, s_u = fitted.recommend(data.user_ids[u], n=8)
+    np.testing.assert_array_equal(ids_h, ids_u)
+    np.testing.assert_allclose(s_h, s_u, rtol=1e-5)
+    pu = fitted.predict_ratings(data.user_ids[u], items=data.item_ids)
+    ph = fitted.predict_ratings(histories=history, items=data.item_ids)
+    # the item part's unit is refitted from the history, so the blend is close, not equal
+    assert np.corrcoef(pu[0], ph[0])[0, 1] > 0.8
+
+
+def test_item_part_fold_in_follows_the_history(data, fitted):
+    items = list(data.item_ids[:12])
+    loved = fitted.predict_ratings(histories={i: 5 for i in items}, items=items)[0]
+    hated = fitted.predict_ratings(histories={i: 1 for i in items}, items=items)[0]
+    assert np.all(loved > hated)
+    item_only = tiny(parts=("item",)).fit(data)
+    loved = item_only.predict_ratings(histories={i: 5 for i in items}, items=items)[0]
+    hated = item_only.predict_ratings(histories={i: 1 for i in items}, items=items)[0]
+    assert np.mean(loved - hated) > 0.5
+
+
+def test_fold_in_visible_units_is_a_map_fit(fitted, data):
+    m = fitted.parts_["item"]
+    ph = m.transform().astype(np.float32)
+    hist = sp.csr_matrix((np.full(10, 5, np.float32), (np.zeros(10, int), np.arange(10))), shape=(2, data.n_items))
+    W, b = fold_in_visible_units(m, ph, hist)
+    # an empty history is the prior mean: the average trained unit
+    np.testing.assert_allclose(W[1], m.W_.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(b[1], m.bv_.mean(axis=0), atol=1e-5)
+    # the fitted unit puts more probability on level 5 for the rated items than the prior does
+    def p5(W, b):
+        z = ph[:10] @ W.T + b
+        e = np.exp(z - z.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True))[:, 4]
+    assert np.all(p5(W[0], b[0]) > p5(W[1], b[1]))
+
+
+# -- persistence -----------------------------------------------------------------------------------------
+def test_save_load_round_trip(tmp_path, data, fitted):
+    path = fitted.save(tmp_path / "rec")
+    assert path.endswith(".npz") and os.listdir(tmp_path) == ["rec.npz"]
+    back = load_model(path)
+    assert isinstance(back, RBMRecommender) and back.weights_ == fitted.weights_
+    u = data.user_ids[:4]
+    for a, b in zip(back.recommend(u, n=5), fitted.recommend(u, n=5)):
+        np.testing.assert_array_equal(a, b)
+    h = {7: 5, 9: 1}
+    np.testing.assert_allclose(back.predict_ratings(histories=h), fitted.predict_ratings(histories=h), rtol=1e-6)
+    np.testing.assert_array_equal(back.similar_items(8, n=4)[0], fitted.similar_items(8, n=4)[0])
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"][()]))
+    assert header["format"] == "rbm_cuda.RBMRecommender" and header["format_version"] == 1
+    assert set(header["parts"]) == {"item", "user", "ranker"}
+    assert isinstance(load_model(RBM(n_hidden=3, epochs=1, device="cpu").fit(data).save(tmp_path / "r.npz")), RBM)
+
+
+def _rewrite(src, dst, **change):
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(str(arrays["header"][()]))
+    for k, v in change.items():
+        if k == "header":
+            header = v(header)
+        else:
+            arrays[k] = v
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(dst, **arrays)
+    return dst
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (dict(**{"item.W": np.zeros((3, 5, 8), np.float32)}), "item.W"),
+    (dict(**{"user.bv": np.full((50, 5), np.nan, np.float32)}), "NaN"),
+    ("out of range index", "train_indices"),
+    (dict(header=lambda h: {**h, "weights": {"item": 0.9, "user": 0.9}}), "blend weights"),
+    (dict(header=lambda h: [1, 2]), "JSON list"),
+])
+def test_damaged_recommender_files_are_refused(tmp_path, fitted, change, phrase):
+    src = fitted.save(tmp_path / "ok.npz")
+    if change == "out of range index":
+        with np.load(src) as z:
+            idx = z["train_indices"].copy()
+        idx[-1] = 10**6
+        change = dict(train_indices=idx)
+    bad = _rewrite(src, tmp_path / "bad.npz", **change)
+    with pytest.raises(ModelFileError, match=phrase):
+        RBMRecommender.load(bad)
+
+
+# -- estimator conventions -----------------------------------------------------------------------------
+def test_parameters_are_read_at_fit(data):
+    m = RBM(n_hidden=4, epochs=40, device="cpu")
+    m.epochs = 2
+    m.fit(data)
+    assert m.epochs_done_ == 2
+    m.set_params(n_hidden=3)
+    assert m.W_.shape[2] == 4 and m.params_.n_hidden == 4  # the fitted model keeps its shape
+    with pytest.raises(ValueError, match="n_hidden was changed"):
+        m.partial_fit()
+    m.set_params(n_hidden=4, learning_rate=0.05)
+    m.partial_fit()
+    assert m.params_.learning_rate == 0.05 and m.epochs_done_ == 3
+    rec = tiny(parts=("user",))
+    rec.user_params = {**TINY, "epochs": 1}
+    rec.fit(data)
+    assert rec.parts_["user"].epochs_done_ == 1
+    rec.valid_fraction = 1.5
+    with pytest.raises(ValueError, match="valid_fraction=1.5"):
+        rec.fit(data)
+
+
+def test_arguments_after_the_first_are_keyword_only(data):
+    with pytest.raises(TypeError):
+        RBM(10, "softmax")
+    with pytest.raises(TypeError):
+        RBMRecommender(("user",), None)
+
+
+def test_not_fitted_error(data):
+    for model in (RBM(), RBMRecommender()):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            model.recommend(1)
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+
+
+def test_failed_partial_fit_leaves_the_model_usable(tmp_path, data):
+    m = RBM(n_hidden=4, epochs=1, device="cpu").fit(data)
+    before = m.recommend(data.user_ids[0], n=5)
+    bad = data.ratings.copy()
+    bad.data[:] = 2.5  # not a level
+    with pytest.raises(ValueError, match="not one of the model's levels"):
+        m.partial_fit(bad)
+    assert m.n_users_ == data.n_users and m.train_.nnz == data.nnz
+    back = RBM.load(m.save(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(back.recommend(data.user_ids[0], n=5)[0], before[0])
+
+
+# -- the product on MovieLens 100K -----------------------------------------------------------------------
+@pytest.mark.data
+def test_star_wars_history_gets_well_known_films(data_dir):
+    from rbm_cuda import datasets
+
+    ml = datasets.load(os.path.join(data_dir, "ml-100k"))
+    rec = RBMRecommender(device="cpu").fit(ml)
+    star_wars, toy_story, fargo = (int(ml.find_items(t).item_id.iloc[0]) for t in
+                                   ("Star Wars (1977)", "Toy Story (1995)", "Fargo (1996)"))
+    ids, _ = rec.recommend(histories={star_wars: 5, toy_story: 4, fargo: 5}, n=10)
+    counts = ml.item_counts()[ml.item_index(ids)]
+    assert len(ids) == 10 and counts.min() >= 20, counts
