@@ -214,20 +214,22 @@ class RBM:
         return self._device()["be"].name
 
     # -- training --------------------------------------------------------------------------------
-    def fit(self, X, *, valid=None, callback=None):
+    def fit(self, X, *, valid=None, callback=None, monitor=True):
         """Train from scratch for `epochs` epochs.
 
         X : RatingData or scipy sparse (n_users, n_items) of raw ratings; valid : the same kind, same
         shape, held-out ratings of the same users (monitoring only, never trained on).
         callback(model, record) is called after each epoch with that epoch's history record.
+        monitor : compute each epoch's train / validation RMSE and free energies (their cost is the
+        record's monitor_seconds); False trains only, and the record holds None for them.
         """
         self._start(X)
-        monitor = self._monitor(valid)
+        mon = self._monitor(valid) if monitor else None
         for _ in range(self._params.epochs):
-            self._epoch(monitor, callback)
+            self._epoch(mon, callback)
         return self
 
-    def partial_fit(self, X=None, *, valid=None, callback=None):
+    def partial_fit(self, X=None, *, valid=None, callback=None, monitor=True):
         """One more epoch.  The first call initialises from X; later calls train on the same item
         space (X, when given, replaces the training rows: the users may change, the items may not)."""
         if not hasattr(self, "W_"):
@@ -238,7 +240,7 @@ class RBM:
             self._adopt_params()
             if X is not None:
                 self.set_rows(X)  # checks all of X before the model changes
-        self._epoch(self._monitor(valid), callback)
+        self._epoch(self._monitor(valid) if monitor else None, callback)
         return self
 
     def set_rows(self, X):
@@ -287,7 +289,10 @@ class RBM:
         self._sync_host()
         self.epochs_done_ += 1
         record = {"epoch": self.epochs_done_, "cd_steps": p.cd_at(epoch), "seconds": time.perf_counter() - t0}
+        t1 = time.perf_counter()
         record.update(self._evaluate_monitor(monitor))
+        if monitor is not None:
+            record["monitor_seconds"] = time.perf_counter() - t1
         self.history_.append(record)
         if callback is not None:
             callback(self, record)
@@ -335,6 +340,8 @@ class RBM:
         return mon
 
     def _evaluate_monitor(self, mon):
+        if mon is None:
+            return {k: None for k in ("train_rmse", "valid_rmse", "free_energy_train", "free_energy_valid")}
         out = {}
         for name in ("train", "valid"):
             if name in mon:

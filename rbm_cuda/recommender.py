@@ -365,11 +365,13 @@ class RBMRecommender:
             return m.W_[rows], m.bv_[rows]
         return fold_in_visible_units(m, self._item_hidden(self.parts_), rows)
 
-    def _rating_block(self, kind, rows, items):
-        """Blended expected ratings float64[P, len(items)] for a block of people."""
+    def _rating_block(self, kind, rows, items, only=None):
+        """Blended (or one part's) expected ratings float64[P, len(items)] for a block of people."""
         out = np.zeros((len(rows) if kind == "users" else rows.shape[0], len(items)))
         for part in self.rating_parts_:
-            w = self.weights_[part]
+            if only is not None and part != only:
+                continue
+            w = self.weights_[part] if only is None else 1.0
             if part == "user":
                 m = self.parts_["user"]
                 if kind == "users":
@@ -417,17 +419,21 @@ class RBMRecommender:
         proba = self._pairs_proba(users, items, part)
         return np.clip(proba[:, self.levels_ >= threshold].sum(axis=1), 0.0, 1.0)
 
-    def predict_ratings(self, users=None, *, histories=None, items=None):
+    def predict_ratings(self, users=None, *, histories=None, items=None, part=None):
         """Expected ratings float64[n_people, n_items or len(items)] for training users (raw ids)
-        or new people (histories, see history_matrix: fold-in, no retraining)."""
+        or new people (histories, see history_matrix: fold-in, no retraining); the blend, or one
+        rating part's (part="item" or "user")."""
         self._check_fitted()
         if not self.rating_parts_:
             raise ValueError("this recommender has no rating part (parts has neither 'item' nor 'user')")
+        if part is not None and part not in self.rating_parts_:
+            raise ValueError(f"part={part!r} is not allowed: part must be None (the blend) or one of "
+                             f"{self.rating_parts_}")
         kind, rows = self._people(users, histories)
         cols = np.arange(self.n_items_) if items is None else np.atleast_1d(self.item_index(np.atleast_1d(items)))
         out = np.empty((len(rows) if kind == "users" else rows.shape[0], len(cols)))
         for s, block in self._blocks(kind, rows, self.n_items_):
-            out[s:s + (len(block) if kind == "users" else block.shape[0])] = self._rating_block(kind, block, cols)
+            out[s:s + (len(block) if kind == "users" else block.shape[0])] = self._rating_block(kind, block, cols, part)
         return out
 
     def score_items(self, users=None, *, histories=None):

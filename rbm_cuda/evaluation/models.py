@@ -73,14 +73,15 @@ class RecommenderView(Model):
 
     # -- new people (fold-in) -------------------------------------------------------------------------
     def predict_new(self, history, users, items):
-        if self.part is not None:
+        if self.part == "ranker":
             return None
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         uniq, row = np.unique(users, return_inverse=True)
-        ratings = self.recommender.predict_ratings(histories=history[uniq])
+        ratings = self.recommender.predict_ratings(histories=history[uniq], part=self.part)
         return ratings[row, items]
 
     def scores_new(self, history, users):
-        if self.part is not None:
-            return None
-        return self.recommender.score_items(histories=history[np.asarray(users, np.int64)])
+        people = history[np.asarray(users, np.int64)]
+        if self.part is None or self.part == "ranker":
+            return self.recommender.score_items(histories=people)
+        return self.recommender.predict_ratings(histories=people, part=self.part)
