@@ -4,6 +4,10 @@
     PYTHONPATH=. python bench/throughput.py --quick         # smoke run: ml-100k + ml-1m, CD-1, 2 epochs
     PYTHONPATH=. python bench/throughput.py --datasets ml-1m --impls numba,numpy-dense --cd 1 --json out.json
     PYTHONPATH=. python bench/throughput.py --datasets ml-1m --cd 1 --threads 1   # every case on one thread
+    PYTHONPATH=. python bench/throughput.py --datasets ml-1m --impls numba --cd 1 --fit ml-1m,ml-20m
+
+After the epochs, the whole RBMRecommender fit at its default settings (--fit; ml-1m by default) is
+timed once per data set in its own process: seconds, peak RSS and the seconds of each part.
 
 Every case (implementation x data set x CD steps) runs in its own subprocess, so its peak resident
 memory is its own and a peer that runs out of memory cannot take the benchmark down.  Each case
@@ -159,6 +163,20 @@ def peak_rss_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fit_child(spec):
+    """Fit rbm_cuda.RBMRecommender at its default settings on one data set, once; print the result."""
+    from rbm_cuda import RBMRecommender
+
+    X = load_data(spec["fit"])
+    parts = {}
+    t = time.perf_counter()
+    rec = RBMRecommender(device="cpu", refit=spec.get("refit", True))
+    rec.fit(X, callback=lambda label, rbm, record: parts.__setitem__(label, parts.get(label, 0.0) + record["seconds"]))
+    seconds = time.perf_counter() - t
+    print("RESULT " + json.dumps({"fit_seconds": seconds, "part_seconds": parts, "nnz": int(X.nnz),
+                                  "peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
 def child(spec):
@@ -411,11 +429,17 @@ def main(argv=None):
                          "(all the CPUs)")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
     ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs (unless given)")
+    ap.add_argument("--fit", default=None,
+                    help="data sets on which to time the whole RBMRecommender fit at its default settings (all its "
+                         "parts, the validation stage included), comma-separated; default: ml-1m when it is among "
+                         "--datasets; 'none' for no fit rows")
+    ap.add_argument("--fit-timeout", type=float, default=3600, help="seconds a whole fit may take")
     ap.add_argument("--json", metavar="PATH", help="write one row per case here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        child(json.loads(a.child))
+        spec = json.loads(a.child)
+        fit_child(spec) if "fit" in spec else child(spec)
         return
     quick = {"datasets": "ml-100k,ml-1m", "cd": "1", "epochs": 2, "min_seconds": 0.0}
     full = {"datasets": "ml-100k,ml-1m,ml-20m", "cd": "1,5", "epochs": 5, "min_seconds": 3.0}
@@ -423,6 +447,9 @@ def main(argv=None):
         if getattr(a, key) is None:
             setattr(a, key, value)
     a.datasets = [d.strip() for d in a.datasets.split(",") if d.strip()]
+    if a.fit is None:
+        a.fit = "ml-1m" if "ml-1m" in a.datasets else "none"
+    a.fit = [] if a.fit == "none" else [d.strip() for d in a.fit.split(",") if d.strip()]
     a.impls = [i.strip() for i in a.impls.split(",") if i.strip()]
     a.cd = [int(c) for c in str(a.cd).split(",")]
     bad = [i for i in a.impls if i not in ALL_IMPLS]
@@ -479,6 +506,17 @@ def main(argv=None):
                and r["seconds_per_epoch"]]
         if ref and row["seconds_per_epoch"]:
             row["ratio_to_numba"], row["round_ratios"] = paired_ratio(row["round_seconds"], ref[0]["round_seconds"])
+    fits = []
+    for ds in a.fit:
+        proc = Child({"fit": ds, "threads": a.threads}, a.fit_timeout)
+        try:
+            res = proc.ask(None, "RESULT")
+        except CaseFailed as e:
+            res = {"skip": str(e)}
+        proc.close()
+        fits.append({"impl": "RBMRecommender.fit", "dataset": ds, **res})
+        print(f"  RBMRecommender.fit {ds}: " + (f"{res['fit_seconds']:.1f} s" if "fit_seconds" in res
+                                                 else f"skipped: {res['skip']}"), flush=True)
     load1 = os.getloadavg()
     print()
     print("| impl | dataset | CD | batch | s/epoch | ratings/s | peak RSS MB | / numba |")
@@ -498,6 +536,18 @@ def main(argv=None):
         if "monitor_seconds" in r:
             print(f"{r['impl']} {r['dataset']} CD-{r['cd']}: per-epoch monitoring (not in s/epoch) "
                   f"{r['monitor_seconds']:.3f} s")
+    if fits:
+        print()
+        print("| whole fit, default settings | dataset | seconds | peak RSS MB | seconds per part (validation stage "
+              "included) |")
+        print("|---|---|---|---|---|")
+        for f in fits:
+            if "skip" in f:
+                print(f"| {f['impl']} | {f['dataset']} | skipped: {f['skip']} | | |")
+                continue
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in f["part_seconds"].items())
+            print(f"| {f['impl']} | {f['dataset']} | {f['fit_seconds']:.1f} | {f['peak_rss_mb']:.0f} | {parts} |")
+        rows.extend(fits)
     print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if a.json:
         for r in rows:  # a list with one row per case; the run's conditions repeated in each

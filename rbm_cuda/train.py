@@ -85,15 +85,17 @@ def show_recommendations(model, data, user, n=10, out=None):
     if isinstance(model, RBMRecommender):
         expected = model.predict(np.repeat(user, len(rec_ids)), rec_ids) if len(rec_ids) else []
         right = [f"{s:.2f}  {r:.1f}  {data.title(i)}" for s, r, i in zip(scores, expected, rec_idx)]
-        legend = ("score = p(rated) from the ranker (how likely this user is to rate the item), then the "
+        legend = ("score = p(rated) from the ranker: how likely this user is to rate the item; then the "
                   "expected rating")
+        head = "score  exp  title"
     else:
         right = [f"{s:.2f}  {data.title(i)}" for s, i in zip(scores, rec_idx)]
         legend = "score = " + ("P(like)" if model.params_.visible == "like" else "expected rating")
+        head = "score  title"
     width = min(60, max((len(s) for s in left), default=10))
     print(f"\nUser {user}: rated {len(ratings)} items. Highest rated (left) and top-{n} recommendations "
           f"among unseen items (right; {legend}):", file=out)
-    print(f"  {'rating  title':<{width}}  |  score  title", file=out)
+    print(f"  {'rating  title':<{width}}  |  {head}", file=out)
     for i in range(max(len(left), len(right))):
         a = left[i][:width] if i < len(left) else ""
         b = right[i] if i < len(right) else ""
@@ -144,6 +146,7 @@ def run(args) -> dict:
         model, result = _train_recommender(args, train, valid, out)
     seconds = time.perf_counter() - t0
     result["final"]["total_seconds"] = seconds
+    written = result["model"]
     result.update({"n_ratings": int(data.nnz), "n_train": int(train.nnz),
                    "n_valid": 0 if valid is None else int(valid.nnz), "dataset": data.name,
                    "model": os.path.abspath(result["model"])})
@@ -151,7 +154,7 @@ def run(args) -> dict:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
     print(f"trained {result['what']} in {seconds:.1f} s on {result['backend']}; "
-          f"valid RMSE {_fmt(result['final'].get('valid_rmse'), '.4f')}; model saved to {result['model']}")
+          f"valid RMSE {_fmt(result['final'].get('valid_rmse'), '.4f')}; model saved to {written}")
     if not args.quiet:
         show_recommendations(model, train, user)
     return result
