@@ -7,6 +7,7 @@ gathers the nonzero entries for the positive phase (bernoulli); no users x items
 from __future__ import annotations
 
 import inspect
+import numbers
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 
 from .backend import get_backend
 from .datasets.core import lookup_ids
-from .exceptions import NotFittedError
+from .exceptions import NotFittedError, TrainingDivergedError
 from .params import PARAM_NAMES, validate_params
 from .training import cd_epoch, epoch_order
 
@@ -46,6 +47,29 @@ def _as_rating_csr(X, levels=None):
     if levels is None:
         levels = np.unique(csr.data).astype(np.float64)
     return csr, np.asarray(levels, dtype=np.float64), data
+
+
+def _check_memory(n_items, n_states, p):
+    """Refuse, with the figure, a model whose weights alone would not fit in this machine's memory."""
+    import os
+
+    arrays = 3 if p.visible == "bernoulli" else 2  # W and its velocity (and W's gradient for bernoulli)
+    need = n_items * n_states * p.n_hidden * 4 * arrays
+    if p.visible == "bernoulli":
+        need += 2 * p.batch_size * n_items * 4  # the dense visible probabilities and samples of a batch
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise MemoryError(
+            f"n_hidden={p.n_hidden} with {n_items} items x {n_states} states needs about {need / 1e9:.1f} GB for "
+            f"the weights alone, more than this machine's {have / 1e9:.1f} GB; use fewer hidden units")
+
+
+def _check_n(n):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
 
 
 class RBM:
@@ -154,6 +178,7 @@ class RBM:
         n_states = {"softmax": len(levels), "like": 2, "bernoulli": 1}[p.visible]
         if p.visible == "softmax" and n_states < 2:
             raise ValueError(f"softmax visible units need at least 2 rating levels, the data has {levels.tolist()}")
+        _check_memory(self.n_items_, n_states, p)
         rng = np.random.Generator(np.random.Philox(key=p.seed))
         W = (0.01 * rng.standard_normal((self.n_items_, n_states, p.n_hidden))).astype(np.float32)
         states, values = self._encode(csr)
@@ -287,6 +312,11 @@ class RBM:
             d["neg_states"] = be.xp.zeros(self.train_.nnz, dtype=np.int32)
         self.step_ = cd_epoch(be, d, p, epoch_order(p.seed, epoch, self.train_.indptr), epoch, self.step_)
         self._sync_host()
+        if not (np.isfinite(self.W_).all() and np.isfinite(self.bv_).all() and np.isfinite(self.bh_).all()):
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch + 1}: the weights became NaN or infinite "
+                f"(learning_rate={p.learning_rate}, momentum={p.momentum_at(epoch)}, weight_decay={p.weight_decay}); "
+                "lower the learning rate.  Checkpoints written after earlier epochs are untouched")
         self.epochs_done_ += 1
         record = {"epoch": self.epochs_done_, "cd_steps": p.cd_at(epoch), "seconds": time.perf_counter() - t0}
         t1 = time.perf_counter()
@@ -498,6 +528,7 @@ class RBM:
         exclude_seen drops items the user rated in training; items restricts the candidates to
         these raw item ids."""
         self._check_fitted()
+        _check_n(n)
         u = int(self.user_index(user))
         scores = self.score_users([u])[0].astype(np.float64)
         seen = self.train_.indices[self.train_.indptr[u]:self.train_.indptr[u + 1]] if exclude_seen else ()
@@ -512,6 +543,7 @@ class RBM:
         model's levels).  exclude_seen drops the history's items; items restricts the candidates to
         these raw item ids.  Returns (item ids, scores), best first."""
         self._check_fitted()
+        _check_n(n)
         row = self._history_row(history)
         scores = self.score_users([0], X=row)[0].astype(np.float64)
         top = self._top_n(scores, n, items, row.indices if exclude_seen else ())
@@ -522,6 +554,7 @@ class RBM:
         vectors W[i] (K * F values), the item itself excluded.  Returns (item ids, cosines), most
         similar first."""
         self._check_fitted()
+        _check_n(n)
         i = int(self.item_index(item))
         W = np.asarray(self.W_, dtype=np.float32).reshape(self.n_items_, -1)
         norms = np.linalg.norm(W, axis=1).astype(np.float64)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 VISIBLE_TYPES = ("softmax", "like", "bernoulli")
+# Gibbs steps per update at most: each step is a pass over the batch, so more is never a useful setting.
+MAX_CD_STEPS = 1000
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -68,10 +71,10 @@ def parse_cd_schedule(spec) -> tuple:
                     f"cd_steps {spec!r}: cannot read {part!r}; expected 'T' or 'T@first_epoch', e.g. '1,3@15,5@25'"
                 ) from None
     elif isinstance(spec, dict):
-        pairs = [(int(k), int(v)) for k, v in spec.items()]
+        pairs = [(_whole(k, spec), _whole(v, spec)) for k, v in spec.items()]
     else:
         try:
-            pairs = [(int(a), int(b)) for a, b in spec]
+            pairs = [(_whole(a, spec), _whole(b, spec)) for a, b in spec]
         except (TypeError, ValueError):
             raise ValueError(
                 f"cd_steps must be an int, a dict {{first_epoch: T}}, (first_epoch, T) pairs or a string like "
@@ -83,9 +86,19 @@ def parse_cd_schedule(spec) -> tuple:
     for start, t in pairs:
         if t < 1 or start < 0:
             raise ValueError(f"cd_steps schedule {spec!r}: steps must be >= 1 and epochs >= 0")
+        if t > MAX_CD_STEPS:
+            raise ValueError(f"cd_steps schedule {spec!r}: {t} Gibbs steps per update is more than the "
+                             f"{MAX_CD_STEPS} allowed")
     if len({s for s, _ in pairs}) != len(pairs):
         raise ValueError(f"cd_steps schedule {spec!r} names an epoch twice")
     return tuple(pairs)
+
+
+def _whole(x, spec) -> int:
+    """An int from an int or a string of digits; 2.7 is refused, never truncated."""
+    if isinstance(x, bool) or not (isinstance(x, numbers.Integral) or (isinstance(x, str) and x.strip().isdigit())):
+        raise ValueError(f"cd_steps {spec!r}: {x!r} is not a whole number")
+    return int(x)
 
 
 def _check(cond: bool, name: str, value, allowed: str) -> None:
@@ -105,18 +118,18 @@ def validate_params(**kw) -> RBMParams:
         return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
     def is_real(x):
-        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
     _check(is_int(p.n_hidden) and p.n_hidden >= 1, "n_hidden", p.n_hidden, "an int >= 1")
     _check(p.visible in VISIBLE_TYPES, "visible", p.visible, f"one of {VISIBLE_TYPES}")
-    _check(is_real(p.like_threshold), "like_threshold", p.like_threshold, "a number (ratings >= it are likes)")
-    _check(is_real(p.learning_rate) and p.learning_rate > 0, "learning_rate", p.learning_rate, "a number > 0")
+    _check(is_real(p.like_threshold), "like_threshold", p.like_threshold, "a finite number (ratings >= it are likes)")
+    _check(is_real(p.learning_rate) and p.learning_rate > 0, "learning_rate", p.learning_rate, "a finite number > 0")
     _check(is_real(p.momentum) and 0 <= p.momentum < 1, "momentum", p.momentum, "in [0, 1)")
     _check(is_real(p.initial_momentum) and 0 <= p.initial_momentum < 1, "initial_momentum",
            p.initial_momentum, "in [0, 1)")
     _check(is_int(p.momentum_warmup) and p.momentum_warmup >= 0, "momentum_warmup", p.momentum_warmup,
            "an int >= 0 (epochs at initial_momentum)")
-    _check(is_real(p.weight_decay) and p.weight_decay >= 0, "weight_decay", p.weight_decay, "a number >= 0")
+    _check(is_real(p.weight_decay) and p.weight_decay >= 0, "weight_decay", p.weight_decay, "a finite number >= 0")
     _check(is_int(p.batch_size) and p.batch_size >= 1, "batch_size", p.batch_size, "an int >= 1 (users per batch)")
     _check(is_int(p.epochs) and p.epochs >= 0, "epochs", p.epochs, "an int >= 0")
     _check(is_int(p.seed) and 0 <= p.seed < 2**64, "seed", p.seed, "an int in [0, 2**64)")

@@ -81,13 +81,21 @@ def write_npz(path, header, arrays) -> str:
         raise ModelFileError(f"cannot write the model to {path}: it is a folder")
     header = {**header, "rbm_cuda_version": __version__}
     folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
     # mkstemp opens with O_EXCL under a random name: nothing planted at a predictable name is followed.
-    fd, tmp = tempfile.mkstemp(prefix=".rbm_cuda-", suffix=".tmp.npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             # Uncompressed: float weights hardly compress, and compression slows every checkpoint.
             np.savez(fh, header=np.array(json.dumps(header)), **arrays)
         os.replace(tmp, path)
+        # temporary files of earlier saves to this path that were killed mid-write (SIGKILL runs no cleanup)
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
     except BaseException:
         try:
             os.unlink(tmp)

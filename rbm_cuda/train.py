@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None,
                     help="where to save the model (.npz); default rbm-<data>.npz (--plain: rewritten after every "
                          "epoch)")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --plain: continue from the checkpoint at --out, written by an earlier run of the same "
+                         "command (the result is the same as an uninterrupted run)")
     ap.add_argument("--json", default=None, help="write the per-epoch history and final figures to this JSON file")
     ap.add_argument("--plot", default=None, help="draw the training curves into this PNG (needs matplotlib)")
     ap.add_argument("--user", default=None, help="raw id of the user whose recommendations are shown at the end")
@@ -166,6 +169,9 @@ def _train_plain(args, train, valid, out):
     model = RBM(**{**_rbm_overrides(args), "visible": args.visible, "like_threshold": args.like_threshold,
                    "seed": args.seed, "device": args.device})
     epochs = model.epochs
+    resumed = None
+    if args.resume:
+        resumed = _resume_from(out, model, train, args)
     progress = None
     if not args.quiet:
         from tqdm.auto import tqdm
@@ -183,7 +189,14 @@ def _train_plain(args, train, valid, out):
                            f"{_fmt(rec['free_energy_valid'], '10.2f')} {rec['seconds']:8.2f}")
             progress.update(1)
 
-    model.fit(train, valid=valid, callback=on_epoch)
+    if resumed is None:
+        model.fit(train, valid=valid, callback=on_epoch)
+    else:
+        model = resumed
+        if progress is not None:
+            progress.update(model.epochs_done_)
+        while model.epochs_done_ < epochs:
+            model.partial_fit(valid=valid, callback=on_epoch)
     if progress is not None:
         progress.close()
     if epochs == 0:
@@ -198,7 +211,32 @@ def _train_plain(args, train, valid, out):
                    "params": model.params_.to_dict()}
 
 
+def _resume_from(out, fresh, train, args):
+    """The checkpoint at `out` (written by an earlier run of the same command), checked against the
+    parameters and data of this run; None when there is no checkpoint yet."""
+    from . import RBM
+
+    path = out if out.endswith(".npz") else out + ".npz"
+    if not os.path.exists(path):
+        print(f"--resume: no checkpoint at {path} yet, starting from epoch 0", file=sys.stderr)
+        return None
+    model = RBM.load(path, device=args.device)
+    want = {k: v for k, v in fresh.get_params().items() if k not in ("epochs", "device")}
+    have = {k: v for k, v in model.get_params().items() if k not in ("epochs", "device")}
+    differ = [f"{k} {have[k]!r} (this run: {want[k]!r})" for k in want if str(want[k]) != str(have[k])]
+    if differ:
+        raise ValueError(f"--resume: the checkpoint {path} was trained with other parameters: {', '.join(differ)}")
+    if model.train_.shape != train.ratings.shape or model.train_.nnz != train.nnz:
+        raise ValueError(f"--resume: the checkpoint {path} was trained on other ratings "
+                         f"({model.train_.nnz} in {model.train_.shape}, this run {train.nnz} in {train.ratings.shape})")
+    model.epochs = fresh.epochs
+    return model
+
+
 def _train_recommender(args, train, valid, out):
+    if args.resume:
+        raise ValueError("--resume continues one RBM's training: use it with --plain (the recommender is saved "
+                         "when all its parts are trained)")
     if args.plot:
         raise ValueError("--plot draws one RBM's training curves: use it with --plain")
     over = _rbm_overrides(args) or None
@@ -231,10 +269,19 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, KeyError, RuntimeError, OSError) as err:
+    except (ValueError, KeyError, RuntimeError, OSError, MemoryError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = args.out or "rbm-<data>.npz"
+        if args.plain:
+            print(f"interrupted: the last finished epoch is in {out}; run the same command with --resume to "
+                  "continue from it", file=sys.stderr)
+        else:
+            print("interrupted: the recommender is saved only when all its parts are trained; nothing was "
+                  "written", file=sys.stderr)
+        return 130
     return 0
 
 

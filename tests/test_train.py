@@ -84,3 +84,61 @@ def test_unknown_user_is_refused_before_training(tmp_path, capsys):
     assert main(["--user", "99999", "--out", str(tmp_path / "m.npz")]) == 2
     assert "unknown user id 99999" in capsys.readouterr().err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_model(tmp_path):
+    """SIGKILL mid-training, then --resume: the same model as a run that was never interrupted, and no
+    temporary file left beside it."""
+    import signal
+    import time
+
+    args = ["--plain", "--epochs", "6", "--hidden", "16", "--seed", "2", "--quiet"]
+    whole, cut = tmp_path / "whole.npz", tmp_path / "cut.npz"
+    assert main(args + ["--out", str(whole)]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "rbm_cuda.train", *args, "--out", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not cut.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = RBM.load(cut).epochs_done_ if cut.exists() else 0
+    assert main(args + ["--out", str(cut), "--resume"]) == 0
+    a, b = RBM.load(whole), RBM.load(cut)
+    assert b.epochs_done_ == 6 and done <= 6
+    np.testing.assert_array_equal(a.W_, b.W_)
+    np.testing.assert_array_equal(a.bh_, b.bh_)
+    assert [r["valid_rmse"] for r in a.history_] == [r["valid_rmse"] for r in b.history_]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.npz", "whole.npz"]
+
+
+def test_resume_refuses_a_checkpoint_of_other_parameters(tmp_path, capsys):
+    out = str(tmp_path / "m.npz")
+    assert main(["--plain", "--epochs", "1", "--hidden", "8", "--out", out, "--quiet"]) == 0
+    assert main(["--plain", "--epochs", "2", "--hidden", "16", "--out", out, "--quiet", "--resume"]) == 2
+    assert "n_hidden 8 (this run: 16)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--lr", "inf"], "learning_rate=inf"),
+    (["--weight-decay", "nan"], "weight_decay=nan"),
+    (["--plain", "--like-threshold", "nan", "--visible", "like"], "like_threshold=nan"),
+    (["--valid-fraction", "1.5"], "--valid-fraction 1.5"),
+    (["--valid-fraction", "-0.5"], "--valid-fraction -0.5"),
+    (["--plain", "--cd", "1000000"], "more than the 1000 allowed"),
+    (["--plain", "--hidden", "1000000000"], "more than this machine's"),
+])
+def test_bad_numbers_are_refused_before_training(tmp_path, capsys, flags, phrase):
+    assert main(flags + ["--epochs", "1", "--out", str(tmp_path / "m.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and phrase in err and err.count("\n") == 1
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    assert main(["--plain", "--epochs", "3", "--hidden", "8", "--lr", "1e30", "--out", str(out), "--quiet"]) == 2
+    assert "training diverged in epoch" in capsys.readouterr().err
+    if out.exists():  # an earlier epoch that was still finite
+        m = RBM.load(out)
+        assert np.isfinite(m.W_).all()
