@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-fraction", type=float, default=None,
                     help="test share for stratified (default 0.25) and random (default 0.1); for new-users, the share "
                          "of users held out (default 0.1)")
+    ap.add_argument("--duplicates", default="error", choices=["error", "last", "mean"],
+                    help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the "
+                         "last, or keep the mean rounded to the nearest level (goodbooks-10k v1 has 2,278)")
     ap.add_argument("--models", default=",".join(MODEL_NAMES),
                     help=f"comma-separated models among {', '.join(MODEL_NAMES)}")
     ap.add_argument("--k", type=int, default=DEFAULT_K, help="cut-off of the ranking metrics")
@@ -66,12 +69,18 @@ def main(argv=None) -> int:
     try:
         make_models(names)  # fail fast on a bad name
         seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
+        if args.k < 1:
+            raise ValueError(f"--k {args.k}: the ranking cut-off must be at least 1")
+        if args.test_fraction is not None and not 0 < args.test_fraction < 1:
+            raise ValueError(f"--test-fraction {args.test_fraction}: expected a number in (0, 1)")
+        if args.epochs is not None and args.epochs < 0:
+            raise ValueError(f"--epochs {args.epochs}: expected an int >= 0")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:
-        data = load(args.data)
+        data = load(args.data, duplicates=args.duplicates)
         splits = make_splits(args.protocol, data=data, seeds=seeds, test_fraction=args.test_fraction)
     except (DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

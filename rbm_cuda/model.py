@@ -26,6 +26,30 @@ TRAIN_RMSE_SAMPLE = 200_000
 SCORE_BLOCK_ELEMENTS = 2**24
 
 
+# Distinct rating values a softmax layer accepts when the levels are inferred from a matrix: more
+# than this is a continuous score, not a rating scale.
+MAX_INFERRED_LEVELS = 50
+
+
+def sparse_ratings(X, what="ratings"):
+    """A scipy sparse matrix as canonical float32 CSR: a (row, column) stored twice is refused with
+    the pair (scipy would add the two values into one rating), and so are non-finite values."""
+    coo = sp.coo_matrix(X)
+    if coo.nnz:
+        key = coo.row.astype(np.int64) * coo.shape[1] + coo.col.astype(np.int64)
+        order = np.argsort(key, kind="stable")
+        rep = np.flatnonzero(key[order][1:] == key[order][:-1])
+        if len(rep):
+            k = order[rep[0]]
+            raise ValueError(f"{what}: entry (row {coo.row[k]}, column {coo.col[k]}) is stored {np.sum(key == key[k])} "
+                             f"times ({len(rep)} repeated entries in all); give each (user, item) one rating")
+    csr = sp.csr_matrix(coo, dtype=np.float32)
+    csr.sort_indices()
+    if not np.all(np.isfinite(csr.data)):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return csr
+
+
 def _as_rating_csr(X, levels=None):
     """(csr float32 ratings, levels, data) from a RatingData or a scipy sparse matrix."""
     data = None
@@ -39,11 +63,7 @@ def _as_rating_csr(X, levels=None):
             f"ratings must be a rbm_cuda.datasets.RatingData or a scipy.sparse matrix (users x items), "
             f"got {type(X).__name__}"
         )
-    csr = sp.csr_matrix(csr, dtype=np.float32)
-    csr.sum_duplicates()
-    csr.sort_indices()
-    if not np.all(np.isfinite(csr.data)):
-        raise ValueError("ratings contain NaN or infinite values")
+    csr = sparse_ratings(csr)
     if levels is None:
         levels = np.unique(csr.data).astype(np.float64)
     return csr, np.asarray(levels, dtype=np.float64), data
@@ -142,14 +162,18 @@ class RBM:
         p = self._params
         ratings = csr.data
         if p.visible == "softmax":
-            states = np.searchsorted(self.levels_, ratings).astype(np.int32)
-            bad = (states >= len(self.levels_)) | (self.levels_[np.minimum(states, len(self.levels_) - 1)] != ratings)
+            lv32 = self.levels_.astype(np.float32)  # the ratings are float32: compare in float32
+            states = np.searchsorted(lv32, ratings).astype(np.int32)
+            bad = (states >= len(lv32)) | (lv32[np.minimum(states, len(lv32) - 1)] != ratings)
             if bad.any():
                 v = ratings[np.argmax(bad)]
                 raise ValueError(f"rating {v} is not one of the model's levels {self.levels_.tolist()}")
             return states, np.empty(0, dtype=np.float32)
         if p.visible == "like":
             return (ratings >= p.like_threshold).astype(np.int32), np.empty(0, dtype=np.float32)
+        if len(ratings) and ratings.min() < 0:
+            raise ValueError(f"rating {ratings.min():g} is negative: bernoulli units take ratings >= 0 "
+                             "(their value is rating / the largest level)")
         return np.zeros(len(ratings), dtype=np.int32), (ratings / self.levels_.max()).astype(np.float32)
 
     def _targets(self, ratings):
@@ -178,6 +202,11 @@ class RBM:
         n_states = {"softmax": len(levels), "like": 2, "bernoulli": 1}[p.visible]
         if p.visible == "softmax" and n_states < 2:
             raise ValueError(f"softmax visible units need at least 2 rating levels, the data has {levels.tolist()}")
+        if p.visible == "softmax" and data is None and n_states > MAX_INFERRED_LEVELS:
+            raise ValueError(
+                f"the ratings hold {n_states} distinct values ({levels[0]:g} to {levels[-1]:g}): a softmax layer "
+                f"would get {n_states} levels.  Softmax units need a rating scale: give a RatingData with its "
+                "levels, round the ratings to a scale, or use visible='bernoulli'")
         _check_memory(self.n_items_, n_states, p)
         rng = np.random.Generator(np.random.Philox(key=p.seed))
         W = (0.01 * rng.standard_normal((self.n_items_, n_states, p.n_hidden))).astype(np.float32)
@@ -565,7 +594,7 @@ class RBM:
     def _history_row(self, history):
         """A 1 x n_items float32 CSR from {raw item id: rating} or a 1-row sparse matrix."""
         if sp.issparse(history):
-            row = sp.csr_matrix(history, dtype=np.float32)
+            row = sparse_ratings(history, "history")
             if row.shape != (1, self.n_items_):
                 raise ValueError(f"history must be one row over the model's {self.n_items_} items, "
                                  f"got shape {row.shape}")
@@ -573,9 +602,8 @@ class RBM:
             pairs = dict(history)
             idx = np.atleast_1d(self.item_index(list(pairs))) if pairs else np.zeros(0, dtype=np.int64)
             vals = np.asarray(list(pairs.values()), dtype=np.float32)
-            row = sp.csr_matrix((vals, (np.zeros(len(idx), dtype=np.int64), idx)), shape=(1, self.n_items_))
-        row.sum_duplicates()
-        row.sort_indices()
+            row = sparse_ratings(sp.coo_matrix((vals, (np.zeros(len(idx), dtype=np.int64), idx)),
+                                               shape=(1, self.n_items_)), "history")
         return row
 
     def _top_n(self, scores, n, items=None, exclude=()):

@@ -74,12 +74,13 @@ def parse_cd_schedule(spec) -> tuple:
         pairs = [(_whole(k, spec), _whole(v, spec)) for k, v in spec.items()]
     else:
         try:
-            pairs = [(_whole(a, spec), _whole(b, spec)) for a, b in spec]
+            raw = [(a, b) for a, b in spec]
         except (TypeError, ValueError):
             raise ValueError(
                 f"cd_steps must be an int, a dict {{first_epoch: T}}, (first_epoch, T) pairs or a string like "
                 f"'1,3@15', got {spec!r}"
             ) from None
+        pairs = [(_whole(a, spec), _whole(b, spec)) for a, b in raw]
     pairs.sort()
     if not pairs or pairs[0][0] != 0:
         raise ValueError(f"cd_steps schedule {spec!r} must say how many steps to use from epoch 0")

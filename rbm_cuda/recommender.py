@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from .datasets.core import RatingData, lookup_ids
 from .exceptions import NotFittedError
-from .model import RBM
+from .model import RBM, sparse_ratings
 
 PARTS = ("item", "user", "ranker")
 RATING_PARTS = ("item", "user")
@@ -46,8 +46,7 @@ def _rating_data(X):
     if isinstance(X, RatingData):
         return X
     if sp.issparse(X):
-        csr = sp.csr_matrix(X, dtype=np.float32)
-        csr.sum_duplicates()
+        csr = sparse_ratings(X)
         levels = np.unique(csr.data).astype(np.float64)
         return RatingData(csr, np.arange(csr.shape[0]), np.arange(csr.shape[1]), levels, name="")
     raise TypeError(f"ratings must be a rbm_cuda.datasets.RatingData or a scipy.sparse matrix (users x items), "
@@ -319,10 +318,9 @@ class RBMRecommender:
         sparse matrix over the model's items.  Ratings must be on the model's levels; an unknown
         item is a KeyError that names it."""
         if sp.issparse(histories):
-            csr = sp.csr_matrix(histories, dtype=np.float32)
+            csr = sparse_ratings(histories, "histories")
             if csr.shape[1] != self.n_items_:
                 raise ValueError(f"histories has {csr.shape[1]} columns, the model has {self.n_items_} items")
-            csr.sum_duplicates()
         else:
             people = [histories] if isinstance(histories, dict) else list(histories)
             rows, cols, vals = [], [], []

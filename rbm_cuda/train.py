@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "up under $RBM_CUDA_DATA) or a path to a folder or CSV file")
     ap.add_argument("--duplicates", default="error", choices=["error", "last", "mean"],
                     help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the "
-                         "last, or keep the mean (goodbooks-10k v1 has 2,278 repeated rows)")
+                         "last, or keep the mean rounded to the nearest level (goodbooks-10k v1 has 2,278 repeated "
+                         "rows)")
     ap.add_argument("--plain", action="store_true",
                     help="train one RBM (the flags below) instead of the recommender, and show every epoch")
     ap.add_argument("--visible", default=_D.visible, choices=["softmax", "like", "bernoulli"],

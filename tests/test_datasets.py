@@ -316,12 +316,14 @@ def test_goodbooks_to_read(goodbooks_last):
 @pytest.mark.data
 def test_goodbooks_mean(data_root):
     folder = need(data_root, "goodbooks-10k", "goodbooks-10k/v1/ratings.csv")
-    with pytest.warns(UserWarning, match="not levels"):
-        d = load_goodbooks(folder, duplicates="mean", to_read=False)
+    d = load_goodbooks(folder, duplicates="mean", to_read=False)
     assert d.nnz == 979_478 and d.to_read is None
-    assert d.ratings[d.user_index(7), d.item_index(4608)] == 2.5
-    assert 2.5 in d.levels and set(WHOLE) <= set(d.levels)
+    assert d.ratings[d.user_index(7), d.item_index(4608)] == 3  # 2 and 3: 2.5, halves up
+    np.testing.assert_array_equal(d.levels, WHOLE)
     assert np.isin(d.ratings.data, d.levels.astype(np.float32)).all()
+    from rbm_cuda import RBM
+
+    RBM(n_hidden=2, epochs=0, device="cpu").fit(d)  # every rating is one of the model's levels
 
 
 def test_goodbooks_column_order_from_header(tmp_path):
@@ -472,20 +474,19 @@ def test_duplicates_last_and_mean(tmp_path):
     assert last.ratings[last.user_index("a"), last.item_index("x")] == 1
     assert last.ratings[last.user_index("b"), last.item_index("x")] == 2
     np.testing.assert_array_equal(last.levels, [1, 2, 3, 5])
-    with pytest.warns(UserWarning, match="1 rating values that are not levels"):
-        mean = load_csv(tmp_path / "r.csv", duplicates="mean", levels=[1, 2, 3, 4, 5])
-    assert mean.ratings[mean.user_index("a"), mean.item_index("x")] == np.float32(5 / 3)
+    mean = load_csv(tmp_path / "r.csv", duplicates="mean", levels=[1, 2, 3, 4, 5])
+    assert mean.ratings[mean.user_index("a"), mean.item_index("x")] == 2  # 5 / 3, to the nearest level
     assert mean.ratings[mean.user_index("b"), mean.item_index("x")] == 2
-    assert len(mean.levels) == 6 and np.isclose(mean.levels, 5 / 3).any()
+    np.testing.assert_array_equal(mean.levels, [1, 2, 3, 4, 5])
 
 
 def test_duplicates_in_dataframe_name_rows():
     df = pd.DataFrame({"user": [1, 2, 1], "item": [7, 7, 7], "rating": [4, 4, 5]}, index=[10, 11, 12])
     with pytest.raises(DataError, match=r"user 1, item 7 rated 4 \(row 0\), 5 \(row 2\)"):
         from_dataframe(df, name="mine")
-    with pytest.warns(UserWarning, match=r"levels are now 3 values: \[4, 4.5, 5\]"):
-        d = from_dataframe(df, duplicates="mean")  # levels inferred from the data, then the mean added
-    assert d.ratings[d.user_index(1), d.item_index(7)] == 4.5
+    d = from_dataframe(df, duplicates="mean")  # 4 and 5 average to 4.5, a half: up to 5
+    assert d.ratings[d.user_index(1), d.item_index(7)] == 5
+    np.testing.assert_array_equal(d.levels, [4, 5])
 
 
 # ------------------------------------------------------------------------------------------ generic tables

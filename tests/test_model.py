@@ -372,3 +372,50 @@ def test_threads_wait_passively_unless_the_user_chose_a_policy_or_spin_count(env
                           "print(os.environ.get('OMP_WAIT_POLICY'))"],
                          env={**base, **env}, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(want)
+
+
+def test_a_matrix_with_a_repeated_entry_is_refused_not_summed():
+    coo = sp.coo_matrix((np.array([2.0, 3.0, 4.0], np.float32), (np.array([0, 0, 1]), np.array([1, 1, 2]))),
+                        shape=(2, 3))
+    with pytest.raises(ValueError, match=r"entry \(row 0, column 1\) is stored 2 times"):
+        RBM(n_hidden=2, epochs=1, device="cpu").fit(coo)
+    from rbm_cuda import RBMRecommender
+
+    with pytest.raises(ValueError, match="stored 2 times"):
+        RBMRecommender(device="cpu").fit(coo)
+
+
+def test_input_that_cannot_be_the_unit_type_is_refused():
+    X = random_ratings()
+    neg = X.copy()
+    neg.data[0] = -3.0
+    with pytest.raises(ValueError, match="rating -3 is negative: bernoulli units"):
+        RBM(n_hidden=2, epochs=1, visible="bernoulli", device="cpu").fit(neg)
+    cont = X.copy()
+    cont.data = np.random.default_rng(0).random(cont.nnz).astype(np.float32) * 5
+    with pytest.raises(ValueError, match=r"distinct values .* Softmax units need a rating scale"):
+        RBM(n_hidden=2, epochs=1, device="cpu").fit(cont)
+
+
+@pytest.mark.parametrize("n", [0, -5, 2.5, "5", float("nan")])
+def test_recommend_refuses_a_bad_n(n):
+    model = RBM(n_hidden=2, epochs=1, device="cpu").fit(random_ratings())
+    for call in (lambda: model.recommend(0, n=n), lambda: model.similar_items(0, n=n),
+                 lambda: model.recommend_for({0: 5}, n=n)):
+        with pytest.raises(ValueError, match=f"n={n!r} is not allowed"):
+            call()
+
+
+def test_cd_steps_must_be_whole_numbers():
+    with pytest.raises(ValueError, match="2.7 is not a whole number"):
+        RBM(cd_steps=[(0, 2.7)])
+    with pytest.raises(ValueError, match="learning_rate=inf"):
+        RBM(learning_rate=float("inf"))
+
+
+def test_set_params_after_fit_does_not_break_the_saved_file(tmp_path):
+    model = RBM(n_hidden=4, epochs=1, device="cpu").fit(random_ratings())
+    model.set_params(n_hidden=3)
+    back = RBM.load(model.save(tmp_path / "m.npz"))
+    assert back.W_.shape[2] == 4 and back.params_.n_hidden == 4
+    np.testing.assert_array_equal(back.recommend(0, n=3)[0], model.recommend(0, n=3)[0])

@@ -6,13 +6,11 @@ take a fraction of a second.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .core import RatingData, format_levels, format_value, sorted_unique
+from .core import RatingData, format_value, sorted_unique
 from .errors import DataError
 from .parsing import Origin, check_levels
 
@@ -121,9 +119,8 @@ def pairs_to_csr(uidx, iidx, ratings, shape, origin, duplicates, levels, raw_use
     'error': DataError with the number of repeated (user, item) pairs, the surplus rows, how many
         pairs have conflicting ratings, and one example with its ratings and lines.
     'last': the last row of each pair (in input order) is kept.
-    'mean': the mean of each pair's ratings is kept. The mean is not snapped to a level: when
-        a mean is not one of ``levels`` (e.g. 4.5 from 4 and 5 on a 1..5 scale), the levels become
-        the union of the given levels and those means, and a warning says so.
+    'mean': the mean of each pair's ratings, rounded to the nearest level (halves up: 4 and 5 on a
+        1..5 scale give 5), so the rating scale stays the data's own.
     """
     n_users, n_items = shape
     key = uidx.astype(np.int64) * n_items + iidx.astype(np.int64)
@@ -142,20 +139,13 @@ def pairs_to_csr(uidx, iidx, ratings, shape, origin, duplicates, levels, raw_use
         if duplicates == "last":
             pick = starts + sizes - 1
             skey, srat = skey[pick], srat[pick]
-        else:  # mean
-            sums = np.add.reduceat(srat, starts)
-            srat = sums / sizes
+        else:  # mean, rounded to the nearest level
+            mean = np.add.reduceat(srat, starts) / sizes
+            lv = np.asarray(levels, dtype=np.float64)
+            above = np.clip(np.searchsorted(lv, mean), 0, len(lv) - 1)
+            below = np.clip(above - 1, 0, len(lv) - 1)
+            srat = np.where(mean - lv[below] < lv[above] - mean, lv[below], lv[above])
             skey = skey[starts]
-            off = ~np.isin(srat.astype(np.float32), levels.astype(np.float32))
-            if off.any():
-                added = np.unique(srat[off])
-                levels = np.union1d(levels, added)
-                warnings.warn(
-                    f"{origin.label}: averaging repeated (user, item) pairs made {len(added)} rating values "
-                    f"that are not levels (e.g. {format_value(added[0])}); levels are now "
-                    f"{len(levels)} values: {format_levels(levels[:12])}{' ...' if len(levels) > 12 else ''}",
-                    stacklevel=4,
-                )
     rows = skey // n_items
     cols = (skey - rows * n_items).astype(np.int32)
     indptr = np.zeros(n_users + 1, dtype=np.int64)
