@@ -32,6 +32,11 @@ RECOMMENDER_FORMAT = "rbm_cuda.RBMRecommender"
 FORMAT_VERSION = 1
 ITEM_COLUMNS = ("title", "authors", "genres")
 
+# A model file's JSON header is small (the history of a few hundred epochs is tens of kB).
+MAX_HEADER_BYTES = 16 << 20
+# rbm_cuda writes members uncompressed; a compressed member expanding more than this is refused.
+MAX_EXPANSION = 50
+
 # What a damaged file can raise anywhere between opening it and building the model from it.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, TypeError,
                 AttributeError, IndexError)
@@ -122,6 +127,7 @@ def read_header(path, formats=(FORMAT,)) -> tuple[dict, "np.lib.npyio.NpzFile"]:
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a readable rbm_cuda model file: it is not a .npz archive "
                              "(truncated, or another kind of file)")
+    _check_sizes(path)
     try:
         npz = np.load(path, allow_pickle=False)
         header = json.loads(str(npz["header"][()]))
@@ -140,6 +146,23 @@ def read_header(path, formats=(FORMAT,)) -> tuple[dict, "np.lib.npyio.NpzFile"]:
             f"{path} has model format version {version}, newer than this rbm_cuda reads ({FORMAT_VERSION}); "
             "upgrade rbm_cuda to load it")
     return header, npz
+
+
+def _check_sizes(path):
+    """Refuse a zip bomb before anything is decompressed: the sizes are in the zip's directory."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): {err}") from None
+    for m in members:
+        if m.filename == "header.npy" and m.file_size > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{path}: the header is {m.file_size} bytes uncompressed, more than the "
+                                 f"{MAX_HEADER_BYTES} a model header can need")
+        if m.compress_type != zipfile.ZIP_STORED and m.file_size > MAX_EXPANSION * max(m.compress_size, 1) \
+                and m.file_size > (1 << 20):
+            raise ModelFileError(f"{path}: member {m.filename} expands from {m.compress_size} to {m.file_size} "
+                                 f"bytes, out of proportion for a model file (rbm_cuda writes it uncompressed)")
 
 
 def file_format(path) -> str:

@@ -276,6 +276,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         out = args.out or "rbm-<data>.npz"
+        out = out if out.endswith(".npz") else out + ".npz"
         if args.plain:
             print(f"interrupted: the last finished epoch is in {out}; run the same command with --resume to "
                   "continue from it", file=sys.stderr)

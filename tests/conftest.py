@@ -9,6 +9,11 @@ import rbm_cuda
 
 
 def pytest_configure(config):
+    # A relative $RBM_CUDA_DATA means "relative to where pytest was started": make it absolute once, so
+    # the tests that run commands in other folders find the same data.
+    data = os.environ.get("RBM_CUDA_DATA")
+    if data and not os.path.isabs(data):
+        os.environ["RBM_CUDA_DATA"] = os.pathsep.join(os.path.abspath(p) for p in data.split(os.pathsep) if p)
     try:
         from rbm_cuda import _build_info  # noqa: F401  written only by a real build
     except ImportError:

@@ -698,3 +698,61 @@ def test_building_a_million_ratings_is_fast():
     elapsed = time.perf_counter() - t
     assert d.nnz == len(df.drop_duplicates(["user", "item"]))
     assert elapsed < 3.0, f"building a RatingData from 1M rows took {elapsed:.2f} s"
+
+
+# ------------------------------------------------------------------------------------------ ids stay exact
+def test_ids_at_or_above_2_63_stay_exact():
+    big = np.array([2**63, 2**63 + 1, 5], dtype=np.uint64)
+    df = pd.DataFrame({"user": big, "item": [1, 1, 2], "rating": [4, 5, 3]})
+    d = from_dataframe(df)
+    assert sorted(d.user_ids.tolist()) == sorted(["9223372036854775808", "9223372036854775809", "5"])
+    assert d.n_users == 3
+
+
+def test_float_ids_too_large_to_be_exact_are_refused_with_the_row():
+    df = pd.DataFrame({"user": np.array([4611686018427387905, 4611686018427387904], dtype=np.float64),
+                       "item": [1, 1], "rating": [4.0, 5.0]})
+    with pytest.raises(DataError, match=r"row 0: user id .* not an id that a float64 column holds exactly"):
+        from_dataframe(df)
+
+
+def test_integral_ids_are_not_rewritten_beside_fractional_ones():
+    df = pd.DataFrame({"user": [2.0, 1.5, 2.0], "item": [1, 1, 2], "rating": [4, 5, 3]})
+    d = from_dataframe(df)
+    assert sorted(d.user_ids.tolist()) == ["1.5", "2"]
+
+
+def test_truncated_gzip_table_is_a_data_error(tmp_path):
+    import gzip
+
+    text = "user,item,rating\n" + "".join(f"{u},{i},{(u * i) % 5 + 1}\n" for u in range(200) for i in range(30))
+    blob = gzip.compress(text.encode())
+    path = tmp_path / "r.csv.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    from rbm_cuda.datasets import load
+
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load(path)
+
+
+# ------------------------------------------------------------------------------------------ fuzz
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_cell = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                  st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(_cell, _cell, _cell), min_size=0, max_size=8))
+def test_fuzzed_tables_give_rating_data_or_a_data_error(rows):
+    df = pd.DataFrame(rows, columns=["user", "item", "rating"]) if rows else \
+        pd.DataFrame({"user": [], "item": [], "rating": []})
+    try:
+        d = from_dataframe(df, duplicates="last")
+    except DataError:
+        return
+    # what loads is consistent: every rating finite and on the levels, ids distinct
+    assert np.isfinite(d.ratings.data).all()
+    assert np.isin(d.ratings.data, d.levels.astype(np.float32)).all()
+    assert len(set(d.user_ids.tolist())) == d.n_users and len(set(d.item_ids.tolist())) == d.n_items

@@ -378,3 +378,29 @@ def test_new_users_protocol_folds_in_history(data):
     flipped = Split(split.name, split.train, split.test, split.history.with_ratings(h))
     res2 = evaluate_split(tiny_views()[:1], flipped)
     assert res2["rbm"]["rmse"] != res["rbm"]["rmse"]
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--k", "0"], "--k 0"),
+    (["--test-fraction", "2"], "--test-fraction 2.0"),
+    (["--test-fraction", "0"], "--test-fraction 0.0"),
+    (["--epochs", "-1"], "--epochs -1"),
+])
+def test_cli_refuses_bad_numbers_in_one_line(tmp_path, capsys, flags, phrase):
+    from rbm_cuda.evaluate import main
+
+    assert main(["--data", "ml-latest-small", "--protocol", "stratified", "--quiet"] + flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and phrase in err and err.count("\n") == 1
+
+
+def test_cli_takes_the_duplicates_flag(tmp_path, capsys):
+    from rbm_cuda.evaluate import main
+
+    csv = tmp_path / "dup.csv"
+    rows = ["user,item,rating"] + [f"{u},{i},{(u + i) % 5 + 1}" for u in range(30) for i in range(8)] + ["0,0,1"]
+    csv.write_text("\n".join(rows) + "\n")
+    assert main(["--data", str(csv), "--protocol", "random", "--seeds", "0", "--models", "biases", "--quiet"]) == 2
+    assert "occur more than once" in capsys.readouterr().err
+    assert main(["--data", str(csv), "--protocol", "random", "--seeds", "0", "--models", "biases", "--quiet",
+                 "--duplicates", "last"]) == 0

@@ -251,6 +251,10 @@ class TestMovieLens:
         rc, _, err = run_cli(capsys, "--model", m, "--history", "50=5", "--candidates", "to-read")
         assert_one_line_error(rc, err, "needs --user")
 
+    def test_an_id_beyond_int64_is_unknown_not_an_overflow(self, ml, capsys):
+        rc, _, err = run_cli(capsys, "--model", ml.path, "--user", "99999999999999999999999")
+        assert_one_line_error(rc, err, "unknown user id 99999999999999999999999")
+
     def test_bad_model_files(self, ml, capsys, tmp_path):
         raw = open(ml.path, "rb").read()
         (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])

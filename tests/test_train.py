@@ -142,3 +142,21 @@ def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, c
     if out.exists():  # an earlier epoch that was still finite
         m = RBM.load(out)
         assert np.isfinite(m.W_).all()
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "m.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "rbm_cuda.train", "--plain", "--epochs", "500", "--hidden", "16",
+                             "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and err.strip().count("\n") == 0
+    assert "--resume" in err and str(out) in err

@@ -305,7 +305,11 @@ def lookup_ids(ids: np.ndarray, raw_ids, what: str, where: str, sorter=None):
 def _coerce_query(q: np.ndarray, kind_dtype: np.dtype):
     """Query ids in the dtype of the id array, or None if none of them can match."""
     if kind_dtype.kind == "i":
-        if q.dtype.kind in "iu":
+        lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        if q.dtype.kind == "u":
+            # ids at or above 2**63 cannot be int64 ids: they must not wrap onto negative ones
+            return np.where(q > hi, lo, q.astype(np.uint64).clip(0, hi)).astype(np.int64)
+        if q.dtype.kind == "i":
             return q.astype(np.int64)
         if q.dtype.kind == "f":
             out = np.full(len(q), np.iinfo(np.int64).min, dtype=np.int64)
@@ -315,7 +319,8 @@ def _coerce_query(q: np.ndarray, kind_dtype: np.dtype):
         if q.dtype.kind == "O":
             vals = q.tolist()
             if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-                return np.asarray(vals, dtype=np.int64)
+                # Python ints beyond int64 match no id (and must not raise OverflowError)
+                return np.asarray([int(v) if lo < int(v) <= hi else lo for v in vals], dtype=np.int64)
         return None
     # unicode ids: compare as text
     if q.dtype.kind == "U":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 import io
 import re
 from pathlib import Path
@@ -188,6 +189,9 @@ def read_table(
         raise DataError(f"{label}: could not parse as {shown_sep!r}-separated text: {e}") from None
     except UnicodeDecodeError:
         raise _decode_error(path, encoding, label, content) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{label}: the compressed file is truncated or corrupt ({e}); expected a complete "
+                        f".gz file") from None
     if header:
         df.columns = [str(c).strip() for c in df.columns]
         missing = [c for c in required or [] if c not in df.columns]
@@ -324,21 +328,43 @@ def id_column(df: pd.DataFrame, col: str, origin: Origin, what: str, integer: bo
     """Column of raw ids: int64 when all are integers, else (if ``integer`` is False) a numpy
     unicode array. DataError at the first empty id, or non-integer id when ``integer``."""
     s = df[col]
-    if s.dtype.kind in "iu":
+    if s.dtype.kind == "i":
         return s.to_numpy(dtype=np.int64)
+    if s.dtype.kind == "u":
+        vals = s.to_numpy()
+        if len(vals) == 0 or vals.max() <= np.iinfo(np.int64).max:
+            return vals.astype(np.int64)
+        # ids at or above 2**63 do not fit in int64: they stay exact as text, never wrapped
+        if integer:
+            k = int(np.argmax(vals > np.iinfo(np.int64).max))
+            raise DataError(_bad_value_message(s, k, col, origin, what, "an integer id below 2**63", df.shape[1], 1))
+        return np.asarray([str(v) for v in vals.tolist()], dtype=str)
     na = s.isna().to_numpy()
     if na.any():
         k = int(np.flatnonzero(na)[0])
         raise DataError(_bad_value_message(s, k, col, origin, what, "an id", df.shape[1], int(na.sum())))
     if s.dtype.kind == "f":
         vals = s.to_numpy(dtype=np.float64)
+        infinite = ~np.isfinite(vals)
+        if infinite.any():
+            k = int(np.flatnonzero(infinite)[0])
+            raise DataError(_bad_value_message(s, k, col, origin, what, "a finite id", df.shape[1],
+                                               int(infinite.sum())))
+        # beyond 2**53 a float64 holds only every other integer: distinct ids may already be one value
+        inexact = np.abs(vals) >= 2**53
+        if inexact.any():
+            k = int(np.flatnonzero(inexact)[0])
+            raise DataError(_bad_value_message(
+                s, k, col, origin, what, "an id that a float64 column holds exactly (below 2**53 in size; "
+                "read large ids as text or int64)", df.shape[1], int(inexact.sum())))
         ok = np.isfinite(vals) & (vals == np.round(vals))
         if ok.all():
             return vals.astype(np.int64)
         if integer:
             k = int(np.flatnonzero(~ok)[0])
             raise DataError(_bad_value_message(s, k, col, origin, what, "an integer id", df.shape[1], int((~ok).sum())))
-        return np.asarray(s.astype(str).to_numpy(), dtype=str)
+        # mixed integral and fractional ids become text, the integral ones without ".0"
+        return np.asarray([str(int(v)) if v == np.round(v) else repr(float(v)) for v in vals.tolist()], dtype=str)
     text = s.astype(str)
     empty = (text.str.strip() == "").to_numpy()
     if empty.any():
@@ -377,7 +403,12 @@ def _bad_value_message(s: pd.Series, k: int, col: str, origin: Origin, what: str
 
 def check_levels(values: np.ndarray, levels, origin: Origin, what: str = "rating") -> np.ndarray:
     """Sorted float64 levels (inferred from ``values`` when None); DataError at the first value
-    outside them."""
+    outside them, or at the first value a float32 cannot hold (the ratings are stored as float32)."""
+    big = np.abs(values) > np.finfo(np.float32).max
+    if big.any():
+        k = int(np.flatnonzero(big)[0])
+        raise DataError(f"{origin.where(k)}: {what} {format_value(values[k])} is too large; expected a rating "
+                        f"a float32 holds (below 3.4e38 in size)")
     if levels is None:
         return sorted_unique(values)
     lv = np.asarray(levels, dtype=np.float64).ravel()

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
@@ -148,6 +149,9 @@ def _header(path: Path, sep: str, encoding: str) -> list[str]:
         raise DataError(f"{path} is empty; expected a table of ratings with a header line") from None
     except (UnicodeDecodeError, pd.errors.ParserError) as e:
         raise DataError(f"{path}, line 1: cannot read the header: {e}") from None
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{path}: the compressed file is truncated or corrupt ({e}); expected a complete "
+                        f".gz file") from None
     return [str(c).strip() for c in cols]
 
 
