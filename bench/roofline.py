@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rbm_cuda.cpu.kernels import _ITEM_CHUNKS, group_by_item  # noqa: E402
+from rbm_cuda.cpu.kernels import ITEM_CHUNKS, group_by_item  # noqa: E402
 from rbm_cuda.cpu.simd import LANES, tile_logits  # noqa: E402
 
 K, F, BATCH = 5, 100, 1000
@@ -40,10 +40,10 @@ K, F, BATCH = 5, 100, 1000
 @njit(parallel=True, cache=True)
 def decay_stream(W, vel, lr, mom, wd):
     """The momentum update of every element with a zero gradient (update_softmax's work for an item
-    the batch does not rate), in _ITEM_CHUNKS tasks like update_softmax's."""
+    the batch does not rate), in ITEM_CHUNKS tasks like update_softmax's."""
     n = W.shape[0]
-    for c in prange(_ITEM_CHUNKS):
-        for e in range(c * n // _ITEM_CHUNKS, (c + 1) * n // _ITEM_CHUNKS):
+    for c in prange(ITEM_CHUNKS):
+        for e in range(c * n // ITEM_CHUNKS, (c + 1) * n // ITEM_CHUNKS):
             v = mom * vel[e] + lr * (np.float32(0.0) - wd * W[e])
             vel[e] = v
             W[e] += v

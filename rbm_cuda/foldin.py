@@ -379,13 +379,13 @@ def to_read_items(model, data, user) -> np.ndarray:
     """Raw item ids on `user`'s to-read list in `data` (a RatingData with .to_read)."""
     if getattr(data, "to_read", None) is None:
         raise ValueError(f"data set {data.name!r} has no to-read lists (goodbooks-10k has them)")
-    u = data.user_index(_coerce_id(user, np.asarray(data.user_ids)))
+    u = data.user_index(coerce_id(user, np.asarray(data.user_ids)))
     tr = data.to_read
     cols = tr.indices[tr.indptr[u]:tr.indptr[u + 1]]
     return np.asarray(data.item_ids)[cols]
 
 
-def _coerce_id(text, ids):
+def coerce_id(text, ids):
     """A raw id given as text, in the type of `ids` (unknown text stays text, so lookups say 'unknown')."""
     if isinstance(text, str) and np.asarray(ids).dtype.kind in "iu":
         try:

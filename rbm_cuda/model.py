@@ -120,8 +120,6 @@ class RBM:
     levels_ : float64[n_levels], the rating scale; history_ : list of per-epoch dicts.
     """
 
-    FORMAT_VERSION = 1
-
     def __init__(self, n_hidden=100, *, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.1,
                  momentum=0.8, initial_momentum=0.5, momentum_warmup=5, weight_decay=0.003, batch_size=100,
                  epochs=40, seed=0, device="auto"):

@@ -179,7 +179,7 @@ def _rec_rows(model, top_ids, scores, expected, look):
 # -- the commands ------------------------------------------------------------------------------------
 def cmd_user(args, model, look, out):
     n = args.n or 10
-    uid = foldin._coerce_id(args.user, model.user_ids_)
+    uid = foldin.coerce_id(args.user, model.user_ids_)
     u = int(model.user_index(uid))
     items = None
     if args.candidates == "to-read":

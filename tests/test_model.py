@@ -362,16 +362,18 @@ def test_visible_kernel_rejects_non_binary_hidden_states():
 @pytest.mark.parametrize("env, want", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "active"}, "active"),
                                        ({"GOMP_SPINCOUNT": "20000"}, None)])
 def test_threads_wait_passively_unless_the_user_chose_a_policy_or_spin_count(env, want):
-    """kernels.py sets libgomp's wait policy before Numba loads libgomp; a policy or a spin count the
-    user set wins (passive waiting would override the spin count)."""
+    """The Numba backend sets libgomp's wait policy before Numba loads libgomp; a policy or a spin
+    count the user set wins (passive waiting would override the spin count).  Importing rbm_cuda
+    alone leaves the environment as it was."""
     import subprocess
     import sys
 
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", "import os, rbm_cuda.cpu.kernels; "
-                          "print(os.environ.get('OMP_WAIT_POLICY'))"],
-                         env={**base, **env}, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(want)
+    code = ("import os, rbm_cuda, rbm_cuda.cpu.kernels; print(os.environ.get('OMP_WAIT_POLICY')); "
+            "from rbm_cuda.backend import get_backend; get_backend('cpu'); print(os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == [str(env.get("OMP_WAIT_POLICY")), str(want)]
 
 
 def test_a_matrix_with_a_repeated_entry_is_refused_not_summed():

@@ -209,3 +209,32 @@ def test_tile_scatter_writes_each_draw_at_its_csr_position_and_nothing_else(n):
     for r in range(n):
         want[slot_p[3 + r] + delta[slot_b[3 + r]]] = chosen[r]
     np.testing.assert_array_equal(out, want)
+
+
+def test_stale_compiled_kernels_are_dropped_when_any_source_changes(tmp_path):
+    """Numba keys a cached function by its own file's time only; the kernels inline simd.py and
+    philox.py, so a change to either must drop the cached kernels too."""
+    from rbm_cuda.cpu import SOURCES, drop_stale_cache
+
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    src.mkdir()
+    cache.mkdir()
+    for name in SOURCES:
+        (src / name).write_text(f"# {name}\n")
+    compiled = [cache / "kernels.sample_hidden-1.py311.nbi", cache / "kernels.sample_hidden-1.py311.1.nbc",
+                cache / "philox.uniforms-9.py311.nbi"]
+    for p in compiled:
+        p.write_bytes(b"old")
+    drop_stale_cache(src, cache)  # first sight: no key yet, so nothing can be trusted
+    assert not any(p.exists() for p in compiled)
+    for p in compiled:
+        p.write_bytes(b"new")
+    assert drop_stale_cache(src, cache) is False  # same sources: the cache stays
+    assert all(p.exists() for p in compiled)
+    (src / "simd.py").write_text("# simd.py, edited\n")  # kernels.py itself did not change
+    assert drop_stale_cache(src, cache) is True
+    assert not any(p.exists() for p in compiled)
+    (cache / "other.f-1.py311.nbi").write_bytes(b"x")
+    (src / "philox.py").write_text("# edited\n")
+    drop_stale_cache(src, cache)
+    assert (cache / "other.f-1.py311.nbi").exists()  # other modules' caches are not touched

@@ -1,12 +1,27 @@
 """The Numba backend: NumPy arrays in host memory, kernels from rbm_cuda/cpu/kernels.py."""
 
+import os
+
 import numpy as np
 
 from . import kernels
 
 
+def passive_openmp_wait():
+    """Ask libgomp (Numba's default threading layer here) to let idle threads sleep, unless the user
+    chose a wait policy or a spin count.  The kernels run several short parallel regions per batch;
+    threads that spin between them take the cores the working threads need on a shared machine.
+    libgomp reads the variable when Numba first loads it, at the first parallel kernel call, so it is
+    set when the first Numba backend is made, not when rbm_cuda is imported (docs/design.md)."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 class NumbaBackend:
     """Runs every kernel on the CPU with Numba; the reference the CUDA backend is tested against."""
+
+    def __init__(self):
+        passive_openmp_wait()
 
     name = "numba"
     xp = np

@@ -11,24 +11,12 @@ Random numbers: element e of stream (seed, step, gibbs, phase) draws philox_unif
 Hidden unit f of row r is element r * F + f; a rated entry at CSR position j is element j.
 """
 
-import os
-
-# Numba's default threading layer here is OpenMP (GNU libgomp), whose idle threads spin for a while
-# after every parallel region.  Our kernels run several short regions per mini-batch; on a machine
-# shared with other work (or with more threads than free cores) the spinning threads take the cores
-# the working ones need, and an epoch ran 2-3x slower than with passive waiting (docs/performance.md).
-# libgomp reads this when Numba first loads it, at the first parallel kernel call.  A wait policy the
-# user set is kept, and so is a spin count (GOMP_SPINCOUNT, which passive waiting would override): on
-# a machine with nothing else to run, spinning 20,000 rounds made the ml-1m epoch 1.07x faster, and
-# 1.3x slower beside one busy process (docs/performance.md, Eighth round).
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+import numpy as np
+from numba import njit, prange
 
 from .philox import PHASE_HIDDEN, PHASE_VISIBLE, uniforms_into
-from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, LANES, float_from_bits,
+from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, LANES, PREFETCH_AHEAD,
+                   float_from_bits,
                    gather_rows_sum, level_update, prefetch, tile_gather, tile_logits, tile_scatter,
                    tile_softmax_draws)
 
@@ -36,7 +24,7 @@ from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, 
 _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, update_softmax, scatter_gradients: parallel tasks per call, each a range of items
 # holding about the same number of the batch's ratings.
-_ITEM_CHUNKS = 16
+ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
 # per SIMD lane.
 _TAIL_BLOCK = LANES
@@ -50,9 +38,6 @@ _EXP_P0, _EXP_P1, _EXP_P2, _EXP_P3, _EXP_P4, _EXP_P5 = EXPF_POLY
 # group_by_item: parallel tasks (row ranges), and the most entries a batch may hold (slots are int32).
 _GROUP_TASKS = 2
 _MAX_SLOTS = 2**31 - 1
-# Prefetch distance, in rated entries, of the loops with bernoulli values and of scatter_gradients
-# (simd.gather_rows_sum has its own).
-_AHEAD = 8
 # sample_hidden: the items and states of the batch row this many rows on are requested ahead.  A
 # batch's rows are random users, whose entries start anywhere in the CSR arrays, and the W rows to
 # gather wait on those loads (sample_hidden 1.10-1.13x on ml-1m and ml-20m, 1.2x on one thread;
@@ -114,8 +99,8 @@ def _gather_scaled_rows(acc, W, indices, states, values, j0, j1):
     simd.gather_rows_sum does the unscaled sum)."""
     n = acc.shape[0]
     for j in range(j0, j1):
-        if j + _AHEAD < j1:  # W rows come in random item order: fetch ahead
-            _prefetch_row(W[indices[j + _AHEAD], states[j + _AHEAD]], n)
+        if j + PREFETCH_AHEAD < j1:  # W rows come in random item order: fetch ahead
+            _prefetch_row(W[indices[j + PREFETCH_AHEAD], states[j + PREFETCH_AHEAD]], n)
         _axpy_row(acc, values[j], W[indices[j], states[j]], n)
 
 
@@ -193,17 +178,17 @@ def group_by_item(indptr, indices, rows, n_items):
 
 @njit(cache=True)
 def _item_chunks(start):
-    """int64[_ITEM_CHUNKS + 1]: cuts the items into ranges holding about equal numbers of the batch's
+    """int64[ITEM_CHUNKS + 1]: cuts the items into ranges holding about equal numbers of the batch's
     entries (the parallel tasks of the item-by-item walks); chunk c is items bounds[c] ..
     bounds[c + 1] - 1, and the chunks cover every item."""
     n_items = start.shape[0] - 1
     m = start[n_items]
-    bounds = np.empty(_ITEM_CHUNKS + 1, dtype=np.int64)
-    for c in range(_ITEM_CHUNKS):
+    bounds = np.empty(ITEM_CHUNKS + 1, dtype=np.int64)
+    for c in range(ITEM_CHUNKS):
         # first item whose entries start at or after the target (start is non-decreasing)
-        bounds[c] = np.searchsorted(start[:n_items], (m * c) // _ITEM_CHUNKS)
+        bounds[c] = np.searchsorted(start[:n_items], (m * c) // ITEM_CHUNKS)
     bounds[0] = 0
-    bounds[_ITEM_CHUNKS] = n_items
+    bounds[ITEM_CHUNKS] = n_items
     return bounds
 
 
@@ -260,7 +245,7 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
         raise ValueError("sample_visible_softmax: h must hold binary hidden states (0.0 or 1.0)")
     # Then item by item (W[i] stays in cache for all the batch's ratings of item i), in blocks of up
     # to _TAIL_BLOCK ratings, a rating per vector lane: logits, one vectorised softmax and draw.
-    for c in prange(_ITEM_CHUNKS):
+    for c in prange(ITEM_CHUNKS):
         hw = np.zeros((n_words, _TAIL_BLOCK), dtype=np.uint32)
         z = np.empty((n_levels, _TAIL_BLOCK), dtype=np.float32)
         ub = np.empty(_TAIL_BLOCK, dtype=np.float32)
@@ -378,12 +363,12 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
     start, slot_b, slot_p, delta = group_by_item(indptr, indices, rows, dW.shape[0])
     bounds = _item_chunks(start)
     m = slot_b.shape[0]
-    for c in prange(_ITEM_CHUNKS):
+    for c in prange(ITEM_CHUNKS):
         for i in range(bounds[c], bounds[c + 1]):
             for q in range(start[i], start[i + 1]):
-                # Prefetch what the entry _AHEAD slots on reads: its state (a random CSR position)
+                # Prefetch what the entry PREFETCH_AHEAD slots on reads: its state (a random CSR position)
                 # and its row of ph.
-                qa = q + _AHEAD
+                qa = q + PREFETCH_AHEAD
                 if qa < m:
                     ba = slot_b[qa]
                     prefetch(states, slot_p[qa] + delta[ba])
@@ -415,7 +400,7 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
     wd = np.float32(weight_decay)
     sc = np.float32(scale)
     bounds = _item_chunks(start)
-    for c in prange(_ITEM_CHUNKS):
+    for c in prange(ITEM_CHUNKS):
         gb = np.zeros(n_levels, dtype=np.float32)
         most = 0
         for i in range(bounds[c], bounds[c + 1]):
@@ -474,12 +459,17 @@ def _rows_by_level(slot_b, q0, q1, level, sign, by_level, count, gb):
 
 
 @njit(cache=True, inline="always")
+def _update_at(param, grad, velocity, lr, mom, wd, sc, n):
+    v = mom * velocity[n] + lr * (sc * grad[n] - wd * param[n])
+    velocity[n] = v
+    param[n] += v
+    grad[n] = np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
 def _update_range(param, grad, velocity, lr, mom, wd, sc, n0, n1):
     for n in range(n0, n1):
-        v = mom * velocity[n] + lr * (sc * grad[n] - wd * param[n])
-        velocity[n] = v
-        param[n] += v
-        grad[n] = np.float32(0.0)
+        _update_at(param, grad, velocity, lr, mom, wd, sc, n)
 
 
 @njit(parallel=True, cache=True)
@@ -496,10 +486,7 @@ def apply_update(param, grad, velocity, learning_rate, momentum, weight_decay, s
         _update_range(param, grad, velocity, lr, mom, wd, sc, 0, size)
         return
     for n in prange(size):
-        v = mom * velocity[n] + lr * (sc * grad[n] - wd * param[n])
-        velocity[n] = v
-        param[n] += v
-        grad[n] = np.float32(0.0)
+        _update_at(param, grad, velocity, lr, mom, wd, sc, n)
 
 
 @njit(parallel=True, cache=True)

@@ -17,8 +17,9 @@ LANES = 16
 # Running-sum vectors held in registers per pass over the rows: 112 columns, so F = 100 takes one
 # pass; wider rows take several passes, each over all the rows.
 _PASS_VECTORS = 7
-# Rows ahead whose cache lines gather_rows_sum prefetches.
-_AHEAD = 8
+# Rated entries ahead whose W rows are prefetched (gather_rows_sum here, and the kernels' loops over
+# bernoulli values and scatter_gradients).
+PREFETCH_AHEAD = 8
 # tile_logits: levels summed by fused multiply-adds, the others by masked additions.
 _FMA_LEVELS = 2
 
@@ -128,11 +129,11 @@ def _column_masks(builder, n_cols, c0):
 def _row_sums(builder, mat_ptr, n_cols, c0, masks, t0, t1, row_of, sums, negate=False, prefetch=False):
     """IR for: for t in t0 .. t1 - 1: sums = sums + mat[row_of(t), c0:] (- when negate), the columns of
     one pass held in registers; returns the sums.  mat is row-major with n_cols columns; row_of(t)
-    gives an i64 row.  With prefetch, the row _AHEAD on is requested too."""
+    gives an i64 row.  With prefetch, the row PREFETCH_AHEAD on is requested too."""
 
     def add_row(t, values):
         if prefetch:
-            ahead = builder.add(t, _const(_AHEAD))
+            ahead = builder.add(t, _const(PREFETCH_AHEAD))
             with builder.if_then(builder.icmp_signed("<", ahead, t1)):
                 row_base = builder.gep(mat_ptr, [builder.add(builder.mul(row_of(ahead), n_cols), c0)])
                 for v in range(_PASS_VECTORS):
@@ -242,7 +243,7 @@ def _is_array(x, ndim, dtype):
 @intrinsic
 def gather_rows_sum(typingctx, out, W, indices, states, j0, j1):
     """for j in j0 .. j1 - 1: out += W[indices[j], states[j]], in j order (a user's hidden input in
-    sample_hidden); the W row _AHEAD entries on is prefetched (rows come in random item order).
+    sample_hidden); the W row PREFETCH_AHEAD entries on is prefetched (rows come in random item order).
     out float32[F], W float32[I, K, F], indices and states int32[nnz]."""
     if not (_is_array(out, 1, types.float32) and _is_array(W, 3, types.float32)
             and _is_array(indices, 1, types.int32) and _is_array(states, 1, types.int32)

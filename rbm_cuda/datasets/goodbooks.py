@@ -10,9 +10,9 @@ import pandas as pd
 
 from .core import RatingData, sorted_unique
 from .errors import DataError
-from .movielens import LEVELS_WHOLE, _unique_ids, as_folder
+from .movielens import LEVELS_WHOLE, as_folder, check_unique_ids
 from .parsing import id_column, number_column, read_table, require_file
-from .triples import _check_duplicates_mode, bool_matrix, build_rating_data
+from .triples import bool_matrix, build_rating_data, check_duplicates_mode
 
 #: Ratings files tried in order when ``ratings`` is None: v2 (user_id,book_id,rating), then v1
 #: (book_id,user_id,rating). The column order is taken from the header either way.
@@ -30,7 +30,7 @@ def read_books(file) -> tuple[np.ndarray, pd.DataFrame]:
         file, sep=",", required=["book_id", "title", "authors"], all_fields=False,
         expected="the goodbooks-10k book list (books.csv with columns book_id, title, authors, ...)",
     )  # fmt: skip
-    ids = _unique_ids(id_column(df, "book_id", origin, "book id", integer=True), origin, "book")
+    ids = check_unique_ids(id_column(df, "book_id", origin, "book id", integer=True), origin, "book")
     cols = [c for c in BOOK_COLUMNS if c in df.columns]
     table = pd.DataFrame({c: df[c].to_numpy() for c in cols}, index=ids)
     for c in ("title", "authors", "original_title"):
@@ -42,7 +42,7 @@ def read_books(file) -> tuple[np.ndarray, pd.DataFrame]:
     return np.sort(ids), table
 
 
-def _resolve(folder: Path, given, candidates, what: str) -> Path | None:
+def _resolve(folder: Path, given, candidates) -> Path | None:
     if given is not None:
         p = Path(os.path.expanduser(os.fspath(given)))
         return p if p.is_absolute() else folder / p
@@ -63,11 +63,11 @@ def load_goodbooks(path, ratings=None, duplicates: str = "error", to_read=True) 
     ``to_read``: True loads ``to_read.csv`` or ``to_read.sorted.csv`` when present, False skips
     it, or a path. Users are those who rated or listed a book to read.
     """
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     folder = as_folder(path, "goodbooks-10k")
     books = require_file(folder / "books.csv", "the goodbooks-10k book list (books.csv)")
     item_universe, table = read_books(books)
-    rfile = _resolve(folder, ratings, RATINGS_FILES, "ratings")
+    rfile = _resolve(folder, ratings, RATINGS_FILES)
     if rfile is None:
         raise DataError(
             f"{folder} has no ratings file; expected {' or '.join(str(folder / n) for n in RATINGS_FILES)} "
@@ -83,9 +83,9 @@ def load_goodbooks(path, ratings=None, duplicates: str = "error", to_read=True) 
     del df
     tr_file = None
     if to_read is True:
-        tr_file = _resolve(folder, None, TO_READ_FILES, "to-read list")
+        tr_file = _resolve(folder, None, TO_READ_FILES)
     elif to_read not in (False, None):
-        tr_file = _resolve(folder, to_read, (), "to-read list")
+        tr_file = _resolve(folder, to_read, ())
     tr_users = tr_books = tr_origin = None
     if tr_file is not None:
         tdf, tr_origin = read_table(

@@ -12,7 +12,7 @@ import pandas as pd
 from .core import RatingData, sorted_unique
 from .errors import DataError
 from .parsing import Origin, id_column, number_column, read_table, require_file
-from .triples import _check_duplicates_mode, build_rating_data
+from .triples import check_duplicates_mode, build_rating_data
 
 #: Rating scale of ml-100k and ml-1m (whole stars).
 LEVELS_WHOLE = np.arange(1.0, 6.0)
@@ -38,7 +38,7 @@ def as_folder(path, what: str) -> Path:
     return p
 
 
-def _unique_ids(ids: np.ndarray, origin: Origin, what: str) -> np.ndarray:
+def check_unique_ids(ids: np.ndarray, origin: Origin, what: str) -> np.ndarray:
     order = np.argsort(ids, kind="stable")
     s = ids[order]
     rep = np.flatnonzero(s[1:] == s[:-1])
@@ -72,7 +72,7 @@ def _read_100k_users(folder: Path) -> np.ndarray | None:
         f, sep="|", columns=["user", "age", "gender", "occupation", "zip"], encoding="latin-1",
         quoting=csv.QUOTE_NONE, expected="the MovieLens 100K user list (user id|age|gender|occupation|zip code)",
     )  # fmt: skip
-    return _unique_ids(id_column(df, "user", origin, "user id", integer=True), origin, "user")
+    return check_unique_ids(id_column(df, "user", origin, "user id", integer=True), origin, "user")
 
 
 def _genre_names(folder: Path) -> tuple[str, ...]:
@@ -108,7 +108,7 @@ def _read_100k_items(folder: Path):
         encoding="latin-1", quoting=csv.QUOTE_NONE,
         expected=f"the MovieLens 100K item list (item id|title|release date|video release date|IMDb URL|{len(flags)} genre flags)",
     )  # fmt: skip
-    ids = _unique_ids(id_column(df, "item", origin, "item id", integer=True), origin, "item")
+    ids = check_unique_ids(id_column(df, "item", origin, "item id", integer=True), origin, "item")
     flag_values = np.empty((len(df), len(flags)), dtype=bool)
     for j, c in enumerate(flags):
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
@@ -136,7 +136,7 @@ def load_movielens_100k(path, duplicates: str = "error") -> RatingData:
     """MovieLens 100K from its folder: ratings of ``u.data`` (1..5 stars), titles and genres from
     ``u.item`` (latin-1). The maps cover all users of ``u.user`` and all items of ``u.item`` when
     those files are there, else the ids seen in ``u.data``."""
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     folder = as_folder(path, "MovieLens 100K (ml-100k)")
     data = require_file(folder / "u.data", "the MovieLens 100K ratings (u.data)")
     users, items, ratings, origin = _read_100k_ratings(data)
@@ -154,7 +154,7 @@ def load_movielens_100k_split(path, split: str, duplicates: str = "error") -> tu
     """(train, test) of one of the ml-100k splits u1..u5, ua, ub (``<split>.base`` and
     ``<split>.test``). Both use the full id maps (u.user / u.item, else the ids of u.data, else
     those of both files), so an index means the same user or item in train and test."""
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     if split not in SPLITS_100K:
         raise ValueError(f"split must be one of {', '.join(SPLITS_100K)}; got {split!r}")
     folder = as_folder(path, "MovieLens 100K (ml-100k)")
@@ -215,7 +215,7 @@ def read_movies_dat(file) -> tuple[np.ndarray, pd.DataFrame]:
     """(sorted movie ids, metadata with title and genres indexed by movie id) from ml-1m's
     ``movies.dat`` (MovieID::Title::Genres, latin-1)."""
     df, origin = _read_dat(Path(file), ["item", "title", "genres"], "the MovieLens 1M movie list (movies.dat)")
-    ids = _unique_ids(id_column(df, "item", origin, "movie id", integer=True), origin, "movie")
+    ids = check_unique_ids(id_column(df, "item", origin, "movie id", integer=True), origin, "movie")
     table = pd.DataFrame(
         {"title": df["title"].astype(str).to_numpy(), "genres": df["genres"].astype(str).to_numpy()}, index=ids
     )
@@ -226,7 +226,7 @@ def load_movielens_1m(path, duplicates: str = "error") -> RatingData:
     """MovieLens 1M from its folder: ``ratings.dat`` (UserID::MovieID::Rating::Timestamp, 1..5
     stars), titles and genres from ``movies.dat`` (latin-1). The maps cover all users of
     ``users.dat`` and all movies of ``movies.dat`` when present, else the ids rated."""
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     folder = as_folder(path, "MovieLens 1M (ml-1m)")
     df, origin = _read_dat(
         folder / "ratings.dat", ["user", "item", "rating", "timestamp"],
@@ -240,7 +240,7 @@ def load_movielens_1m(path, duplicates: str = "error") -> RatingData:
         udf, uorigin = _read_dat(
             folder / "users.dat", ["user", "gender", "age", "occupation", "zip"], "the MovieLens 1M user list"
         )
-        user_universe = _unique_ids(id_column(udf, "user", uorigin, "user id", integer=True), uorigin, "user")
+        user_universe = check_unique_ids(id_column(udf, "user", uorigin, "user id", integer=True), uorigin, "user")
     item_universe = table = None
     if (folder / "movies.dat").is_file():
         item_universe, table = read_movies_dat(folder / "movies.dat")
@@ -268,7 +268,7 @@ def read_movies_csv(file) -> tuple[np.ndarray, pd.DataFrame]:
         file, sep=",", required=["movieId", "title", "genres"], all_fields=False,
         expected="a MovieLens movie list (movies.csv with columns movieId,title,genres)",
     )  # fmt: skip
-    ids = _unique_ids(id_column(df, "movieId", origin, "movie id", integer=True), origin, "movie")
+    ids = check_unique_ids(id_column(df, "movieId", origin, "movie id", integer=True), origin, "movie")
     table = pd.DataFrame(
         {"title": df["title"].astype(str).to_numpy(), "genres": df["genres"].astype(str).to_numpy()}, index=ids
     )
@@ -280,7 +280,7 @@ def load_movielens_csv(path, duplicates: str = "error", name: str | None = None)
     ``ratings.csv`` (userId,movieId,rating,timestamp; half stars, levels 0.5..5.0) and
     ``movies.csv`` (movieId,title,genres). ``.csv.gz`` files are read too. The item map covers all
     movies of movies.csv when present (also unrated ones), the user map the users who rated."""
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     folder = as_folder(path, "MovieLens CSV release (ratings.csv, movies.csv)")
     rfile = find_file(folder, "ratings.csv") or folder / "ratings.csv"
     df, origin = read_table(

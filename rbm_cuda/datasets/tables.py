@@ -11,7 +11,7 @@ import pandas as pd
 from .core import RatingData
 from .errors import DataError
 from .parsing import Origin, id_column, number_column, read_table
-from .triples import _check_duplicates_mode, build_rating_data
+from .triples import check_duplicates_mode, build_rating_data
 
 
 def from_dataframe(
@@ -43,7 +43,7 @@ def from_dataframe(
 
     Raw ids stay int64 when they are all integers, else they become text.
     """
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
     origin = _origin or Origin(name, positions=df.index)
@@ -110,7 +110,7 @@ def load_csv(
     Errors name the file and the line as numbered in the file (header = line 1). See
     ``from_dataframe`` for ``levels``, ``duplicates`` and ``items``. ``.gz`` files are read too.
     """
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     path = Path(os.path.expanduser(os.fspath(path)))
     df, origin = read_table(
         path,

@@ -22,7 +22,7 @@ DUPLICATES = ("error", "last", "mean")
 _DENSE_SPAN = 1 << 24
 
 
-def lookup_ids(universe: np.ndarray, raw: np.ndarray):
+def positions_in(universe: np.ndarray, raw: np.ndarray):
     """(index of each raw id in the sorted, distinct ``universe``, mask of ids found). Integer and
     text ids are compared as text when the two kinds differ."""
     if len(universe) == 0:
@@ -56,7 +56,7 @@ def lookup_ids(universe: np.ndarray, raw: np.ndarray):
 def map_ids(raw: np.ndarray, universe: np.ndarray | None, origin: Origin, what: str, universe_label: str):
     """(sorted id map, index of each raw id). Ids must all be in ``universe`` when it is given."""
     ids = sorted_unique(raw) if universe is None else sorted_unique(np.asarray(universe))
-    idx, found = lookup_ids(ids, raw)
+    idx, found = positions_in(ids, raw)
     if not found.all():
         k = int(np.flatnonzero(~found)[0])
         n_bad = int((~found).sum())
@@ -67,7 +67,7 @@ def map_ids(raw: np.ndarray, universe: np.ndarray | None, origin: Origin, what: 
     return ids, idx
 
 
-def _check_duplicates_mode(duplicates: str) -> None:
+def check_duplicates_mode(duplicates: str) -> None:
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates must be one of {', '.join(map(repr, DUPLICATES))}; got {duplicates!r}")
 
@@ -97,7 +97,7 @@ def build_rating_data(
     ``item_table``: metadata indexed by raw item id (covering the item map); reordered to it.
     ``levels``: allowed ratings (None: the distinct values seen). ``duplicates``: see ``resolve_pairs``.
     """
-    _check_duplicates_mode(duplicates)
+    check_duplicates_mode(duplicates)
     if len(ratings) == 0:
         raise DataError(f"{origin.label}: no ratings; the data set is empty")
     lv = check_levels(ratings, levels, origin)

@@ -20,7 +20,7 @@ from scipy.sparse.linalg import svds
 from .metrics import LIKE_THRESHOLD
 
 
-def like_from_rating(pred, threshold=LIKE_THRESHOLD, levels=None):
+def like_from_rating(pred, threshold=LIKE_THRESHOLD):
     """P(like) for a model that predicts ratings only: a logistic of the predicted rating centred
     half a level below the like threshold (2.5 on a 1-5 scale), slope 4 per rating point.  Only
     its ordering (AUC) and its side of 0.5 (the hard decision) enter the metrics."""
