@@ -51,8 +51,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 N_HIDDEN = 100
 N_LEVELS = 5
-# The machine's float32 peak (docs/performance.md): 2 cores x 2 FMA pipes x 8 lanes x 2 flops x ~2.45 GHz.
-PEAK_FLOPS = 156e9
 ALL_IMPLS = ["numba", "cuda", "numpy-dense", "sklearn-dense", "sklearn-csr", "torch", "torch-seed"]
 DENSE_IMPLS = {"numpy-dense", "sklearn-dense", "torch", "torch-seed"}
 DENSE_LIMIT_BYTES = 4 << 30  # dense users x items float32 beyond this is reported as skipped
@@ -94,8 +92,7 @@ SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, its group is ti
 MAX_TURN_EPOCHS = 50  # epochs per turn at most, whatever the turn's seconds ask
 # OpenBLAS's idle threads spin for up to about 0.1 s after a call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT),
 # and a case timed meanwhile shares the cores with them (a numba ml-1m epoch right after a scikit-learn
-# epoch: 1.6x slower, bench/machine_probe.py).  Each turn starts this long after the last one ended
-# (--turn-pause).
+# epoch ran 1.6x slower).  Each turn starts this long after the last one ended (--turn-pause).
 BLAS_SPIN_SECONDS = 0.25
 
 
@@ -369,11 +366,9 @@ def run_group(group, a):
             results[n] = {"skip": str(e)}
     rounds = 1 if slow else max([group[n]["epochs"] for n in live], default=0)
     turn = a.min_seconds / max(rounds, 1)
-    # A turn's first epoch follows seconds of waiting through the other cases' turns, and ran slower
-    # when it was timed (run 25, bench/results/throughput.json at 77c6588, ml-1m CD-1: numba's first
-    # epochs 1.25-1.51x the median of the rest of their turn, numpy-dense's 0.90-1.57x, scikit-learn's
-    # 0.93-1.19x): each turn starts with one epoch outside the timing (its time is kept as
-    # round_untimed_seconds), except in slow groups.
+    # A turn's first epoch follows seconds of waiting through the other cases' turns and runs slower
+    # than the rest of the turn: each turn starts with one epoch outside the timing (its time is kept
+    # as round_untimed_seconds), except in slow groups.
     untimed = 0 if slow else 1
     times = {n: [] for n in live}
     firsts = {n: [] for n in live}
@@ -429,6 +424,9 @@ def main(argv=None):
                          "(all the CPUs)")
     ap.add_argument("--full", action="store_true", help="also run the slow peer cases skipped by default")
     ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k and ml-1m, CD-1, 2 epochs (unless given)")
+    ap.add_argument("--peak-gflops", type=float, default=None,
+                    help="this machine's float32 peak in GFLOP/s (cores x FMA pipes x lanes x 2 x GHz): when given, "
+                         "numba's CD-1 rows report the fraction of it they reach")
     ap.add_argument("--fit", default=None,
                     help="data sets on which to time the whole RBMRecommender fit at its default settings (all its "
                          "parts, the validation stage included), comma-separated; default: ml-1m when it is among "
@@ -494,9 +492,9 @@ def main(argv=None):
                 for key in ("monitor_seconds", "numba_threads"):
                     if key in res:
                         row[key] = res[key]
-                if case["impl"] == "numba" and case["cd"] == 1:
+                if case["impl"] == "numba" and case["cd"] == 1 and a.peak_gflops:
                     flop = 2.0 * res["nnz"] * N_HIDDEN * (1 + 3 * N_LEVELS)
-                    row["peak_fraction"] = flop / sec / PEAK_FLOPS
+                    row["peak_fraction"] = flop / sec / (a.peak_gflops * 1e9)
             rows.append(row)
             print(f"  {row['impl']:<13} {row['dataset']:<8} CD-{row['cd']:<2} "
                   + (f"{row['seconds_per_epoch']:.3f} s/epoch" if row["seconds_per_epoch"] else f"skipped: {row['skipped']}"),
@@ -531,7 +529,7 @@ def main(argv=None):
     print()
     for r in rows:
         if "peak_fraction" in r:
-            print(f"numba {r['dataset']} CD-1: {r['peak_fraction']:.1%} of the float32 peak ({PEAK_FLOPS / 1e9:.0f} "
+            print(f"numba {r['dataset']} CD-1: {r['peak_fraction']:.1%} of the float32 peak ({a.peak_gflops:.0f} "
                   f"GFLOP/s), counting nnz * F * (1 + 3K) multiply-adds per epoch")
         if "monitor_seconds" in r:
             print(f"{r['impl']} {r['dataset']} CD-{r['cd']}: per-epoch monitoring (not in s/epoch) "

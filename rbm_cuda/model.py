@@ -107,9 +107,8 @@ class RBM:
     momentum, initial_momentum, momentum_warmup : momentum after / during the first warm-up epochs.
     weight_decay : float, L2 penalty on W (not on biases).
     batch_size : int, users per mini-batch.  Every batch applies momentum and weight decay to all of
-        W (n_items x K x n_hidden floats): with many items, small batches spend most of the epoch
-        there (on an ml-20m-shaped set an epoch took about four times as long with batches of 100
-        as with 1,000; docs/performance.md).
+        W (n_items x K x n_hidden floats), so with many items small batches spend much of the epoch
+        there (docs/performance.md).
     epochs : int, epochs run by fit.
     seed : int, key of every random stream (Philox); same seed -> same model on CPU and GPU.
     device : "auto" | "cpu" | "cuda".

@@ -30,18 +30,17 @@ ITEM_CHUNKS = 16
 _TAIL_BLOCK = LANES
 # update_softmax: the weights and velocity of the item _UPDATE_AHEAD on are prefetched.
 _UPDATE_AHEAD = 2
-# update_softmax: slots ahead whose data and negative states are prefetched (32 and 64 alike, 16 less).
+# update_softmax: slots ahead whose data and negative states are prefetched.
 _STATES_AHEAD = 32
-# _expf's polynomial as scalar globals (Numba freezes them as constants; indexing the tuple inside
-# _expf kept it from vectorising as well: sample_hidden was 1.07x slower).
+# _expf's polynomial as scalar globals: Numba freezes them as constants, where indexing the tuple
+# inside _expf kept the loop from vectorising as well.
 _EXP_P0, _EXP_P1, _EXP_P2, _EXP_P3, _EXP_P4, _EXP_P5 = EXPF_POLY
 # group_by_item: parallel tasks (row ranges), and the most entries a batch may hold (slots are int32).
 _GROUP_TASKS = 2
 _MAX_SLOTS = 2**31 - 1
-# sample_hidden: the items and states of the batch row this many rows on are requested ahead.  A
-# batch's rows are random users, whose entries start anywhere in the CSR arrays, and the W rows to
-# gather wait on those loads (sample_hidden 1.10-1.13x on ml-1m and ml-20m, 1.2x on one thread;
-# bench/kernel_micro.py hidden with copies of both).
+# sample_hidden: the items and states of the batch row this many rows on are requested ahead: a
+# batch's rows are random users whose entries start anywhere in the CSR arrays, and the W rows to
+# gather wait on those loads.
 _ROWS_AHEAD = 2
 
 
@@ -135,8 +134,8 @@ def group_by_item(indptr, indices, rows, n_items):
     < t, so the order (and the result) is that of one serial pass."""
     n_rows = rows.shape[0]
     n_tasks = _GROUP_TASKS
-    # int32 like the slots (at most _MAX_SLOTS per batch, checked below): half the cache lines of int64
-    # counters, which on ml-20m (26,744 items per task) made the grouping 1.13-1.25x slower
+    # int32 like the slots (at most _MAX_SLOTS per batch, checked below): half the cache lines of
+    # int64 counters, which matters when each task counts tens of thousands of items
     count = np.zeros((n_tasks, n_items), dtype=np.int32)
     delta = np.empty(n_rows, dtype=np.int64)
     m = 0
@@ -258,9 +257,7 @@ def sample_visible_softmax(indptr, indices, rows, start, slot_b, slot_p, delta, 
             bvi = bv[i]
             # The weights of the next item the batch rates are requested now: when W outgrows the
             # caches each item's K rows come from DRAM, interleaved, which the hardware prefetcher
-            # does not follow (1.12-1.23x on an ml-20m batch).  Items the batch does not rate are
-            # not fetched (a sixth of ml-20m's with batches of 1,000 users, three quarters with
-            # batches of 100).
+            # does not follow.  Items the batch does not rate are not fetched.
             i_next = i + 1
             while i_next < bounds[c + 1] and start[i_next + 1] == start[i_next]:
                 i_next += 1
@@ -410,9 +407,9 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
         count_pos = np.empty(n_levels, dtype=np.int64)
         count_neg = np.empty(n_levels, dtype=np.int64)
         # The chunk's data and negative states in slot order, in one tight loop of independent random
-        # reads (many in flight at once; interleaved with the row sums they were 1.14x slower), those
-        # _STATES_AHEAD slots on requested ahead (the update 1.05-1.13x faster with the prefetch on
-        # ml-1m, 1.08x on ml-20m: left to the out-of-order window, too few were in flight).
+        # reads (many in flight at once, which interleaving them with the row sums would prevent),
+        # those _STATES_AHEAD slots on requested ahead (the out-of-order window alone keeps too few
+        # in flight).
         s0 = start[bounds[c]]
         s1 = start[bounds[c + 1]]
         pos = np.empty(s1 - s0, dtype=np.int32)
@@ -430,8 +427,8 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
             q0 = start[i]
             q1 = start[i + 1]
             # The weights and velocity of the item two on, into L2 while this item's gradient is
-            # summed: W and its velocity stream through here (107 MB on ml-20m) and without it the
-            # stream and the gradient took the sum of their times (1.23-1.38x on an ml-20m batch).
+            # summed: W and its velocity stream through here, and without it the stream and the
+            # gradient take the sum of their times instead of overlapping.
             if i + _UPDATE_AHEAD < bounds[c + 1]:
                 for k in range(n_levels):
                     _prefetch_row(W[i + _UPDATE_AHEAD, k], n_hidden)

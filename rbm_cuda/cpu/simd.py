@@ -73,10 +73,8 @@ def _masked_store(builder, value, ptr, mask):
 
 def _prefetch_line(builder, ptr):
     """llvm.prefetch(read, locality 1, data) of the line holding ptr (prefetcht2 on x86-64: into L2,
-    not L1): no effect on results.  Into L1 (locality 3) the fetched lines evicted what the loops
-    were working on: on ml-20m the L2 prefetches made the hidden passes 1.11-1.21x and the visible
-    walk 1.18-1.37x faster, and made a prefetch in update_softmax pay (1.23-1.38x; into L1 it had
-    been 0.74-0.95x).  ml-1m, whose W fits the last-level cache: within the noise."""
+    not L1): no effect on results.  Into L1 (locality 3) the fetched lines evict what the loops are
+    working on; into L2 they arrive in time without that, when W outgrows the last-level cache."""
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I8P, _I32, _I32, _I32]),
                                         "llvm.prefetch.p0")
     builder.call(fn, [builder.bitcast(ptr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 1), ir.Constant(_I32, 1)])
@@ -316,7 +314,7 @@ def tile_gather(typingctx, bits, slot_b, slot_p, u, q0, n, hw, ub):
     and 0 in the lanes r >= n.  bits uint32[B, W]; slot_b, slot_p int32[>= q0 + n]; u float32[*];
     hw uint32[W, LANES]; ub float32[LANES]; 1 <= n <= LANES.  Written as that loop, the 16 scalar
     stores of each row were then loaded as one vector, which the CPU cannot forward from the store
-    buffer: the tile waited for them to reach the cache (the visible walk 1.10-1.13x faster)."""
+    buffer: the tile would wait for them to reach the cache."""
     if not (_is_array(bits, 2, types.uint32) and _is_array(slot_b, 1, types.int32)
             and _is_array(slot_p, 1, types.int32) and _is_array(u, 1, types.float32)
             and isinstance(q0, types.Integer) and isinstance(n, types.Integer)
@@ -423,8 +421,8 @@ def tile_logits(typingctx, Wi, hw, k0, n_acc, n, z):
     so the same bits for finite weights.  nvcc compiles `dot += hb[f] * w[f]` to a fused multiply-add:
     with h = 1 the sum rounded once, with h = 0 the sum unchanged (the sums start at +0.0 and can never
     become -0.0).  The first _FMA_LEVELS levels are summed so; the others by a masked addition, the
-    weight added in the lanes whose bit is set, which is the same result.  Mixing the two ran a tile
-    faster than either alone (`bench/kernel_micro.py tile`).  The n_acc sums stay in registers for
+    weight added in the lanes whose bit is set, which is the same result.  Mixing the two keeps both
+    the FMA and the add ports busy.  The n_acc sums stay in registers for
     the whole f loop and each weight is loaded once for all the ratings; there are no horizontal
     sums.  With n <= 8 valid ratings only lanes 0..7 are computed (half the work).
     Wi float32[K, F]; hw uint32[ceil(F / 32), LANES]; z float32[K, LANES]; lanes >= n are garbage."""
