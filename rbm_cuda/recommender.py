@@ -386,17 +386,21 @@ class RBMRecommender:
         n = len(rows) if kind == "users" else rows.shape[0]
         step = max(1, BLOCK_ELEMENTS // max(1, width * 10))
         for s in range(0, n, step):
-            yield s, (rows[s:s + step] if kind == "users" else rows[s:s + step])
+            yield s, rows[s:s + step]
 
     # -- public outputs ---------------------------------------------------------------------------
-    def _pairs_proba(self, users, items, part):
-        """Blended (or one part's) level probabilities float64[n, n_levels] of raw-id pairs."""
+    def _check_rating_part(self, part):
+        """A fitted recommender with rating parts, and `part` None (the blend) or one of them."""
         self._check_fitted()
         if not self.rating_parts_:
             raise ValueError("this recommender has no rating part (parts has neither 'item' nor 'user')")
         if part is not None and part not in self.rating_parts_:
             raise ValueError(f"part={part!r} is not allowed: part must be None (the blend) or one of "
                              f"{self.rating_parts_}")
+
+    def _pairs_proba(self, users, items, part):
+        """Blended (or one part's) level probabilities float64[n, n_levels] of raw-id pairs."""
+        self._check_rating_part(part)
         users, items = np.atleast_1d(users), np.atleast_1d(items)
         if users.shape != items.shape:
             raise ValueError(f"users and items must have the same length, got {users.shape} and {items.shape}")
@@ -421,12 +425,7 @@ class RBMRecommender:
         """Expected ratings float64[n_people, n_items or len(items)] for training users (raw ids)
         or new people (histories, see history_matrix: fold-in, no retraining); the blend, or one
         rating part's (part="item" or "user")."""
-        self._check_fitted()
-        if not self.rating_parts_:
-            raise ValueError("this recommender has no rating part (parts has neither 'item' nor 'user')")
-        if part is not None and part not in self.rating_parts_:
-            raise ValueError(f"part={part!r} is not allowed: part must be None (the blend) or one of "
-                             f"{self.rating_parts_}")
+        self._check_rating_part(part)
         kind, rows = self._people(users, histories)
         cols = np.arange(self.n_items_) if items is None else np.atleast_1d(self.item_index(np.atleast_1d(items)))
         out = np.empty((len(rows) if kind == "users" else rows.shape[0], len(cols)))

@@ -26,10 +26,14 @@ def test_default_job_trains_the_recommender(tmp_path, capsys):
     assert model.weights_ == desc["weights"]
     # what was printed is the ranker's top-10 for the first user, with the expected ratings
     printed = capsys.readouterr().out
-    ids, _ = model.recommend(model.user_ids_[0], n=10)
-    titles = model.items_["title"].to_numpy()[model.item_index(ids)]
     assert "p(rated)" in printed
-    for title in titles[:3]:
+    assert_top10_printed(model, printed)
+
+
+def assert_top10_printed(model, printed):
+    """The titles of the model's top-10 for its first user are in what train printed."""
+    ids, _ = model.recommend(model.user_ids_[0], n=10)
+    for title in model.items_["title"].to_numpy()[model.item_index(ids)][:3]:
         assert title[:40] in printed
 
 
@@ -54,11 +58,8 @@ def test_plain_rbm_on_embedded_data(tmp_path, capsys):
     model = RBM.load(out)
     assert model.epochs_done_ == 3
     printed = capsys.readouterr().out
-    ids, _ = model.recommend(model.user_ids_[0], n=10)
-    titles = model.items_["title"].to_numpy()[model.item_index(ids)]
     assert "top-10 recommendations" in printed
-    for title in titles[:3]:
-        assert title[:40] in printed
+    assert_top10_printed(model, printed)
 
 
 def test_bad_flag_value_is_one_line_error(tmp_path, capsys):
