@@ -1,0 +1,169 @@
+"""python -m rbm_cuda.serve: every endpoint of the JSON API through FastAPI's test client, every kind of
+bad request (a 4xx with a JSON error naming the field, never a 500), concurrency, and the page."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rbm_cuda import RBM, RBMRecommender  # noqa: E402
+from rbm_cuda.datasets import RatingData  # noqa: E402
+from rbm_cuda.web.app import MAX_BODY_BYTES, create_app  # noqa: E402
+
+TITLES = ["Alpha", "Beta", "Gamma", "Delta", "Star One", "Star Two", "Omega", "Sigma", "Kappa", "Zeta"] * 3
+
+
+def data(to_read=False):
+    rng = np.random.default_rng(3)
+    n_users, n_items = 60, 30
+    r = np.clip(np.rint(3 + rng.normal(0, 1, (n_users, 1)) + rng.normal(0, 1, (1, n_items))), 1, 5)
+    mask = rng.random((n_users, n_items)) < 0.3
+    mask[np.arange(n_users), np.arange(n_users) % n_items] = True
+    items = pd.DataFrame({"title": [f"{t} {k}" for k, t in enumerate(TITLES)]})
+    tr = None
+    if to_read:
+        tr = sp.csr_matrix((rng.random((n_users, n_items)) < 0.2) & ~mask)
+    return RatingData(sp.csr_matrix(np.where(mask, r, 0).astype(np.float32)), np.arange(n_users) + 1,
+                      np.arange(n_items) + 100, [1, 2, 3, 4, 5], items=items, to_read=tr, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def rec():
+    p = dict(n_hidden=8, epochs=3, batch_size=16)
+    return RBMRecommender(item_params=p, user_params=p, ranker_params=p, device="cpu").fit(data())
+
+
+@pytest.fixture(scope="module")
+def client(rec):
+    return TestClient(create_app(rec, data(to_read=True)), raise_server_exceptions=False)
+
+
+def test_health_and_metadata(client, rec):
+    assert client.get("/api/health").json() == {"status": "ok"}
+    m = client.get("/api/model").json()
+    assert m["kind"] == "RBMRecommender" and m["n_items"] == 30 and m["levels"] == [1, 2, 3, 4, 5]
+    assert m["parts"] == ["item", "user", "ranker"] and m["to_read"] is True
+
+
+def test_search_by_title(client):
+    found = client.get("/api/items/search", params={"q": "star", "n": 5}).json()
+    assert found and all("Star" in f["title"] for f in found)
+    counts = [f["n_ratings"] for f in found]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_known_user_gets_the_recommenders_list(client, rec):
+    got = client.get("/api/users/5/recommendations", params={"n": 4}).json()
+    ids, scores = rec.recommend(5, n=4)
+    assert [r["item_id"] for r in got["items"]] == ids.tolist()
+    np.testing.assert_allclose([r["score"] for r in got["items"]], scores, atol=1e-6)
+    np.testing.assert_allclose([r["expected_rating"] for r in got["items"]],
+                               rec.predict(np.repeat(5, 4), ids), atol=1e-4)
+    assert got["score"].startswith("p(rated)")
+
+
+def test_history_fold_in_with_reasons(client, rec):
+    history = [{"item_id": 100, "rating": 5}, {"item_id": 104, "rating": 4}, {"item_id": 110, "rating": 1}]
+    got = client.post("/api/recommendations", json={"history": history, "n": 5}).json()
+    want, _ = rec.recommend(histories={100: 5, 104: 4, 110: 1}, n=5)
+    assert [r["item_id"] for r in got["items"]] == want.tolist()
+    assert not {100, 104, 110} & {r["item_id"] for r in got["items"]}
+    for r in got["items"]:  # reasons are history items, most similar first, never unlike ones
+        sims = [b["similarity"] for b in r["because"]]
+        assert all(b["item_id"] in (100, 104, 110) for b in r["because"]) and sims == sorted(sims, reverse=True)
+        assert all(s > 0 for s in sims)
+    # removing a rating changes the list the way the recommender says
+    fewer = client.post("/api/recommendations", json={"history": history[:1], "n": 5}).json()
+    assert [r["item_id"] for r in fewer["items"]] == rec.recommend(histories={100: 5}, n=5)[0].tolist()
+
+
+def test_similar_items(client, rec):
+    got = client.get("/api/items/100/similar", params={"n": 3}).json()
+    assert [g["item_id"] for g in got] == rec.similar_items(100, n=3)[0].tolist()
+
+
+def test_to_read_candidates(client, rec):
+    d = data(to_read=True)
+    user = int(np.flatnonzero(np.diff(d.to_read.indptr))[0]) + 1
+    got = client.get(f"/api/users/{user}/to-read", params={"n": 50}).json()
+    allowed = set(d.item_ids[d.to_read[user - 1].indices].tolist())
+    assert got["items"] and {r["item_id"] for r in got["items"]} <= allowed
+
+
+@pytest.mark.parametrize("method, url, body, status, field", [
+    ("post", "/api/recommendations", {"history": [{"item_id": 999, "rating": 4}]}, 422, "history.0.item_id"),
+    ("post", "/api/recommendations", {"history": [{"item_id": 100, "rating": 7}]}, 422, "history.0.rating"),
+    ("post", "/api/recommendations", {"history": [{"item_id": 100, "rating": 4}], "n": 0}, 422, "n"),
+    ("post", "/api/recommendations", {"history": [{"item_id": 100, "rating": 4}], "n": 500}, 422, "n"),
+    ("post", "/api/recommendations", {"history": []}, 422, "history"),
+    ("post", "/api/recommendations", {"history": [{"item_id": 100, "rating": 4}] * 2}, 422, "history.1.item_id"),
+    ("post", "/api/recommendations", {"history": [{"item_id": 100}]}, 422, "history.0.rating"),
+    ("post", "/api/recommendations", {"history": [{"item_id": 100, "rating": 4, "x": 1}]}, 422, "history.0.x"),
+    ("post", "/api/recommendations", "{not json", 422, "body"),
+    ("get", "/api/users/99999/recommendations", None, 404, "user_id"),
+    ("get", "/api/users/1/recommendations?n=abc", None, 422, "n"),
+    ("get", "/api/items/4242/similar", None, 404, "item_id"),
+    ("get", "/api/items/search?q=", None, 422, "q"),
+])
+def test_bad_requests_are_4xx_json_naming_the_field(client, method, url, body, status, field):
+    if isinstance(body, str):
+        r = client.post(url, content=body, headers={"content-type": "application/json"})
+    elif method == "post":
+        r = client.post(url, json=body)
+    else:
+        r = client.get(url)
+    assert r.status_code == status, r.text
+    doc = r.json()
+    assert doc["field"] == field and doc["error"], doc
+
+
+def test_body_over_the_limit_is_refused(client):
+    big = json.dumps({"history": [{"item_id": 100, "rating": 4}] * (MAX_BODY_BYTES // 20)})
+    r = client.post("/api/recommendations", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+
+
+def test_keeps_serving_after_a_thousand_malformed_requests(client, rec):
+    rng = np.random.default_rng(0)
+    for k in range(1000):
+        junk = bytes(rng.integers(0, 256, rng.integers(0, 200), dtype=np.uint8))
+        r = client.post("/api/recommendations", content=junk, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (k, r.status_code, r.text)
+    assert client.get("/api/users/5/recommendations").status_code == 200
+
+
+def test_concurrent_people_get_their_own_lists(client, rec):
+    histories = [{100 + k: 5, 100 + (k + 7) % 30: 1} for k in range(12)]
+    want = [rec.recommend(histories=h, n=5)[0].tolist() for h in histories]
+
+    def ask(h):
+        body = {"history": [{"item_id": i, "rating": r} for i, r in h.items()], "n": 5}
+        return [x["item_id"] for x in client.post("/api/recommendations", json=body).json()["items"]]
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, histories * 3))
+    assert got == want * 3
+
+
+def test_a_plain_rbm_model_is_served_too():
+    d = data()
+    app = create_app(RBM(n_hidden=4, epochs=2, device="cpu").fit(d))
+    c = TestClient(app)
+    got = c.post("/api/recommendations", json={"history": [{"item_id": 100, "rating": 5}], "n": 3}).json()
+    assert len(got["items"]) == 3 and got["score"] == "expected rating"
+
+
+def test_the_page_is_served(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "/api/recommendations" in r.text and "/api/items/search" in r.text
