@@ -165,7 +165,7 @@ class RBMRecommender:
         return tuple(p for p in PARTS if p in parts), params
 
     # -- training -------------------------------------------------------------------------------
-    def fit(self, X, callback=None):
+    def fit(self, X, *, callback=None):
         """Train every part on X (a RatingData, or a scipy sparse users x items matrix of ratings).
 
         callback(part_name, rbm, record) is called after each epoch of each part (record: the
@@ -178,38 +178,39 @@ class RBMRecommender:
             raise ValueError("cannot fit on an empty rating matrix")
         rating = [p for p in parts if p in RATING_PARTS]
         blend = len(rating) > 1
-        stages = []
-        if blend:
-            split = stratified_split(data, self.valid_fraction, self.seed)
-            if split.test.nnz == 0:
-                raise ValueError(f"valid_fraction={self.valid_fraction} holds out no rating of this data; "
-                                 "give more ratings or a larger valid_fraction")
-            stages.append(("validation", split.train, rating))
         final_parts = list(parts) if (self.refit or not blend) else [p for p in parts if p not in RATING_PARTS]
-        stages.append(("final", data, final_parts))
-        total = sum(params[p]["epochs"] for _, _, names in stages for p in names)
+        total = sum(params[p]["epochs"] for p in final_parts) + (sum(params[p]["epochs"] for p in rating) if blend else 0)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc="RBMRecommender", unit="epoch", file=sys.stderr, leave=False)
+
+        def train(name, part_data, label):
+            def on_epoch(rbm, record):
+                if bar is not None:
+                    bar.set_postfix_str(label)
+                    bar.update(1)
+                if callback is not None:
+                    callback(label, rbm, record)
+
+            return RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch)
+
         fitted = {}
         self.validation_ = {}
         try:
-            for stage, part_data, names in stages:
-                for name in names:
-                    label = name if stage == "final" else f"{name} (validation)"
-
-                    def on_epoch(rbm, record, label=label):
-                        if bar is not None:
-                            bar.set_postfix_str(label)
-                            bar.update(1)
-                        if callback is not None:
-                            callback(label, rbm, record)
-
-                    fitted[name] = RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch)
-                if stage == "validation":
-                    self.weights_ = self._fit_weights(fitted, split, rating)
+            if blend:
+                split = stratified_split(data, self.valid_fraction, self.seed)
+                if split.test.nnz == 0:
+                    raise ValueError(f"valid_fraction={self.valid_fraction} holds out no rating of this data; "
+                                     "give more ratings or a larger valid_fraction")
+                for name in rating:
+                    fitted[name] = train(name, split.train, f"{name} (validation)")
+                self.weights_ = self._fit_weights(fitted, split, rating)
+                del split
+            for name in final_parts:
+                fitted.pop(name, None)  # the validation stage's part: freed before its final fit
+                fitted[name] = train(name, data, name)
         finally:
             if bar is not None:
                 bar.close()
