@@ -17,6 +17,22 @@ from .baselines import Model
 PART_OF_ROW = {"rbm": None, "rbm-item": "item", "rbm-user": "user", "rbm-implicit": "ranker"}
 
 
+class Shared:
+    """One recommender read by several harness rows, and the training set it was last fitted on."""
+
+    def __init__(self, recommender):
+        self.recommender, self.fitted_on, self.fit_seconds = recommender, None, None
+
+    def fit(self, train):
+        if self.fitted_on is not train:
+            import time
+
+            t0 = time.perf_counter()
+            self.recommender.fit(train)
+            self.fitted_on, self.fit_seconds = train, time.perf_counter() - t0
+        return self.recommender
+
+
 def shared_recommender(rows, device="cpu", seed=0, epochs=None):
     """One unfitted RBMRecommender with the parts the harness rows `rows` need."""
     if "rbm" in rows:
@@ -24,28 +40,23 @@ def shared_recommender(rows, device="cpu", seed=0, epochs=None):
     else:
         parts = tuple(p for p in ("item", "user", "ranker") if any(PART_OF_ROW[r] == p for r in rows))
     over = None if epochs is None else {"epochs": epochs}
-    return RBMRecommender(parts, item_params=over, user_params=over, ranker_params=over, seed=seed, device=device)
+    return Shared(RBMRecommender(parts, item_params=over, user_params=over, ranker_params=over, seed=seed,
+                                 device=device))
 
 
 class RecommenderView(Model):
     """A harness row over a (shared) RBMRecommender: the whole of it, or one part."""
 
     def __init__(self, recommender, name="rbm", part=None):
-        self.recommender, self.name, self.part = recommender, name, part
+        self.shared = recommender if isinstance(recommender, Shared) else Shared(recommender)
+        self.recommender, self.name, self.part = self.shared.recommender, name, part
 
     def fit(self, train):
         self._remember(train)
         self._users, self._items = np.asarray(train.user_ids), np.asarray(train.item_ids)
-        rec = self.recommender
-        if getattr(rec, "_fitted_on", None) is not train:
-            import time
-
-            t0 = time.perf_counter()
-            rec.fit(train)
-            rec._fitted_on = train
-            rec.fit_seconds_ = time.perf_counter() - t0
+        rec = self.shared.fit(train)
         if self.part is None:
-            self.fit_seconds_ = rec.fit_seconds_
+            self.fit_seconds_ = self.shared.fit_seconds
         else:
             self.fit_seconds_ = float(sum(r["seconds"] for r in rec.parts_[self.part].history_))
         return self
