@@ -13,6 +13,7 @@ person by fold-in from their history, without retraining (docs/design.md, "Fold-
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
@@ -194,7 +195,8 @@ class RBMRecommender:
                 if callback is not None:
                     callback(label, rbm, record)
 
-            return RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch)
+            # no per-epoch monitoring: the blend's validation is what the recommender reports
+            return RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch, monitor=False)
 
         fitted = {}
         self.validation_ = {}
@@ -208,6 +210,7 @@ class RBMRecommender:
                     fitted[name] = train(name, split.train, f"{name} (validation)")
                 self.weights_ = self._fit_weights(fitted, split, rating)
                 del split
+                self._cache = {}  # it holds the validation stage's item part
             for name in final_parts:
                 fitted.pop(name, None)  # the validation stage's part: freed before its final fit
                 fitted[name] = train(name, data, name)
@@ -586,8 +589,10 @@ class RBMRecommender:
                                              velocities=False)
                 weights = header["weights"]
                 rating = [p for p in names if p in RATING_PARTS]
-                if set(weights) != set(rating) or not all(isinstance(weights[p], (int, float)) for p in rating) \
-                        or abs(sum(weights.values()) - 1) > 1e-6 or min(weights.values(), default=0) < 0:
+                if not isinstance(weights, dict) or set(weights) != set(rating) \
+                        or not all(isinstance(weights[p], (int, float)) and math.isfinite(weights[p])
+                                   and weights[p] >= 0 for p in rating) \
+                        or (rating and abs(sum(weights.values()) - 1) > 1e-6):
                     raise ModelFileError(f"{where}: blend weights {weights!r} must be one weight >= 0 per rating "
                                          f"part {rating}, summing to 1")
             except ModelFileError:

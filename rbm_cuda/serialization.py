@@ -92,7 +92,7 @@ def write_npz(path, header, arrays) -> str:
     try:
         with os.fdopen(fd, "wb") as fh:
             # Uncompressed: float weights hardly compress, and compression slows every checkpoint.
-            np.savez(fh, header=np.array(json.dumps(header)), **arrays)
+            np.savez(fh, header=np.array(json.dumps(header, default=_plain)), **arrays)
         os.replace(tmp, path)
         # temporary files of earlier saves to this path that were killed mid-write (SIGKILL runs no cleanup)
         for name in os.listdir(folder):
@@ -108,6 +108,13 @@ def write_npz(path, header, arrays) -> str:
             pass
         raise
     return path
+
+
+def _plain(x):
+    """JSON for the numpy scalars and arrays a caller may put in parameters (np.int64(20), ...)."""
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} cannot be written to a model file's header")
 
 
 def save_model(model, path) -> str:

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=_D.device, choices=["auto", "cpu", "cuda"],
                     help="where to train: auto picks the GPU when one can be used")
     ap.add_argument("--valid-fraction", type=float, default=0.1,
-                    help="fraction of each user's ratings held out for validation (0 to hold out nothing)")
+                    help="fraction of each user's ratings held out for validation.  The recommender fits its blend "
+                         "weights on it, reports the validation RMSE, then trains on all the ratings; --plain "
+                         "trains without it (0 to hold out nothing)")
     ap.add_argument("--out", default=None,
                     help="where to save the model (.npz); default rbm-<data>.npz (--plain: rewritten after every "
                          "epoch)")
@@ -131,9 +133,16 @@ def run(args) -> dict:
 
     if not 0 <= args.valid_fraction < 1:
         raise ValueError(f"--valid-fraction {args.valid_fraction}: expected a number in [0, 1)")
+    if not args.plain and args.valid_fraction == 0:
+        raise ValueError("--valid-fraction 0: the recommender fits its blend weights on a held-out share of each "
+                         "user's ratings; give a fraction in (0, 1)")
     data = datasets.load(args.data, duplicates=args.duplicates)
     user = _check_user(args, data)
-    if args.valid_fraction > 0:
+    if not args.plain:
+        # The recommender holds out its own share (valid_fraction), reports the blend's RMSE on it,
+        # then trains on all the ratings: the saved model has seen every rating.
+        train, valid = data, None
+    elif args.valid_fraction > 0:
         # per user, half_up(fraction * n) random ratings held out; every user keeps one to train on
         split = stratified_split(data, args.valid_fraction, args.seed)
         train, valid = split.train, split.test
@@ -141,8 +150,13 @@ def run(args) -> dict:
         train, valid = data, None
     out = args.out or f"rbm-{data.name or 'model'}.npz"
     say = (lambda *a, **k: None) if args.quiet else print
-    say(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.nnz} ratings "
-        f"({train.nnz} train, {0 if valid is None else valid.nnz} validation); levels {data.levels.tolist()}")
+    if args.plain:
+        share = f"({train.nnz} train, {0 if valid is None else valid.nnz} validation)"
+    else:
+        share = (f"(validation: {args.valid_fraction:g} of each user's ratings held out to fit the blend, then all "
+                 "of them trained on)")
+    say(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.nnz} ratings {share}; "
+        f"levels {data.levels.tolist()}")
     t0 = time.perf_counter()
     if args.plain:
         model, result = _train_plain(args, train, valid, out)
@@ -151,8 +165,10 @@ def run(args) -> dict:
     seconds = time.perf_counter() - t0
     result["final"]["total_seconds"] = seconds
     written = result["model"]
-    result.update({"n_ratings": int(data.nnz), "n_train": int(train.nnz),
-                   "n_valid": 0 if valid is None else int(valid.nnz), "dataset": data.name,
+    n_valid = 0 if valid is None else int(valid.nnz)
+    if not args.plain:
+        n_valid = int(model.validation_.get("n_ratings", 0))
+    result.update({"n_ratings": int(data.nnz), "n_train": int(train.nnz), "n_valid": n_valid, "dataset": data.name,
                    "model": os.path.abspath(result["model"])})
     if args.json:
         with open(args.json, "w") as fh:
@@ -160,7 +176,7 @@ def run(args) -> dict:
     print(f"trained {result['what']} in {seconds:.1f} s on {result['backend']}; "
           f"valid RMSE {_fmt(result['final'].get('valid_rmse'), '.4f')}; model saved to {written}")
     if not args.quiet:
-        show_recommendations(model, train, user)
+        show_recommendations(model, train if args.plain else data, user)
     return result
 
 
@@ -242,17 +258,12 @@ def _train_recommender(args, train, valid, out):
         raise ValueError("--plot draws one RBM's training curves: use it with --plain")
     over = _rbm_overrides(args) or None
     model = RBMRecommender(item_params=over, user_params=over, ranker_params=over, seed=args.seed,
-                           device=args.device, progress=not args.quiet)
+                           device=args.device, valid_fraction=args.valid_fraction, progress=not args.quiet)
     model.fit(train)
     written = model.save(out)
-    final = {"valid_rmse": None}
-    if valid is not None:
-        coo = valid.ratings.tocoo()
-        pred = model.predict(valid.user_ids[coo.row], valid.item_ids[coo.col])
-        final["valid_rmse"] = float(np.sqrt(np.mean((pred - coo.data) ** 2)))
-        for part in model.rating_parts_:
-            p = model.predict(valid.user_ids[coo.row], valid.item_ids[coo.col], part=part)
-            final[f"valid_rmse_{part}"] = float(np.sqrt(np.mean((p - coo.data) ** 2)))
+    rmse = model.validation_.get("rmse", {})
+    final = {"valid_rmse": rmse.get("blend")}
+    final.update({f"valid_rmse_{part}": rmse[part] for part in model.rating_parts_ if part in rmse})
     desc = model.describe()
     if not args.quiet:
         for part, info in desc["parts"].items():

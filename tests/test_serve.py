@@ -167,3 +167,45 @@ def test_the_page_is_served(client):
     r = client.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "/api/recommendations" in r.text and "/api/items/search" in r.text
+
+
+def test_chunked_bodies_are_limited_too(client):
+    def chunks(total):
+        piece = b'{"history": [' + b'{"item_id": 100, "rating": 4},' * 10
+        yield piece
+        sent = len(piece)
+        while sent < total:
+            yield b" " * 1024
+            sent += 1024
+        yield b'{"item_id": 101, "rating": 4}], "n": 3}'
+
+    big = client.post("/api/recommendations", content=chunks(MAX_BODY_BYTES + 4096),
+                      headers={"content-type": "application/json"})
+    assert big.status_code == 413 and big.json()["field"] == "body"
+    small = client.post("/api/recommendations", content=(c for c in [b'{"history": [{"item_id": 100, "rating": 4}]',
+                                                                      b', "n": 3}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200, small.text
+    assert len(small.json()["items"]) == 3
+
+
+def test_blank_search_is_a_4xx(client):
+    r = client.get("/api/items/search", params={"q": "   "})
+    assert r.status_code == 422 and r.json()["field"] == "q"
+
+
+def test_ids_beyond_2_53_travel_as_text():
+    d = data()
+    big = RatingData(d.ratings, d.user_ids, d.item_ids + 2**60, d.levels, items=d.items, name="big ids")
+    c = TestClient(create_app(RBM(n_hidden=4, epochs=1, device="cpu").fit(big)))
+    found = c.get("/api/items/search", params={"q": "Star"}).json()
+    assert all(isinstance(f["item_id"], str) for f in found)
+    got = c.post("/api/recommendations", json={"history": [{"item_id": found[0]["item_id"], "rating": 5}], "n": 3})
+    assert got.status_code == 200 and all(int(r["item_id"]) >= 2**60 for r in got.json()["items"])
+
+
+def test_a_ranker_only_recommender_saves_and_loads(tmp_path):
+    p = dict(n_hidden=4, epochs=1, batch_size=16)
+    rec = RBMRecommender(("ranker",), ranker_params={**p, "epochs": np.int64(1)}, device="cpu").fit(data())
+    back = RBMRecommender.load(rec.save(tmp_path / "r.npz"))
+    assert back.weights_ == {} and back.recommend(5, n=3)[0].tolist() == rec.recommend(5, n=3)[0].tolist()

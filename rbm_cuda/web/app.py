@@ -85,8 +85,9 @@ def create_app(model, data=None) -> FastAPI:
     data: the RatingData the model was trained on, for goodbooks to-read lists (optional)."""
     look = ItemLookup(model)
     is_rec = isinstance(model, RBMRecommender)
-    # RBM's inference reuses per-model device buffers: one request at a time on a plain RBM.
-    lock = threading.Lock() if not is_rec else None
+    # One scoring at a time: the Numba kernels hold the GIL and use every core already, so nothing is
+    # lost, and Numba's fallback threading layer (workqueue) must not be entered by two threads.
+    lock = threading.Lock()
     app = FastAPI(title="rbm_cuda recommendations", version="1")
 
     @app.middleware("http")
@@ -94,6 +95,13 @@ def create_app(model, data=None) -> FastAPI:
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
             return _error(413, f"the request body is {size} bytes; at most {MAX_BODY_BYTES} are accepted", "body")
+        if request.method in ("POST", "PUT", "PATCH") and size is None:  # chunked: count what arrives
+            total = 0
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > MAX_BODY_BYTES:
+                    return _error(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body")
+                request._body = getattr(request, "_body", b"") + chunk
         return await call_next(request)
 
     @app.exception_handler(ApiError)
@@ -125,12 +133,13 @@ def create_app(model, data=None) -> FastAPI:
         return look.label(i) or str(look.ids[i])
 
     def rid(i):
+        """A raw id for JSON: integers a JavaScript number holds exactly stay numbers, larger ones
+        become text (which every endpoint accepts as an id)."""
         v = look.ids[i]
-        return v.item() if hasattr(v, "item") else v
+        v = v.item() if hasattr(v, "item") else v
+        return str(v) if isinstance(v, int) and abs(v) > 2**53 else v
 
     def run(fn):
-        if lock is None:
-            return fn()
         with lock:
             return fn()
 
@@ -170,6 +179,8 @@ def create_app(model, data=None) -> FastAPI:
 
     @app.get("/api/items/search", response_model=list[Item])
     def search(q: str = Query(..., min_length=1, max_length=200), n: int = Query(10, ge=1, le=MAX_N)):
+        if not q.strip():
+            raise ApiError(422, "q: give some text to look for in the titles", "q")
         found = look.find(q).iloc[:n]
         return [Item(item_id=rid(i), title=title(i), n_ratings=int(c)) for i, c in zip(found.index, found["n_ratings"])]
 
@@ -192,7 +203,11 @@ def create_app(model, data=None) -> FastAPI:
         uid = _user(model, user_id)
         from ..foldin import to_read_items
 
-        cands = to_read_items(model, data, uid)
+        try:
+            cands = to_read_items(model, data, uid)
+        except KeyError:
+            raise ApiError(404, f"user_id: user {user_id!r} is not in the to-read data", "user_id") from None
+        cands = cands[np.isin(cands, model.item_ids_)]  # the data's items the model knows
         if not len(cands):
             return Recommendations(score=_score_text(model), items=[])
         return run(lambda: recommendations(*model.recommend(uid, n=n, items=cands), None, np.zeros(0, np.int64)))
