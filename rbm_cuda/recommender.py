@@ -273,10 +273,11 @@ class RBMRecommender:
     def _item_hidden(self, fitted):
         """Mean-field hidden probabilities of every item row of the item-based part, float32[n_items, F]."""
         m = fitted["item"]
-        cached = getattr(self, "_cache", {}).get("item_hidden")
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        cached = self._cache.get("item_hidden")
         if cached is None or cached[0] is not m:
-            cached = (m, m.transform().astype(np.float32))
-            self._cache = {"item_hidden": cached}
+            cached = self._cache["item_hidden"] = (m, m.transform().astype(np.float32))
         return cached[1]
 
     def _part_proba(self, fitted, part, users, items):
@@ -365,7 +366,10 @@ class RBMRecommender:
         m = self.parts_["item"]
         if kind == "users":
             return m.W_[rows], m.bv_[rows]
-        return fold_in_visible_units(m, self._item_hidden(self.parts_), rows)
+        prior = getattr(self, "_cache", {}).get("prior")
+        if prior is None or prior[0] is not m:
+            prior = self._cache["prior"] = (m, visible_unit_prior(m))
+        return fold_in_visible_units(m, self._item_hidden(self.parts_), rows, prior=prior[1])
 
     def _rating_block(self, kind, rows, items, only=None):
         """Blended (or one part's) expected ratings float64[P, len(items)] for a block of people."""
@@ -376,6 +380,11 @@ class RBMRecommender:
             w = self.weights_[part] if only is None else 1.0
             if part == "user":
                 m = self.parts_["user"]
+                if 4 * len(items) < self.n_items_:  # a few items: their expectations alone
+                    ph = m.transform(m.train_[rows] if kind == "users" else rows).astype(np.float64)
+                    logits = np.einsum("pf,ikf->pik", ph, m.W_[items]) + m.bv_[items]
+                    out += w * (_softmax(logits) @ m.levels_)
+                    continue
                 if kind == "users":
                     scores = m.score_users(rows)
                 else:
@@ -526,8 +535,13 @@ class RBMRecommender:
         """Cosine similarity float64[len(items), len(to)] between items (raw ids), as in similar_items."""
         self._check_fitted()
         m = self.parts_["ranker" if "ranker" in self.parts_ else "user"]
-        W = np.asarray(m.W_, dtype=np.float64).reshape(self.n_items_, -1)
-        W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-30)
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        cached = self._cache.get("unit_weights")
+        if cached is None or cached[0] is not m:
+            W = np.asarray(m.W_, dtype=np.float64).reshape(self.n_items_, -1)
+            cached = self._cache["unit_weights"] = (m, W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-30))
+        W = cached[1]
         a = np.atleast_1d(self.item_index(np.atleast_1d(items)))
         b = np.atleast_1d(self.item_index(np.atleast_1d(to)))
         return W[a] @ W[b].T
@@ -606,7 +620,23 @@ class RBMRecommender:
         return model
 
 
-def fold_in_visible_units(item_rbm, item_hidden, histories, max_iter=100):
+def visible_unit_prior(item_rbm):
+    """(mean, precision) float64[K * F + K] of the trained users' visible units of an item-based
+    RBM, element by element: the Gaussian prior of fold_in_visible_units."""
+    n, K, F = item_rbm.W_.shape
+    mean = np.empty(K * F + K)
+    var = np.empty(K * F + K)
+    W = item_rbm.W_.reshape(n, K * F)
+    for s in range(0, K * F, 4096):  # in column blocks: a float64 copy of all of W is not needed
+        e = min(s + 4096, K * F)
+        block = W[:, s:e].astype(np.float64)
+        mean[s:e], var[s:e] = block.mean(axis=0), block.var(axis=0)
+    b = item_rbm.bv_.astype(np.float64)
+    mean[K * F:], var[K * F:] = b.mean(axis=0), b.var(axis=0)
+    return mean, 1.0 / np.maximum(var, 1e-4)
+
+
+def fold_in_visible_units(item_rbm, item_hidden, histories, prior=None, max_iter=100, reduced=None):
     """Visible-unit parameters (W float32[P, K, F], b float32[P, K]) of new people in an item-based
     softmax RBM, without retraining.
 
@@ -614,17 +644,21 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, max_iter=100):
     are fitted to the items they rated: p(rating of item i = level k) = softmax_k(b + W ph_i), with
     ph_i the item's mean-field hidden probabilities, a multinomial logistic regression over F
     features.  The regulariser is a Gaussian prior fitted to the trained users' units (per-element
-    mean and variance of item_rbm.W_ and bv_ over users), so the fit is a MAP estimate that needs no
-    tuning, and an empty history gives the prior mean: the average user.
+    mean and variance of item_rbm.W_ and bv_ over users, visible_unit_prior), so the fit is a MAP
+    estimate that needs no tuning, and an empty history gives the prior mean: the average user.
 
-    histories: csr [P, n_items] of ratings on the model's levels."""
+    At the optimum W = W_mean - (A^T H) / precision_W for some A [m, K] (m rated items, H their
+    hidden states: the gradient of the data term lies in their span), so a history shorter than F
+    items is fitted over A and b (m K + K numbers, not F K + K): the same minimum, found faster.
+
+    histories: csr [P, n_items] of ratings on the model's levels; reduced: force (True) or forbid
+    (False) the fit over A (default: when it has fewer numbers)."""
     from scipy.optimize import minimize
 
-    W_all, b_all = item_rbm.W_, item_rbm.bv_
-    K, F = W_all.shape[1], W_all.shape[2]
-    mu = np.concatenate([W_all.reshape(len(W_all), -1), b_all], axis=1).astype(np.float64)
-    prior_mean = mu.mean(axis=0)
-    prior_prec = 1.0 / np.maximum(mu.var(axis=0), 1e-4)
+    K, F = item_rbm.W_.shape[1], item_rbm.W_.shape[2]
+    mean, prec = prior if prior is not None else visible_unit_prior(item_rbm)
+    W_mean, b_mean = mean[:K * F].reshape(K, F), mean[K * F:]
+    W_prec, b_prec = prec[:K * F].reshape(K, F), prec[K * F:]
     levels = item_rbm.levels_.astype(np.float32)
     out_W = np.empty((histories.shape[0], K, F), dtype=np.float32)
     out_b = np.empty((histories.shape[0], K), dtype=np.float32)
@@ -632,26 +666,90 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, max_iter=100):
         lo, hi = histories.indptr[p], histories.indptr[p + 1]
         H = item_hidden[histories.indices[lo:hi]].astype(np.float64)
         y = np.searchsorted(levels, histories.data[lo:hi])
-        theta = prior_mean.copy()
-        if len(y):
-            onehot = np.zeros((len(y), K))
-            onehot[np.arange(len(y)), y] = 1.0
+        m = len(y)
+        W, b = W_mean, b_mean
+        if m:
+            onehot = np.zeros((m, K))
+            onehot[np.arange(m), y] = 1.0
 
-            def loss(t, H=H, onehot=onehot):
-                W, b = t[:K * F].reshape(K, F), t[K * F:]
-                z = H @ W.T + b
-                z -= z.max(axis=1, keepdims=True)
+            def cross_entropy(z):
+                z = z - z.max(axis=1, keepdims=True)
                 logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-                G = np.exp(logp) - onehot
-                d = t - prior_mean
-                value = -(onehot * logp).sum() + 0.5 * (prior_prec * d * d).sum()
-                grad = np.concatenate([(G.T @ H).ravel(), G.sum(axis=0)]) + prior_prec * d
-                return value, grad
+                return -(onehot * logp).sum(), np.exp(logp) - onehot  # value, gradient in z
 
-            theta = minimize(loss, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iter}).x
-        out_W[p] = theta[:K * F].reshape(K, F)
-        out_b[p] = theta[K * F:]
+            if (m < F) if reduced is None else reduced:
+                A, b = _newton_offsets(H, onehot, W_mean, b_mean, W_prec, b_prec, max_iter)
+                W = W_mean - (A.T @ H) / W_prec
+            else:
+                def loss(t):
+                    Wt, bb = t[:K * F].reshape(K, F), t[K * F:]
+                    value, G = cross_entropy(H @ Wt.T + bb)
+                    d = t - mean
+                    value += 0.5 * (prec * d * d).sum()
+                    return value, np.concatenate([(G.T @ H).ravel(), G.sum(axis=0)]) + prec * d
+
+                t = minimize(loss, mean.copy(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter}).x
+                W, b = t[:K * F].reshape(K, F), t[K * F:]
+        out_W[p] = W
+        out_b[p] = b
     return out_W, out_b
+
+
+def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
+    """The MAP fit of fold_in_visible_units over the rated items' span, by Newton's method.
+
+    With u_k = M_k a_k (M_k = H diag(1 / W_prec[k]) H^T) the logit offsets of the m rated items, the
+    objective is  sum_i CE(c_i + b - u_i, y_i) + 1/2 sum_k u_k^T M_k^-1 u_k + 1/2 |b - b_mean|^2_b_prec,
+    smooth and strictly convex in (u, b): a few damped Newton steps on m K + K numbers.  Returns
+    (A [m, K], b [K])."""
+    m, K = Y.shape
+    C = H @ W_mean.T  # the prior mean's logits without the bias
+    M = np.einsum("jf,kf,if->kji", H, 1.0 / W_prec, H)
+    Minv = np.empty_like(M)
+    for k in range(K):
+        Mk = M[k] + np.eye(m) * (1e-9 * np.trace(M[k]) / m + 1e-12)
+        Minv[k] = np.linalg.inv(Mk)
+    n = m * K
+
+    def parts(u, b):
+        z = C + b - u
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        P = np.exp(logp)
+        Mu = np.einsum("kij,jk->ik", Minv, u)
+        d = b - b_mean
+        value = -(Y * logp).sum() + 0.5 * np.einsum("ik,ik->", u, Mu) + 0.5 * (b_prec * d * d).sum()
+        G = P - Y
+        grad = np.concatenate([(-G + Mu).ravel(), G.sum(axis=0) + b_prec * d])
+        return value, grad, P
+
+    u, b = np.zeros((m, K)), b_mean.copy()
+    value, grad, P = parts(u, b)
+    for _ in range(max_iter):
+        S = np.einsum("ik,kl->ikl", P, np.eye(K)) - np.einsum("ik,il->ikl", P, P)  # CE Hessians in z
+        Hess = np.zeros((n + K, n + K))
+        for i in range(m):
+            Hess[i * K:(i + 1) * K, i * K:(i + 1) * K] = S[i]
+            Hess[i * K:(i + 1) * K, n:] = -S[i]
+            Hess[n:, i * K:(i + 1) * K] = -S[i]
+        Hess[n:, n:] = S.sum(axis=0) + np.diag(b_prec)
+        idx = np.arange(m) * K
+        for k in range(K):
+            Hess[np.ix_(idx + k, idx + k)] += Minv[k]
+        step = np.linalg.solve(Hess, -grad)
+        decrement = -grad @ step
+        if decrement / 2 <= tol * max(1.0, abs(value)):
+            break
+        t = 1.0
+        while True:  # backtracking: the objective must fall
+            nu, nb = u + t * step[:n].reshape(m, K), b + t * step[n:]
+            nvalue, ngrad, nP = parts(nu, nb)
+            if nvalue <= value - 0.25 * t * decrement or t < 1e-6:
+                break
+            t *= 0.5
+        u, b, value, grad, P = nu, nb, nvalue, ngrad, nP
+    A = np.einsum("kij,jk->ik", Minv, u)
+    return A, b
 
 
 def _part_ids(name, user_ids, item_ids):

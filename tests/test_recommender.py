@@ -316,3 +316,15 @@ def test_star_wars_history_gets_well_known_films(data_dir):
     ids, _ = rec.recommend(histories={star_wars: 5, toy_story: 4, fargo: 5}, n=10)
     counts = ml.item_counts()[ml.item_index(ids)]
     assert len(ids) == 10 and counts.min() >= 20, counts
+
+
+def test_fold_in_over_the_rated_items_span_finds_the_same_unit(fitted, data):
+    """The fit over A (m K numbers) and the fit over W (F K numbers) reach the same MAP estimate."""
+    m = fitted.parts_["item"]
+    ph = m.transform().astype(np.float32)
+    hist = sp.csr_matrix((np.array([5, 4, 1, 2, 5], np.float32), (np.zeros(5, int), np.arange(0, 10, 2))),
+                         shape=(1, data.n_items))
+    Wr, br = fold_in_visible_units(m, ph, hist, reduced=True, max_iter=2000)
+    Wf, bf = fold_in_visible_units(m, ph, hist, reduced=False, max_iter=2000)
+    np.testing.assert_allclose(Wr, Wf, atol=2e-3)
+    np.testing.assert_allclose(br, bf, atol=2e-3)
