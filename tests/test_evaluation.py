@@ -239,7 +239,7 @@ def test_cli_json_schema(tmp_path, data):
     assert doc["protocol"] == "random" and doc["dataset"] and doc["splits"] == ["seed0", "seed1"]
     models = doc["models"]
     assert set(models) == {"rbm", "rbm-item", "rbm-user", "rbm-implicit", "global-mean", "biases", "popularity",
-                           "always-like", "svd"}
+                           "always-like", "svd", "ease"}
     assert EXPECTED_METRICS <= set(models["rbm"])
     assert all(isinstance(models["rbm"][m], float) for m in EXPECTED_METRICS)
     assert {"rmse", "mae", "precision@10", "ndcg@10"} <= set(models["biases"])
@@ -404,3 +404,23 @@ def test_cli_takes_the_duplicates_flag(tmp_path, capsys):
     assert "occur more than once" in capsys.readouterr().err
     assert main(["--data", str(csv), "--protocol", "random", "--seeds", "0", "--models", "biases", "--quiet",
                  "--duplicates", "last"]) == 0
+
+
+def test_ease_is_steck_s_closed_form_with_lambda_chosen_on_training_data(data):
+    from rbm_cuda.evaluation import EASE
+
+    split = stratified_split(data, 0.25, seed=0)
+    m = EASE().fit(split.train)
+    assert m.lambda_ in m.lambdas
+    B = m.B_
+    X = split.train.ratings.astype(bool).astype(np.float64)
+    G = (X.T @ X).toarray() + m.lambda_ * np.eye(data.n_items)
+    assert np.all(np.diag(B) == 0)
+    off = G @ B - (G - m.lambda_ * np.eye(data.n_items))  # stationarity: zero off the diagonal
+    np.fill_diagonal(off, 0.0)
+    assert np.abs(off).max() < 1e-8
+    # a history that is a training row scores as that user does
+    users = np.array([0, 5])
+    np.testing.assert_allclose(m.scores_new(split.train.ratings, users), m.scores(users))
+    res = evaluate_split([EASE(), _RandomRanker()], split)
+    assert res["ease"]["precision@10"] > res["random"]["precision@10"]
