@@ -161,3 +161,14 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     assert proc.returncode == 130
     assert "Traceback" not in err and err.strip().count("\n") == 0
     assert "--resume" in err and str(out) in err
+
+
+def test_the_path_actually_written_is_printed_and_recorded(tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    js = tmp_path / "h.json"
+    assert main(["--plain", "--epochs", "1", "--hidden", "4", "--out", str(folder), "--json", str(js), "--quiet"]) == 0
+    written = str(folder) + ".npz"
+    assert f"model saved to {written}" in capsys.readouterr().out
+    assert json.loads(js.read_text())["model"] == os.path.abspath(written)
+    assert RBM.load(written).epochs_done_ == 1 and not any(folder.iterdir())
