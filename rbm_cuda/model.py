@@ -7,7 +7,6 @@ gathers the nonzero entries for the positive phase (bernoulli); no users x items
 from __future__ import annotations
 
 import inspect
-import numbers
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ import scipy.sparse as sp
 from .backend import get_backend
 from .datasets.core import lookup_ids
 from .exceptions import NotFittedError, TrainingDivergedError
-from .params import PARAM_NAMES, validate_params
+from .params import PARAM_NAMES, check_n, validate_params
 from .training import cd_epoch, epoch_order
 
 # Per-epoch monitoring on the training set (train RMSE; free energy when there is no validation
@@ -85,11 +84,6 @@ def _check_memory(n_items, n_states, p):
         raise MemoryError(
             f"n_hidden={p.n_hidden} with {n_items} items x {n_states} states needs about {need / 1e9:.1f} GB for "
             f"the weights alone, more than this machine's {have / 1e9:.1f} GB; use fewer hidden units")
-
-
-def _check_n(n):
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
 
 
 class RBM:
@@ -554,7 +548,7 @@ class RBM:
         exclude_seen drops items the user rated in training; items restricts the candidates to
         these raw item ids."""
         self._check_fitted()
-        _check_n(n)
+        check_n(n)
         u = int(self.user_index(user))
         scores = self.score_users([u])[0].astype(np.float64)
         seen = self.train_.indices[self.train_.indptr[u]:self.train_.indptr[u + 1]] if exclude_seen else ()
@@ -569,7 +563,7 @@ class RBM:
         model's levels).  exclude_seen drops the history's items; items restricts the candidates to
         these raw item ids.  Returns (item ids, scores), best first."""
         self._check_fitted()
-        _check_n(n)
+        check_n(n)
         row = self._history_row(history)
         scores = self.score_users([0], X=row)[0].astype(np.float64)
         top = self._top_n(scores, n, items, row.indices if exclude_seen else ())
@@ -580,7 +574,7 @@ class RBM:
         vectors W[i] (K * F values), the item itself excluded.  Returns (item ids, cosines), most
         similar first."""
         self._check_fitted()
-        _check_n(n)
+        check_n(n)
         i = int(self.item_index(item))
         W = np.asarray(self.W_, dtype=np.float32).reshape(self.n_items_, -1)
         norms = np.linalg.norm(W, axis=1).astype(np.float64)

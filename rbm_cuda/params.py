@@ -102,6 +102,12 @@ def _whole(x, spec) -> int:
     return int(x)
 
 
+def check_n(n) -> None:
+    """How many items to return: an int >= 1 (True, 2.5, "5" and NaN are refused)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
+
+
 def _check(cond: bool, name: str, value, allowed: str) -> None:
     if not cond:
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")

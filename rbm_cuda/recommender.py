@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from .datasets.core import RatingData, lookup_ids
 from .exceptions import NotFittedError
 from .model import RBM, sparse_ratings
+from .params import check_n
 
 PARTS = ("item", "user", "ranker")
 RATING_PARTS = ("item", "user")
@@ -270,15 +271,17 @@ class RBMRecommender:
         return tuple(p for p in RATING_PARTS if p in self.parts_)
 
     # -- the parts' outputs -----------------------------------------------------------------------
+    def _cached(self, key, part, compute):
+        """compute(part), kept until `part` is replaced (the parts are read-only once fitted)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        hit = cache.get(key)
+        if hit is None or hit[0] is not part:
+            hit = cache[key] = (part, compute(part))
+        return hit[1]
+
     def _item_hidden(self, fitted):
         """Mean-field hidden probabilities of every item row of the item-based part, float32[n_items, F]."""
-        m = fitted["item"]
-        if not hasattr(self, "_cache"):
-            self._cache = {}
-        cached = self._cache.get("item_hidden")
-        if cached is None or cached[0] is not m:
-            cached = self._cache["item_hidden"] = (m, m.transform().astype(np.float32))
-        return cached[1]
+        return self._cached("item_hidden", fitted["item"], lambda m: m.transform().astype(np.float32))
 
     def _part_proba(self, fitted, part, users, items):
         """Level probabilities float64[n, K] of (user index, item index) pairs of training users
@@ -366,10 +369,8 @@ class RBMRecommender:
         m = self.parts_["item"]
         if kind == "users":
             return m.W_[rows], m.bv_[rows]
-        prior = getattr(self, "_cache", {}).get("prior")
-        if prior is None or prior[0] is not m:
-            prior = self._cache["prior"] = (m, visible_unit_prior(m))
-        return fold_in_visible_units(m, self._item_hidden(self.parts_), rows, prior=prior[1])
+        prior = self._cached("prior", m, visible_unit_prior)
+        return fold_in_visible_units(m, self._item_hidden(self.parts_), rows, prior=prior)
 
     def _rating_block(self, kind, rows, items, only=None):
         """Blended (or one part's) expected ratings float64[P, len(items)] for a block of people."""
@@ -441,6 +442,10 @@ class RBMRecommender:
         self._check_rating_part(part)
         kind, rows = self._people(users, histories)
         cols = np.arange(self.n_items_) if items is None else np.atleast_1d(self.item_index(np.atleast_1d(items)))
+        return self._ratings(kind, rows, cols, part)
+
+    def _ratings(self, kind, rows, cols, part=None):
+        """predict_ratings of people already checked, block by block."""
         out = np.empty((len(rows) if kind == "users" else rows.shape[0], len(cols)))
         for s, block in self._blocks(kind, rows, self.n_items_):
             out[s:s + (len(block) if kind == "users" else block.shape[0])] = self._rating_block(kind, block, cols, part)
@@ -450,9 +455,12 @@ class RBMRecommender:
         """Ranking scores float32[n_people, n_items], higher is better: the ranker's p(the person
         rates the item), or the blended expected rating without a ranker."""
         self._check_fitted()
-        kind, rows = self._people(users, histories)
+        return self._scores(*self._people(users, histories))
+
+    def _scores(self, kind, rows):
+        """score_items of people already checked: user indices, or a checked history matrix."""
         if "ranker" not in self.parts_:
-            return self.predict_ratings(users, histories=histories).astype(np.float32)
+            return self._ratings(kind, rows, np.arange(self.n_items_)).astype(np.float32)
         m = self.parts_["ranker"]
         if kind == "users":
             return m.score_users(rows)
@@ -476,8 +484,7 @@ class RBMRecommender:
         user id or one history dict, else 2-D [n_people, n].  When a person has fewer than n
         candidates, the rest of their row is padded with score NaN and id -1 (or "" for text ids)."""
         self._check_fitted()
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
+        check_n(n)
         single = (users is not None and np.ndim(users) == 0) or isinstance(histories, dict)
         kind, rows = self._people(users, histories)
         allowed = np.ones(self.n_items_, dtype=bool)
@@ -491,8 +498,7 @@ class RBMRecommender:
         top_scores = np.full((P, width), np.nan)
         seen_csr = self.train_ if kind == "users" else rows
         for s, block in self._blocks(kind, rows, self.n_items_):
-            scores = self.score_items(self.user_ids_[block] if kind == "users" else None,
-                                      histories=None if kind == "users" else block).astype(np.float64)
+            scores = self._scores(kind, block).astype(np.float64)
             scores[:, ~allowed] = -np.inf
             if exclude_seen:
                 for r in range(scores.shape[0]):
@@ -527,21 +533,17 @@ class RBMRecommender:
         weight vectors in the ranker (which items are rated by the same people), or in the user
         part without a ranker.  Returns (item ids, cosines)."""
         self._check_fitted()
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n={n!r} is not allowed: n must be an int >= 1")
+        check_n(n)
         return self.parts_["ranker" if "ranker" in self.parts_ else "user"].similar_items(item, n=n)
 
     def item_similarity(self, items, to):
         """Cosine similarity float64[len(items), len(to)] between items (raw ids), as in similar_items."""
         self._check_fitted()
-        m = self.parts_["ranker" if "ranker" in self.parts_ else "user"]
-        if not hasattr(self, "_cache"):
-            self._cache = {}
-        cached = self._cache.get("unit_weights")
-        if cached is None or cached[0] is not m:
+        def unit_rows(m):
             W = np.asarray(m.W_, dtype=np.float64).reshape(self.n_items_, -1)
-            cached = self._cache["unit_weights"] = (m, W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-30))
-        W = cached[1]
+            return W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-30)
+
+        W = self._cached("unit_weights", self.parts_["ranker" if "ranker" in self.parts_ else "user"], unit_rows)
         a = np.atleast_1d(self.item_index(np.atleast_1d(items)))
         b = np.atleast_1d(self.item_index(np.atleast_1d(to)))
         return W[a] @ W[b].T

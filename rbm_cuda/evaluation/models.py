@@ -8,6 +8,8 @@ per split.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..recommender import RBMRecommender
@@ -25,8 +27,6 @@ class Shared:
 
     def fit(self, train):
         if self.fitted_on is not train:
-            import time
-
             t0 = time.perf_counter()
             self.recommender.fit(train)
             self.fitted_on, self.fit_seconds = train, time.perf_counter() - t0
