@@ -37,9 +37,10 @@ MAX_HEADER_BYTES = 16 << 20
 # rbm_cuda writes members uncompressed; a compressed member expanding more than this is refused.
 MAX_EXPANSION = 50
 
-# What a damaged file can raise anywhere between opening it and building the model from it.
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, TypeError,
-                AttributeError, IndexError)
+# What a damaged file can raise anywhere between opening it and building the model from it; zipfile
+# answers damaged version, flag and method fields with NotImplementedError or RuntimeError.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
+_READ_ERRORS = _ZIP_ERRORS + (KeyError, TypeError, AttributeError, IndexError)
 
 
 class ModelFileError(ValueError):
@@ -137,7 +138,7 @@ def read_header(path, formats=(FORMAT,)) -> tuple[dict, "np.lib.npyio.NpzFile"]:
     _check_sizes(path)
     try:
         npz = np.load(path, allow_pickle=False)
-        header = json.loads(str(npz["header"][()]))
+        header = json.loads(str(_member(npz, "header", path)[()]))
     except _READ_ERRORS as err:
         raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): {err}") from None
     if not isinstance(header, dict):
@@ -160,9 +161,12 @@ def _check_sizes(path):
     try:
         with zipfile.ZipFile(path) as z:
             members = z.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
+    except _ZIP_ERRORS as err:
         raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): {err}") from None
     for m in members:
+        if m.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(f"{path}: member {m.filename} uses zip compression method {m.compress_type}, "
+                                 "expected stored (0) or deflated (8): the file is corrupt or not from rbm_cuda")
         if m.filename == "header.npy" and m.file_size > MAX_HEADER_BYTES:
             raise ModelFileError(f"{path}: the header is {m.file_size} bytes uncompressed, more than the "
                                  f"{MAX_HEADER_BYTES} a model header can need")
@@ -179,11 +183,23 @@ def file_format(path) -> str:
     return header["format"]
 
 
+def _member(npz, name, where):
+    """npz[name], with any failure of the zip or .npy parsers (whose damaged-field errors range from
+    ValueError to tokenize.TokenError) reported as a ModelFileError naming the member."""
+    try:
+        return npz[name]
+    except MemoryError:
+        raise
+    except Exception as err:
+        raise ModelFileError(f"{where}: array {name!r} cannot be read, the file is corrupt "
+                             f"({type(err).__name__}: {err})") from None
+
+
 def _array(npz, name, where, dtype_kinds, shape=None, finite=True):
     """npz[name], checked: dtype kind in dtype_kinds, shape (None entries match anything), finite."""
     if name not in npz.files:
         raise ModelFileError(f"{where}: array {name!r} is missing")
-    a = npz[name]
+    a = _member(npz, name, where)
     if a.dtype.kind not in dtype_kinds:
         raise ModelFileError(f"{where}: array {name!r} has dtype {a.dtype}, expected kind {dtype_kinds!r}")
     if shape is not None and (a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape))):

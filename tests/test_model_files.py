@@ -123,7 +123,7 @@ def test_save_does_not_follow_a_planted_symlink(tmp_path, saved):
 
 
 # -- fuzz: any byte-level damage is a ModelFileError, never a crash or another exception ------------------
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_model_files_fail_cleanly(tmp_path, saved, data):
     path, _ = saved
@@ -140,3 +140,36 @@ def test_fuzzed_model_files_fail_cleanly(tmp_path, saved, data):
         return
     # a file that still loads must be usable: its arrays passed every check
     m.recommend(m.user_ids_[0], n=3)
+
+
+def _patched(path, out, signature, offset, value):
+    """A copy of path with the 16-bit field at `offset` of the first zip record `signature` set to value."""
+    raw = bytearray(open(path, "rb").read())
+    at = raw.index(signature) + offset
+    raw[at:at + 2] = value.to_bytes(2, "little")
+    out.write_bytes(bytes(raw))
+    return out
+
+
+@pytest.mark.parametrize("signature, offset, value, phrase", [
+    (b"PK\x01\x02", 10, 99, "compression method 99"),           # central directory: unknown method
+    (b"PK\x01\x02", 8, 1, "cannot be read, the file is corrupt"),  # "encrypted" flag
+    (b"PK\x01\x02", 8, 1 << 5, "cannot be read, the file is corrupt"),  # "compressed patched data" flag
+    (b"PK\x01\x02", 6, 99, "not a readable rbm_cuda model file"),  # needs zip version 9.9 to extract
+])
+def test_damaged_zip_fields_are_model_file_errors(tmp_path, saved, signature, offset, value, phrase):
+    path, _ = saved
+    bad = _patched(path, tmp_path / "bad.npz", signature, offset, value)
+    with pytest.raises(ModelFileError, match=phrase):
+        RBM.load(bad)
+
+
+def test_a_damaged_npy_header_is_a_model_file_error(tmp_path, saved):
+    path, _ = saved
+    raw = bytearray(open(path, "rb").read())
+    at = raw.index(b"'shape': (") + len(b"'shape': (")
+    raw[at] = ord("{")  # an unclosed brace: numpy's header parser raises tokenize.TokenError
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        RBM.load(bad)
