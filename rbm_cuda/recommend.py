@@ -7,6 +7,8 @@ One of:
   --history-file PATH       the same from a CSV of one person's ratings
   --find TEXT               items whose title contains TEXT, with their ids
   --similar ITEM            items whose weight vectors are closest (cosine) to ITEM's
+  --all-users --out DIR     top-N for every user of the training data, as Parquet files in DIR, on a
+                            local Dask cluster (--workers), an existing one (--scheduler), or a loop
 --csv PATH writes what is shown (for --user / --history: all rated items and the recommendations).
 Errors are one line on stderr ("error: ...") with exit status 2.
 """
@@ -14,6 +16,7 @@ Errors are one line on stderr ("error: ...") with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -40,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CSV of one person's ratings: columns item_id (or title) and rating, or ITEM,RATING lines")
     what.add_argument("--find", metavar="TEXT", help="list items whose title contains TEXT, with their ids")
     what.add_argument("--similar", metavar="ITEM", help="items most similar to ITEM (id or exact title)")
+    what.add_argument("--all-users", action="store_true",
+                      help="top-N for every user of the training data, written as Parquet to --out")
     p.add_argument("--n", type=_positive_int, default=None,
                    help=f"how many items to show (default 10; --find: up to {FIND_LIMIT})")
     p.add_argument("--candidates", choices=("all", "to-read"), default="all",
@@ -49,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="NAME|PATH",
                    help="data set for --candidates to-read (default: the model's data set name)")
     p.add_argument("--csv", metavar="PATH", help="also write the rated and recommended items to this CSV file")
+    batch = p.add_argument_group("--all-users")
+    batch.add_argument("--out", metavar="DIR", help="folder for the Parquet files (a re-run skips finished ones)")
+    batch.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on this dask.distributed scheduler (e.g. tcp://host:8786)")
+    batch.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="without --scheduler: a local Dask cluster of N worker processes (default: one per "
+                            "core when dask is installed); 0 runs a plain loop in this process")
+    batch.add_argument("--partition-size", type=_positive_int, default=None, metavar="USERS",
+                       help="users per output file (default: about 1,000,000 rows per file)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to compute (default: auto)")
     return p
@@ -327,8 +341,64 @@ def _write(frame, path, out):
     print(f"\nwrote {len(frame)} rows to {path}", file=out)
 
 
+def cmd_all_users(args, out):
+    from . import batch
+
+    if args.out is None:
+        raise ValueError("--all-users needs --out DIR, the folder for the Parquet files")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be 0 (a loop in this process) or more, got {args.workers}")
+    if args.candidates != "all" or args.min_ratings:
+        raise ValueError("--all-users ranks all unseen items: --candidates and --min-ratings do not apply")
+    n = 10 if args.n is None else args.n
+    with _dask_client(args) as (client, where):
+        print(f"top-{n} for every user of {args.model}, {where}", file=out)
+        files = batch.recommend_all(args.model, n=n, out=args.out, client=client,
+                                    partition_size=args.partition_size, progress=True)
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    print(f"wrote {rows} rows (user, rank, item, score) in {_plural(len(files), 'file')} to {args.out}", file=out)
+
+
+class _dask_client:
+    """(client or None, description): the --scheduler cluster, a local one, or None for a loop."""
+
+    def __init__(self, args):
+        self.args, self.client, self.cluster = args, None, None
+
+    def __enter__(self):
+        a = self.args
+        if a.scheduler is None and a.workers == 0:
+            return None, "in this process"
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            if a.scheduler is not None or a.workers:
+                raise RuntimeError("--scheduler and --workers need dask: pip install 'rbm_cuda[dask]'") from None
+            return None, "in this process (dask is not installed)"
+        if a.scheduler is not None:
+            self.client = Client(a.scheduler)
+            return self.client, f"on the Dask cluster at {a.scheduler}"
+        n = a.workers or os.cpu_count() or 1
+        self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                    env={"NUMBA_NUM_THREADS": "1"})
+        self.client = Client(self.cluster)
+        return self.client, f"on a local Dask cluster of {_plural(n, 'worker')}"
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
 def run(args, out=None):
     out = sys.stdout if out is None else out
+    if args.all_users:
+        return cmd_all_users(args, out)
+    if args.out or args.scheduler or args.workers is not None or args.partition_size:
+        raise ValueError("--out, --scheduler, --workers and --partition-size go with --all-users")
     model = load_model(args.model, device=args.device)
     look = foldin.ItemLookup(model)
     if args.user is not None:

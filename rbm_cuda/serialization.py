@@ -230,13 +230,13 @@ def read_data(npz, header, where):
             raise ModelFileError(f"{where}: {what} holds repeated ids")
     indptr = _array(npz, "train_indptr", where, "iu", (n_users + 1,)).astype(np.int64)
     nnz = int(indptr[-1]) if len(indptr) else 0
-    indices = _array(npz, "train_indices", where, "iu", (None,)).astype(np.int64)
-    data = _array(npz, "train_data", where, "f", (len(indices),)).astype(np.float32)
+    indices = _array(npz, "train_indices", where, "iu", (None,))
+    data = _array(npz, "train_data", where, "f", (len(indices),)).astype(np.float32, copy=False)
     if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or nnz != len(indices):
         raise ModelFileError(f"{where}: train_indptr must rise from 0 to the {len(indices)} stored ratings")
     if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
         raise ModelFileError(f"{where}: train_indices must lie in [0, {n_items}) (the header's n_items)")
-    train = sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(n_users, n_items))
+    train = sp.csr_matrix((data, indices.astype(np.int32, copy=False), indptr), shape=(n_users, n_items))
     if not train.has_sorted_indices:
         train.sort_indices()
     if train.has_canonical_format is False:
@@ -277,14 +277,14 @@ def build_rbm(cls, part, npz, where, train, user_ids, item_ids, items, dataset, 
     model.step_ = _int_field(part, "step", where)
     history = part.get("history", [])
     model.history_ = history if isinstance(history, list) else []
-    model.W_ = _array(npz, f"{prefix}W", where, "f", (n_cols, K, F)).astype(np.float32)
-    model.bv_ = _array(npz, f"{prefix}bv", where, "f", (n_cols, K)).astype(np.float32)
-    model.bh_ = _array(npz, f"{prefix}bh", where, "f", (F,)).astype(np.float32)
+    model.W_ = _array(npz, f"{prefix}W", where, "f", (n_cols, K, F)).astype(np.float32, copy=False)
+    model.bv_ = _array(npz, f"{prefix}bv", where, "f", (n_cols, K)).astype(np.float32, copy=False)
+    model.bh_ = _array(npz, f"{prefix}bh", where, "f", (F,)).astype(np.float32, copy=False)
     if velocities:
-        model._velocity = [_array(npz, f"{prefix}velocity_{n}", where, "f", s).astype(np.float32)
+        model._velocity = [_array(npz, f"{prefix}velocity_{n}", where, "f", s).astype(np.float32, copy=False)
                            for n, s in (("W", (n_cols, K, F)), ("bv", (n_cols, K)), ("bh", (F,)))]
-    else:
-        model._velocity = [np.zeros_like(model.W_), np.zeros_like(model.bv_), np.zeros_like(model.bh_)]
+    else:  # np.zeros, not zeros_like: the pages stay untouched (no memory) unless training resumes
+        model._velocity = [np.zeros(a.shape, np.float32) for a in (model.W_, model.bv_, model.bh_)]
     model.user_ids_, model.item_ids_ = user_ids, item_ids
     model.items_ = items
     try:
