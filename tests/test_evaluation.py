@@ -239,7 +239,7 @@ def test_cli_json_schema(tmp_path, data):
     assert doc["protocol"] == "random" and doc["dataset"] and doc["splits"] == ["seed0", "seed1"]
     models = doc["models"]
     assert set(models) == {"rbm", "rbm-item", "rbm-user", "rbm-implicit", "global-mean", "biases", "popularity",
-                           "always-like", "svd", "ease"}
+                           "always-like", "svd", "mf-sgd", "ease"}
     assert EXPECTED_METRICS <= set(models["rbm"])
     assert all(isinstance(models["rbm"][m], float) for m in EXPECTED_METRICS)
     assert {"rmse", "mae", "precision@10", "ndcg@10"} <= set(models["biases"])
@@ -424,3 +424,38 @@ def test_ease_is_steck_s_closed_form_with_lambda_chosen_on_training_data(data):
     np.testing.assert_allclose(m.scores_new(split.train.ratings, users), m.scores(users))
     res = evaluate_split([EASE(), _RandomRanker()], split)
     assert res["ease"]["precision@10"] > res["random"]["precision@10"]
+
+
+def test_biased_mf_learns_a_low_rank_matrix_and_folds_in_by_its_own_objective():
+    from rbm_cuda.evaluation import BiasedMF
+
+    rng = np.random.default_rng(3)
+    U, I = 300, 120
+    low_rank = rng.normal(0, 0.6, (U, 3)) @ rng.normal(0, 0.6, (3, I))
+    truth = 3.0 + rng.normal(0, 0.3, (U, 1)) + rng.normal(0, 0.3, (1, I)) + low_rank
+    mask = rng.random((U, I)) < 0.3
+    r = np.clip(np.rint(truth + rng.normal(0, 0.2, (U, I))), 1, 5)
+    rows, cols = np.nonzero(mask)
+    full = RatingData(sp.csr_matrix((r[rows, cols].astype(np.float32), (rows, cols)), shape=(U, I)),
+                      np.arange(U), np.arange(I), np.arange(1.0, 6.0))
+    split = stratified_split(full, 0.25, seed=0)
+    test = split.test.ratings.tocoo()
+    mf, biases = BiasedMF(n_factors=10, n_epochs=60, lr=0.01).fit(split.train), Biases().fit(split.train)
+
+    def rmse(m):
+        return np.sqrt(np.mean((m.predict(test.row, test.col) - test.data) ** 2))
+
+    assert rmse(mf) < 0.9 * rmse(biases)  # the factors carry the rank-3 structure the biases miss
+    np.testing.assert_array_equal(BiasedMF(n_factors=10, n_epochs=2).fit(split.train).P_,
+                                  BiasedMF(n_factors=10, n_epochs=2).fit(split.train).P_)  # seeded
+    # fold-in: (b_u, p_u) minimise sum (r - mu - b_i - b_u - q_i.p_u)^2 + reg * n_u * (b_u^2 + |p_u|^2)
+    h = split.train.ratings
+    bu, P = mf._fold_in(h, np.array([7]))
+    items = h[7].indices
+    resid = h[7].data - (mf.mu_ + mf.bi_[items] + bu[0] + mf.Q_[items] @ P[0])
+    lam = mf.reg * len(items)
+    np.testing.assert_allclose(-resid.sum() + lam * bu[0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(-mf.Q_[items].T @ resid + lam * P[0], 0.0, atol=1e-9)
+    # a training user's own history folded in predicts close to what SGD learnt for them
+    folded = mf.predict_new(h, np.full(I, 7), np.arange(I))
+    assert np.corrcoef(folded, mf.predict(np.full(I, 7), np.arange(I)))[0, 1] > 0.9

@@ -6,7 +6,7 @@
 The command line is ``python -m rbm_cuda.evaluate``; definitions and results: docs/evaluation.md.
 """
 
-from .baselines import EASE, Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD, Model
+from .baselines import EASE, BiasedMF, Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD, Model
 from .harness import evaluate, evaluate_split, format_table, to_json
 from .metrics import like_dislike, mae, ranking_at_k, relevant_sets, rmse, roc_auc, top_k
 from .models import RecommenderView
@@ -15,7 +15,7 @@ from .splits import (PROTOCOLS, Split, check_split, make_splits, new_users_split
                      validation_split)
 
 __all__ = [
-    "Model", "GlobalMean", "Biases", "ItemPopularity", "ConstantLike", "MeanImputedSVD", "EASE",
+    "Model", "GlobalMean", "Biases", "ItemPopularity", "ConstantLike", "MeanImputedSVD", "BiasedMF", "EASE",
     "RecommenderView",
     "evaluate", "evaluate_split", "format_table", "to_json",
     "rmse", "mae", "ranking_at_k", "relevant_sets", "top_k", "like_dislike", "roc_auc",

@@ -8,7 +8,7 @@ read the same fitted recommender, which is trained once per split.
 
 from __future__ import annotations
 
-from .baselines import EASE, Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD
+from .baselines import EASE, BiasedMF, Biases, ConstantLike, GlobalMean, ItemPopularity, MeanImputedSVD
 from .models import PART_OF_ROW, RecommenderView, shared_recommender
 
 BASELINES = {
@@ -17,6 +17,7 @@ BASELINES = {
     "popularity": ItemPopularity,
     "always-like": ConstantLike,
     "svd": MeanImputedSVD,
+    "mf-sgd": BiasedMF,
     "ease": EASE,
 }
 MODEL_NAMES = tuple(PART_OF_ROW) + tuple(BASELINES)
