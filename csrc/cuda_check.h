@@ -20,10 +20,15 @@ namespace rbm {
 }
 }  // namespace rbm
 
+// A failing call also leaves its error as the thread's last error; it is consumed here, with the
+// report, so that it does not resurface at the next launch's check.
 #define RBM_CUDA_CHECK(expr)                                                  \
     do {                                                                      \
         cudaError_t rbm_err_ = (expr);                                        \
-        if (rbm_err_ != cudaSuccess) rbm::cuda_fail(rbm_err_, #expr, __FILE__, __LINE__); \
+        if (rbm_err_ != cudaSuccess) {                                        \
+            (void)cudaGetLastError();                                         \
+            rbm::cuda_fail(rbm_err_, #expr, __FILE__, __LINE__);              \
+        }                                                                     \
     } while (0)
 
 // After a kernel launch: launch-configuration errors surface here, with the launcher's line.

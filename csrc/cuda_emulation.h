@@ -93,6 +93,7 @@ enum cudaError_t {
     cudaSuccess = 0,
     cudaErrorInvalidValue = 1,
     cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevice = 101,
 };
 
 inline const char *cudaGetErrorName(cudaError_t e) {
@@ -100,6 +101,7 @@ inline const char *cudaGetErrorName(cudaError_t e) {
         case cudaSuccess: return "cudaSuccess";
         case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
         case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     }
     return "cudaErrorUnknown";
 }
@@ -109,6 +111,7 @@ inline const char *cudaGetErrorString(cudaError_t e) {
         case cudaSuccess: return "no error";
         case cudaErrorInvalidValue: return "invalid argument (emulated)";
         case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated)";
+        case cudaErrorInvalidDevice: return "invalid device ordinal (emulated)";
     }
     return "unknown error (emulated)";
 }
@@ -129,7 +132,13 @@ inline cudaError_t cudaGetLastError() {
     return e;
 }
 inline cudaError_t cudaPeekAtLastError() { return rbm_emu::last_error; }
-inline cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+// As the runtime does, a failing call also records its error as the thread's last error, which the
+// next cudaGetLastError returns: a launcher that does not clear it reports it after its own launch.
+inline cudaError_t cudaSetDevice(int device) {
+    if (device == 0) return cudaSuccess;
+    rbm_emu::last_error = cudaErrorInvalidDevice;
+    return cudaErrorInvalidDevice;
+}
 inline cudaError_t cudaGetDevice(int *device) {
     *device = 0;
     return cudaSuccess;
@@ -216,5 +225,8 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_sha
 
 }  // namespace rbm_emu
 
-#define RBM_LAUNCH(kernel, grid, block, shmem, stream, ...) \
-    ::rbm_emu::launch(kernel, grid, block, shmem, stream, __VA_ARGS__)
+#define RBM_LAUNCH(kernel, grid, block, shmem, stream, ...)      \
+    do {                                                         \
+        (void)cudaGetLastError(); /* see launch.cuh */           \
+        ::rbm_emu::launch(kernel, grid, block, shmem, stream, __VA_ARGS__); \
+    } while (0)

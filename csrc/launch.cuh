@@ -4,6 +4,13 @@
 #pragma once
 #include "cuda_check.h"
 
+// Both clear the thread's last error first: an error left there by an earlier call was already
+// reported to its caller (ours by RBM_CUDA_CHECK, CuPy's by CuPy), and the check after a launch must
+// report the launch's own error, not a stale one.
 #if !defined(RBM_CUDA_EMULATION)
-#define RBM_LAUNCH(kernel, grid, block, shmem, stream, ...) kernel<<<grid, block, shmem, stream>>>(__VA_ARGS__)
+#define RBM_LAUNCH(kernel, grid, block, shmem, stream, ...)   \
+    do {                                                      \
+        (void)cudaGetLastError();                             \
+        kernel<<<grid, block, shmem, stream>>>(__VA_ARGS__);  \
+    } while (0)
 #endif

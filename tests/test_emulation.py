@@ -187,6 +187,18 @@ def test_philox_kernel_bit_for_bit(emu, seed, step, gibbs, phase, start, count):
     np.testing.assert_array_equal(u.view(np.uint32), philox_uniforms(nseed, step, gibbs, phase, start, count).view(np.uint32))
 
 
+def test_a_failed_runtime_call_does_not_fail_the_next_launch():
+    """The emulated runtime records a failing call's error as the thread's last error, as CUDA does;
+    the next launch must report only its own errors."""
+    from rbm_cuda import _emu
+
+    out = np.zeros(8, np.uint32)
+    with pytest.raises(RuntimeError, match=r"CUDA error cudaErrorInvalidDevice .* at .*kernels\.cu:\d+"):
+        _emu.philox_words(0, 0, 0, 0, 0, 8, out.ctypes.data, 0, 1)  # there is no device 1
+    _emu.philox_words(5, 1, 0, 0, 0, 8, out.ctypes.data, 0, 0)
+    np.testing.assert_array_equal(out, philox_words(5, 1, 0, 0, 0, 8))
+
+
 # ---- sample_hidden -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
 @pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 17), (1, 5)])
@@ -584,6 +596,16 @@ def test_empty_inputs_are_no_ops(emu):
     np.testing.assert_allclose(W, W0 + 0.45, rtol=1e-6)
     emu.predict_pairs(np.zeros((1, 8), np.float32), none, np.zeros(0, np.int32), W, bv, np.arange(1, 6, dtype=np.float32),
                       np.zeros(0, np.float32))
+
+
+@pytest.mark.parametrize("driver, runtime, phrase", [
+    (0, 13000, "no CUDA driver"),
+    (12040, 13000, "supports CUDA up to 12.4, and this build of rbm_cuda uses the CUDA 13.0 runtime, which needs an "
+                   "r580 or newer NVIDIA driver"),
+    (13000, 13000, "the CUDA driver cannot be used: boom"),
+])
+def test_the_reason_names_an_old_driver(driver, runtime, phrase):
+    assert phrase in rbm_cuda.gpu.driver_problem(driver, runtime, "boom")
 
 
 def test_device_cuda_without_gpu_fails_with_the_reason():

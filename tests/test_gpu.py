@@ -134,6 +134,11 @@ def test_cuda_errors_become_runtime_errors_with_file_and_line():
     out = cupy.empty(4, dtype=np.uint32)
     with pytest.raises(RuntimeError, match=r"CUDA error cudaErrorInvalidDevice .* at .*kernels\.cu:\d+"):
         _cuda.philox_words(0, 0, 0, 0, 0, 4, out.data.ptr, 0, 9999)
+    # the failed cudaSetDevice left its error as the thread's last error: the next launch must not report it
+    _cuda.philox_words(5, 1, 0, 0, 0, 4, out.data.ptr, 0, cupy.cuda.runtime.getDevice())
+    from rbm_cuda.cpu.philox import philox_words
+
+    np.testing.assert_array_equal(out.get(), philox_words(5, 1, 0, 0, 0, 4))
 
 
 def test_backend_rejects_host_arrays():
