@@ -21,7 +21,7 @@ from rbm_cuda import RBM  # noqa: E402
 from rbm_cuda.cpu.backend import NumbaBackend  # noqa: E402
 from rbm_cuda.training import cd_epoch, epoch_order  # noqa: E402
 
-KERNELS = ("sample_hidden", "group_by_item", "sample_visible_softmax", "update_softmax", "apply_update")
+KERNELS = ("sample_hidden", "group_by_item", "catch_up", "sample_visible_softmax", "update_softmax", "apply_update")
 
 
 class TimedBackend:
@@ -62,6 +62,7 @@ def training_arrays(model):
         "indptr": csr.indptr.astype(np.int64), "indices": csr.indices.astype(np.int32),
         "states": np.searchsorted(model.levels_, csr.data).astype(np.int32),
         "values": np.empty(0, dtype=np.float32), "neg_states": np.zeros(csr.nnz, dtype=np.int32),
+        "last": np.zeros(model.W_.shape[0], dtype=np.int64),
     }
 
 

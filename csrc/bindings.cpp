@@ -113,18 +113,33 @@ void define_kernels(nb::module_ &m) {
         [](uintptr_t start, uintptr_t slot_b, uintptr_t slot_p, uintptr_t delta, uintptr_t states,
            uintptr_t neg_states, uintptr_t ph0, uintptr_t phT, uintptr_t W, uintptr_t bv, uintptr_t vel_W,
            uintptr_t vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden, float learning_rate,
-           float momentum, float weight_decay, float scale, uintptr_t stream, int device) {
+           float momentum, float weight_decay, float scale, uintptr_t last, int64_t step, uintptr_t stream,
+           int device) {
             rbm::use_device(device);
             rbm::update_softmax(ptr<const int64_t>(start), ptr<const int32_t>(slot_b), ptr<const int32_t>(slot_p),
                                 ptr<const int64_t>(delta), ptr<const int32_t>(states), ptr<const int32_t>(neg_states),
                                 ptr<const float>(ph0), ptr<const float>(phT), ptr<float>(W), ptr<float>(bv),
                                 ptr<float>(vel_W), ptr<float>(vel_bv), n_items, n_levels, n_hidden, learning_rate,
-                                momentum, weight_decay, scale, as_stream(stream));
+                                momentum, weight_decay, scale, ptr<int64_t>(last), step, as_stream(stream));
         },
         "start"_a, "slot_b"_a, "slot_p"_a, "delta"_a, "states"_a, "neg_states"_a, "ph0"_a, "phT"_a, "W"_a, "bv"_a,
         "vel_W"_a, "vel_bv"_a, "n_items"_a, "n_levels"_a, "n_hidden"_a, "learning_rate"_a, "momentum"_a,
-        "weight_decay"_a, "scale"_a, "stream"_a, "device"_a, release_gil(),
-        "gradient of one CD step and momentum update of W and bv (kernels.update_softmax)");
+        "weight_decay"_a, "scale"_a, "last"_a, "step"_a, "stream"_a, "device"_a, release_gil(),
+        "gradient of one CD step and momentum update of W and bv, rated items only (kernels.update_softmax)");
+
+    m.def(
+        "catch_up",
+        [](uintptr_t start, uintptr_t last, int64_t step, uintptr_t W, uintptr_t bv, uintptr_t vel_W, uintptr_t vel_bv,
+           int64_t n_items, int64_t n_levels, int64_t n_hidden, uintptr_t powers_W, uintptr_t powers_bv,
+           uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::catch_up(ptr<const int64_t>(start), ptr<int64_t>(last), step, ptr<float>(W), ptr<float>(bv),
+                          ptr<float>(vel_W), ptr<float>(vel_bv), n_items, n_levels, n_hidden,
+                          ptr<const float>(powers_W), ptr<const float>(powers_bv), as_stream(stream));
+        },
+        "start"_a, "last"_a, "step"_a, "W"_a, "bv"_a, "vel_W"_a, "vel_bv"_a, "n_items"_a, "n_levels"_a, "n_hidden"_a,
+        "powers_W"_a, "powers_bv"_a, "stream"_a, "device"_a, release_gil(),
+        "the zero-gradient steps the marked items missed (kernels.catch_up)");
 
     m.def(
         "predict_pairs",

@@ -27,6 +27,14 @@ RBM_HD inline float softplus(float x) {
 // Bernoulli draw from a uniform u in [0, 1): 1 when u < p.
 RBM_HD inline float bernoulli(float u, float p) { return u < p ? 1.0f : 0.0f; }
 
+// k zero-gradient momentum-and-decay steps at once: (w, v) <- (p0 w + p1 v, p2 w + p3 v), p the
+// four entries of the one-step map to the power k (training.decay_powers).
+RBM_HD inline void catch_up_pair(float &w, float &v, const float *p) {
+    const float w0 = w, v0 = v;
+    w = p[0] * w0 + p[1] * v0;
+    v = p[2] * w0 + p[3] * v0;
+}
+
 // The per-entry level arrays below are float[MaxLevels] with n_levels <= MaxLevels used: loops run
 // to the compile-time MaxLevels (unrolled, so the array stays in registers) and skip k >= n_levels.
 

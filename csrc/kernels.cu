@@ -170,6 +170,7 @@ __global__ void update_softmax_kernel(const int64_t *__restrict__ start, const i
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
     if (f >= n_hidden) return;
     const int64_t i = unit / n_levels;
+    if (start[i] == start[i + 1]) return;  // not rated in this batch: its step is taken later (catch_up)
     const int32_t k = static_cast<int32_t>(unit - i * n_levels);
     float g = 0.0f;
     float gb = 0.0f;
@@ -195,6 +196,36 @@ __global__ void update_softmax_kernel(const int64_t *__restrict__ start, const i
         const float vb = momentum * vel_bv[unit] + learning_rate * (scale * gb - 0.0f * bv[unit]);
         vel_bv[unit] = vb;
         bv[unit] += vb;
+    }
+}
+
+// After update_softmax_kernel and catch_up_kernel: the items `start` marks are current at `step`.
+__global__ void mark_rated_kernel(const int64_t *__restrict__ start, int64_t n_items, int64_t step,
+                                  int64_t *__restrict__ last) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_items; i += stride)
+        if (start[i + 1] > start[i]) last[i] = step;
+}
+
+// kernels.catch_up: each weight and visible bias of a marked item takes the step - last[i]
+// zero-gradient steps its item missed, a thread per value (mark_rated_kernel then updates last).
+__global__ void catch_up_kernel(const int64_t *__restrict__ start, const int64_t *__restrict__ last, int64_t step,
+                                float *__restrict__ W, float *__restrict__ bv, float *__restrict__ vel_W,
+                                float *__restrict__ vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
+                                const float *__restrict__ powers_W, const float *__restrict__ powers_bv) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    const int64_t per_item = n_levels * n_hidden;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n_items * per_item;
+         e += stride) {
+        const int64_t i = e / per_item;
+        const int64_t missed = step - last[i];
+        if (start[i + 1] > start[i] && missed > 0) catch_up_pair(W[e], vel_W[e], powers_W + 4 * missed);
+    }
+    for (int64_t u = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u < n_items * n_levels;
+         u += stride) {
+        const int64_t i = u / n_levels;
+        const int64_t missed = step - last[i];
+        if (start[i + 1] > start[i] && missed > 0) catch_up_pair(bv[u], vel_bv[u], powers_bv + 4 * missed);
     }
 }
 
@@ -380,7 +411,8 @@ void apply_update(float *param, float *grad, float *velocity, int64_t n, float l
 void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *slot_p, const int64_t *delta,
                     const int32_t *states, const int32_t *neg_states, const float *ph0, const float *phT, float *W,
                     float *bv, float *vel_W, float *vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
-                    float learning_rate, float momentum, float weight_decay, float scale, cudaStream_t stream) {
+                    float learning_rate, float momentum, float weight_decay, float scale, int64_t *last, int64_t step,
+                    cudaStream_t stream) {
     check_count(n_items, "n_items");
     check_count(n_levels, "n_levels");
     check_count(n_hidden, "n_hidden");
@@ -389,6 +421,27 @@ void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *
     RBM_LAUNCH(update_softmax_kernel, row_hidden_grid(n_items * n_levels, n_hidden, block),
                dim3(static_cast<unsigned>(block)), 0, stream, start, slot_b, slot_p, delta, states, neg_states, ph0,
                phT, W, bv, vel_W, vel_bv, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale);
+    RBM_CUDA_CHECK_LAUNCH();
+    RBM_LAUNCH(mark_rated_kernel, flat_grid(n_items), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, start,
+               n_items, step, last);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
+void catch_up(const int64_t *start, int64_t *last, int64_t step, float *W, float *bv, float *vel_W, float *vel_bv,
+              int64_t n_items, int64_t n_levels, int64_t n_hidden, const float *powers_W, const float *powers_bv,
+              cudaStream_t stream) {
+    check_count(n_items, "n_items");
+    check_count(n_levels, "n_levels");
+    check_count(n_hidden, "n_hidden");
+    if (n_items == 0) return;
+    if (n_levels > 0) {
+        RBM_LAUNCH(catch_up_kernel, flat_grid(n_items * n_levels * (n_hidden > 0 ? n_hidden : 1)),
+                   dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, start, last, step, W, bv, vel_W, vel_bv,
+                   n_items, n_levels, n_hidden, powers_W, powers_bv);
+        RBM_CUDA_CHECK_LAUNCH();
+    }
+    RBM_LAUNCH(mark_rated_kernel, flat_grid(n_items), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, start,
+               n_items, step, last);
     RBM_CUDA_CHECK_LAUNCH();
 }
 

@@ -54,10 +54,19 @@ void apply_update(float *param, float *grad, float *velocity, int64_t n, float l
 // negative states, summed in slot order without atomics) and the momentum update of W and bv.
 // W, vel_W [n_items, n_levels, n_hidden]; bv, vel_bv [n_items, n_levels]; ph0, phT [n_batch, n_hidden];
 // states, neg_states[nnz].
+// Only the items the batch rates are updated (last[i] = step for each); the others take their
+// momentum-and-decay steps later, in catch_up.
 void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *slot_p, const int64_t *delta,
                     const int32_t *states, const int32_t *neg_states, const float *ph0, const float *phT, float *W,
                     float *bv, float *vel_W, float *vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
-                    float learning_rate, float momentum, float weight_decay, float scale, cudaStream_t stream);
+                    float learning_rate, float momentum, float weight_decay, float scale, int64_t *last, int64_t step,
+                    cudaStream_t stream);
+
+// kernels.catch_up: each item start marks (start[i + 1] > start[i]) takes the step - last[i]
+// zero-gradient steps it missed (powers_* [>= gap + 1, 4]: training.decay_powers); last[i] = step.
+void catch_up(const int64_t *start, int64_t *last, int64_t step, float *W, float *bv, float *vel_W, float *vel_bv,
+              int64_t n_items, int64_t n_levels, int64_t n_hidden, const float *powers_W, const float *powers_bv,
+              cudaStream_t stream);
 
 // ph[n_users, n_hidden], pair_rows[n_pairs], items[n_pairs], levels[n_levels], out[n_pairs].
 void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,

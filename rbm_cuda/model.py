@@ -244,6 +244,8 @@ class RBM:
                 "indptr": a(self.train_.indptr, np.int64), "indices": a(self.train_.indices, np.int32),
                 "states": a(states, np.int32), "values": a(values, np.float32),
                 "levels": a(self._output_levels(), np.float32),
+                # the step each item's weights are current at (softmax units: training.cd_epoch)
+                "last": be.xp.zeros(self.W_.shape[0], dtype=np.int64),
             }
         return self._dev
 

@@ -277,6 +277,16 @@ def _train_recommender(args, train, valid, out):
                    "history": {p: m.history_ for p, m in model.parts_.items()}}
 
 
+def _is_interrupt(err) -> bool:
+    """Ctrl-C, also when it lands inside a Numba kernel, which reports it as a SystemError caused by
+    the KeyboardInterrupt."""
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -285,7 +295,9 @@ def main(argv=None) -> int:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as err:
+        if not _is_interrupt(err):
+            raise
         out = args.out or "rbm-<data>.npz"
         out = out if out.endswith(".npz") else out + ".npz"
         if args.plain:

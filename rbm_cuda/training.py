@@ -19,18 +19,41 @@ def epoch_order(seed, epoch, indptr):
     return rng.permutation(np.flatnonzero(np.diff(indptr)))
 
 
+def decay_powers(learning_rate, momentum, weight_decay, n):
+    """float32[n + 1, 4]: row k holds the 2 x 2 map of k momentum-and-decay steps with a zero
+    gradient, (w, v) -> (p0 w + p1 v, p2 w + p3 v), computed in float64.  One step is
+    v' = momentum v - learning_rate weight_decay w, w' = w + v' (apply_update with grad 0)."""
+    a = learning_rate * weight_decay
+    step = np.array([[1.0 - a, momentum], [-a, momentum]])
+    out = np.empty((n + 1, 4))
+    power = np.eye(2)
+    for k in range(n + 1):
+        out[k] = power.ravel()
+        power = step @ power
+    return out.astype(np.float32)
+
+
 def cd_epoch(be, d, params, order, epoch, step):
     """Run one epoch of CD over the rows `order` (host int64 array), batch by batch.
 
     be: the backend; d: its arrays ("W", "bv", "bh", "vel", "grad", "indptr", "indices", "states",
-    "values", "neg_states" for softmax units); params: RBMParams.  `step` is the number of batches
-    trained before this epoch (it keys the random streams); returns the count after it."""
+    "values", "neg_states" and "last" for softmax units); params: RBMParams.  `step` is the number
+    of batches trained before this epoch (it keys the random streams); returns the count after it.
+    Softmax units: an item no row of a batch rates is left behind, and caught up exactly before a
+    later batch reads it and at the end of the epoch (catch_up), so the work of a batch follows the
+    items it touches."""
     p = params
     xp = be.xp
     steps = p.cd_at(epoch)
     momentum = p.momentum_at(epoch)
     n_items, K, F = d["W"].shape
     bernoulli = p.visible == "bernoulli"
+    if not bernoulli:
+        n_batches = -(-len(order) // p.batch_size)
+        powers_W = be.asarray(decay_powers(p.learning_rate, momentum, p.weight_decay, n_batches), np.float32)
+        powers_bv = be.asarray(decay_powers(p.learning_rate, momentum, 0.0, n_batches), np.float32)
+        lazy = (d["last"], d["W"], d["bv"], d["vel"][0], d["vel"][1], powers_W, powers_bv)
+        d["last"][:] = step
     for start in range(0, len(order), p.batch_size):
         rows = be.asarray(order[start:start + p.batch_size], np.int64)
         step += 1
@@ -39,6 +62,9 @@ def cd_epoch(be, d, params, order, epoch, step):
         ph0 = xp.empty((B, F), dtype=np.float32)
         h = xp.empty((B, F), dtype=np.float32)
         phT = xp.empty((B, F), dtype=np.float32)
+        if not bernoulli:
+            group = be.group_by_item(d["indptr"], d["indices"], rows, n_items)
+            be.catch_up(group[0], lazy[0], step - 1, *lazy[1:])  # the batch's items, before it reads them
         be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
                          p.seed, step, 0, ph0, h, True)
         gW, gbv, gbh = d["grad"]
@@ -55,14 +81,13 @@ def cd_epoch(be, d, params, order, epoch, step):
             gbv[:, 0] -= v.sum(axis=0)
         else:
             neg_states = d["neg_states"]
-            group = be.group_by_item(d["indptr"], d["indices"], rows, n_items)
             for t in range(1, steps + 1):
                 be.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"],
                                           p.seed, step, t, neg_states)
                 be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
                                  p.seed, step, t, phT, h, t < steps)
             be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
-                              d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale)
+                              d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale, d["last"], step)
         gbh += ph0.sum(axis=0) - phT.sum(axis=0)
         updates = [(d["bh"], gbh, d["vel"][2], 0.0)]
         if bernoulli:
@@ -70,4 +95,6 @@ def cd_epoch(be, d, params, order, epoch, step):
         for param, grad, vel, decay in updates:
             be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
                             momentum, decay, scale)
+    if not bernoulli:  # every item, so that the weights are exact between epochs
+        be.catch_up(xp.arange(n_items + 1, dtype=np.int64), lazy[0], step, *lazy[1:])
     return step

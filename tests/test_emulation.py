@@ -26,6 +26,7 @@ import scipy.sparse as sp
 import rbm_cuda
 from rbm_cuda.cpu import kernels as nk
 from rbm_cuda.cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_uniforms, philox_words
+from rbm_cuda.training import decay_powers
 
 PROB_RTOL, PROB_ATOL = 1e-5, 1e-6
 SAMPLE_MARGIN = 1e-6
@@ -421,17 +422,21 @@ def update_softmax_args(X, visible, F, B):
 
     group = nk.group_by_item(X.indptr.astype(np.int64), X.indices.astype(np.int32), rows, X.shape[1])
 
+    step = 20
+    last = np.full(X.shape[1], step - 1, np.int64)  # every item current: the batch's items were caught up
+
     def args():
         return dict(start=group[0].copy(), slot_b=group[1].copy(), slot_p=group[2].copy(), delta=group[3].copy(),
                     states=states.copy(), neg_states=neg.copy(), ph0=ph0.copy(), phT=phT.copy(), W=W.copy(),
                     bv=bv.copy(), vel_W=vW.copy(), vel_bv=vb.copy(), learning_rate=0.05, momentum=0.9,
-                    weight_decay=0.01, scale=1.0 / max(B, 1), indptr=X.indptr.astype(np.int64),
+                    weight_decay=0.01, scale=1.0 / max(B, 1), last=last.copy(), step=step,
+                    indptr=X.indptr.astype(np.int64),
                     indices=X.indices.astype(np.int32), rows=rows.copy())
     return args
 
 
 UPDATE_ARGS = ["start", "slot_b", "slot_p", "delta", "states", "neg_states", "ph0", "phT", "W", "bv", "vel_W",
-               "vel_bv", "learning_rate", "momentum", "weight_decay", "scale"]
+               "vel_bv", "learning_rate", "momentum", "weight_decay", "scale", "last", "step"]
 
 
 @pytest.mark.parametrize("visible", ["softmax", "like"])
@@ -439,16 +444,68 @@ UPDATE_ARGS = ["start", "slot_b", "slot_p", "delta", "states", "neg_states", "ph
 def test_update_softmax(ratings, visible, F, B):
     make = update_softmax_args(ratings, visible, F, B)
     want, got = both("update_softmax", lambda: {k: v for k, v in make().items() if k in UPDATE_ARGS},
-                     ["W", "bv", "vel_W", "vel_bv"])
+                     ["W", "bv", "vel_W", "vel_bv", "last"])
     for name in ("vel_W", "W", "vel_bv", "bv"):
         assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
+    np.testing.assert_array_equal(got["last"], want["last"])
+    rated = np.diff(make()["start"]) > 0
+    assert (want["last"][rated] == 20).all() and (want["last"][~rated] == 19).all()
+    for name in ("W", "vel_W"):  # the items the batch does not rate wait for catch_up
+        np.testing.assert_array_equal(want[name][~rated], make()[name][~rated])
+
+
+@pytest.mark.parametrize("K,F", [(5, 100), (2, 37), (10, 129)])
+def test_catch_up(K, F):
+    rng = np.random.default_rng(K * F)
+    W, bv, _ = params(N_ITEMS, K, F, seed=K)
+    step = 30
+    last = (step - rng.integers(0, 31, N_ITEMS)).astype(np.int64)
+    marked = rng.random(N_ITEMS) < 0.6
+    start = np.concatenate([[0], np.cumsum(marked)]).astype(np.int64)
+    vel_W = rng.normal(0, 0.01, W.shape).astype(np.float32)
+
+    def args():
+        return dict(start=start.copy(), last=last.copy(), step=step, W=W.copy(), bv=bv.copy(), vel_W=vel_W.copy(),
+                    vel_bv=bv.copy(), powers_W=decay_powers(0.1, 0.8, 0.003, step),
+                    powers_bv=decay_powers(0.1, 0.8, 0.0, step))
+
+    want, got = both("catch_up", args, ["W", "bv", "vel_W", "vel_bv", "last"])
+    for name in ("vel_W", "W", "vel_bv", "bv"):
+        assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
+    np.testing.assert_array_equal(got["last"], np.where(marked, step, last))
+    np.testing.assert_array_equal(want["last"], np.where(marked, step, last))
+    np.testing.assert_array_equal(want["W"][~marked], W[~marked])  # unmarked items are left alone
+    assert not np.array_equal(want["W"][marked], W[marked])
+
+
+def test_catch_up_is_the_missed_momentum_and_decay_steps():
+    """k steps at once against k eager zero-gradient steps (apply_update), within float rounding."""
+    rng = np.random.default_rng(7)
+    n_items, K, F, lr, mom, wd = 50, 5, 16, 0.1, 0.9, 0.01
+    W = rng.normal(0, 0.1, (n_items, K, F)).astype(np.float32)
+    vW = rng.normal(0, 0.01, W.shape).astype(np.float32)
+    bv = rng.normal(0, 0.1, (n_items, K)).astype(np.float32)
+    vb = rng.normal(0, 0.01, bv.shape).astype(np.float32)
+    missed = rng.integers(0, 41, n_items)
+    lazy = [a.copy() for a in (W, bv, vW, vb)]
+    nk.catch_up(np.arange(n_items + 1), 40 - missed, 40, *lazy, decay_powers(lr, mom, wd, 40),
+                decay_powers(lr, mom, 0.0, 40))
+    for i in range(n_items):
+        w, v, b, u = W[i].reshape(-1).copy(), vW[i].reshape(-1).copy(), bv[i].copy(), vb[i].copy()
+        for _ in range(missed[i]):
+            nk.apply_update(w, np.zeros_like(w), v, lr, mom, wd, 1.0)
+            nk.apply_update(b, np.zeros_like(b), u, lr, mom, 0.0, 1.0)
+        for got, want in ((lazy[0][i], w), (lazy[2][i], v), (lazy[1][i], b), (lazy[3][i], u)):
+            np.testing.assert_allclose(got.reshape(-1), want, rtol=2e-5, atol=1e-7)
+    assert (missed > 0).any() and not np.array_equal(lazy[0], W)
 
 
 @pytest.mark.parametrize("visible", ["softmax", "like"])
 @pytest.mark.parametrize("B", [1, 300, 943])
 def test_numba_update_softmax_is_the_unfused_step_bit_for_bit(ratings, visible, B):
     """The fused Numba kernel against the calls it replaces: two scatters, then the W and bv updates."""
-    fused, ref = update_softmax_args(ratings, visible, 100, B)(), update_softmax_args(ratings, visible, 100, B)()
+    make = update_softmax_args(ratings, visible, 100, B)
+    fused, ref = make(), make()
     nk.update_softmax(*(fused[k] for k in UPDATE_ARGS))
     dW, dbv = np.zeros_like(ref["W"]), np.zeros_like(ref["bv"])
     no_values = np.zeros(0, np.float32)
@@ -457,9 +514,11 @@ def test_numba_update_softmax_is_the_unfused_step_bit_for_bit(ratings, visible, 
     for param, grad, vel, decay in ((ref["W"], dW, ref["vel_W"], ref["weight_decay"]), (ref["bv"], dbv, ref["vel_bv"], 0.0)):
         nk.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), ref["learning_rate"], ref["momentum"],
                         decay, ref["scale"])
+    rated = np.diff(ref["start"]) > 0  # the items the batch rates; the others are left as they were
     for name in ("W", "bv", "vel_W", "vel_bv"):
-        np.testing.assert_array_equal(fused[name], ref[name], err_msg=name)
-    assert not np.array_equal(fused["W"], update_softmax_args(ratings, visible, 100, B)()["W"]), "nothing was updated"
+        np.testing.assert_array_equal(fused[name][rated], ref[name][rated], err_msg=name)
+        np.testing.assert_array_equal(fused[name][~rated], make()[name][~rated], err_msg=name)
+    assert not np.array_equal(fused["W"], make()["W"]), "nothing was updated"
 
 
 # ---- predict_pairs, score_items --------------------------------------------------------------------------
@@ -534,7 +593,9 @@ def test_kernels_do_not_depend_on_thread_order(emu):
         group = emu.group_by_item(ip, X.indices, rows, X.shape[1])
         emu.sample_visible_softmax(ip, X.indices, rows, *group, h, W, bv, 1, 2, 1, neg)
         W1, bv1, vW, vb = W.copy(), bv.copy(), np.zeros_like(W), np.zeros_like(bv)
-        emu.update_softmax(*group, states, neg, ph, ph[::-1].copy(), W1, bv1, vW, vb, 0.1, 0.5, 0.01, 0.01)
+        last = np.arange(X.shape[1], dtype=np.int64) % 3
+        emu.catch_up(group[0], last, 3, W1, bv1, vW, vb, decay_powers(0.1, 0.5, 0.01, 3), decay_powers(0.1, 0.5, 0.0, 3))
+        emu.update_softmax(*group, states, neg, ph, ph[::-1].copy(), W1, bv1, vW, vb, 0.1, 0.5, 0.01, 0.01, last, 4)
         dW, dbv = np.zeros_like(W), np.zeros_like(bv)
         emu.scatter_gradients(ip, X.indices, neg, values, rows, ph, np.float32(1), dW, dbv)
         fe = np.empty(B, np.float32)
@@ -590,10 +651,14 @@ def test_empty_inputs_are_no_ops(emu):
     emu.sample_visible_softmax(X.indptr.astype(np.int64), X.indices, none, *group, out, W, bv, 0, 0, 1,
                                np.zeros(X.nnz, np.int32))
     emu.apply_update(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), 0.1, 0.9, 0.0, 1.0)
-    # an empty batch still applies momentum and decay to every weight, as apply_update does
-    W0, vW = W.copy(), np.full_like(W, 0.5)
-    emu.update_softmax(*group, states, states, out, out, W, bv, vW, np.zeros_like(bv), 0.1, 0.9, 0.0, 1.0)
+    # an empty batch rates no item and changes no weight; catch_up then takes the step every item missed
+    W0, vW, vb, last = W.copy(), np.full_like(W, 0.5), np.zeros_like(bv), np.zeros(X.shape[1], np.int64)
+    powers = decay_powers(0.1, 0.9, 0.0, 1)
+    emu.update_softmax(*group, states, states, out, out, W, bv, vW, vb, 0.1, 0.9, 0.0, 1.0, last, 1)
+    np.testing.assert_array_equal(W, W0)
+    emu.catch_up(np.arange(X.shape[1] + 1), last, 1, W, bv, vW, vb, powers, powers)
     np.testing.assert_allclose(W, W0 + 0.45, rtol=1e-6)
+    assert (last == 1).all()
     emu.predict_pairs(np.zeros((1, 8), np.float32), none, np.zeros(0, np.int32), W, bv, np.arange(1, 6, dtype=np.float32),
                       np.zeros(0, np.float32))
 

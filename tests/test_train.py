@@ -158,7 +158,7 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().count("\n") == 0
     assert "--resume" in err and str(out) in err
 

@@ -33,6 +33,7 @@ class NumbaBackend:
     scatter_gradients = staticmethod(kernels.scatter_gradients)
     apply_update = staticmethod(kernels.apply_update)
     update_softmax = staticmethod(kernels.update_softmax)
+    catch_up = staticmethod(kernels.catch_up)
     predict_pairs = staticmethod(kernels.predict_pairs)
     score_items = staticmethod(kernels.score_items)
     free_energy = staticmethod(kernels.free_energy)

@@ -378,17 +378,21 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
 
 @njit(parallel=True, cache=True)
 def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
-                   learning_rate, momentum, weight_decay, scale):
-    """One CD step's gradient and update of W and bv (softmax or like/dislike visible units), fused.
+                   learning_rate, momentum, weight_decay, scale, last, step):
+    """One CD step's gradient and update of W and bv (softmax or like/dislike visible units), fused,
+    for the items the batch rates (last[i] = step for each); the others are left as they are.
 
     The gradient is that of scatter_gradients(states, ph0, +1) then scatter_gradients(neg_states, phT,
     -1) on zeroed dW, dbv; the update is apply_update(W, dW, vel_W, ..., weight_decay, scale) and
-    apply_update(bv, dbv, vel_bv, ..., 0, scale).  Same float operations in the same order, so the
-    same bits as those four calls, without the dW array: each task takes a range of items, and for
-    each item and level sums the gradient in registers and updates W[i, k], vel_W[i, k] with it
-    (simd.level_update; every item, rated in the batch or not: momentum and decay apply to all).
+    apply_update(bv, dbv, vel_bv, ..., 0, scale) on the rows of the rated items.  Same float
+    operations in the same order, so the same bits as those calls, without the dW array: each task
+    takes a range of items, and for each rated item and level sums the gradient in registers and
+    updates W[i, k], vel_W[i, k] with it (simd.level_update).
+    An item the batch does not rate has a zero gradient, and its momentum-and-decay step is taken
+    later by catch_up, exactly: the caller brings the batch's items up to date with catch_up before
+    the batch reads them, and every item at the end of an epoch (training.cd_epoch).
     start, slot_b, slot_p, delta: group_by_item of the batch.  ph0, phT: float32[B, F];
-    W, vel_W: float32[n_items, K, F]; bv, vel_bv: float32[n_items, K].
+    W, vel_W: float32[n_items, K, F]; bv, vel_bv: float32[n_items, K]; last int64[n_items].
     """
     n_levels = W.shape[1]
     n_hidden = W.shape[2]
@@ -429,10 +433,14 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
             # The weights and velocity of the item two on, into L2 while this item's gradient is
             # summed: W and its velocity stream through here, and without it the stream and the
             # gradient take the sum of their times instead of overlapping.
-            if i + _UPDATE_AHEAD < bounds[c + 1]:
+            ahead = i + _UPDATE_AHEAD
+            if ahead < bounds[c + 1] and start[ahead + 1] > start[ahead]:
                 for k in range(n_levels):
-                    _prefetch_row(W[i + _UPDATE_AHEAD, k], n_hidden)
-                    _prefetch_row(vel_W[i + _UPDATE_AHEAD, k], n_hidden)
+                    _prefetch_row(W[ahead, k], n_hidden)
+                    _prefetch_row(vel_W[ahead, k], n_hidden)
+            if q1 == q0:
+                continue
+            last[i] = step
             # Each level's gradient, the ph0 rows of the slots in state k then minus the phT rows of
             # the slots in negative state k, each in slot order, summed in registers and applied there.
             _rows_by_level(slot_b, q0, q1, pos[q0 - s0:q1 - s0], np.float32(1.0), by_pos, count_pos, gb)
@@ -441,6 +449,38 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
                 level_update(W[i, k], vel_W[i, k], ph0, by_pos[k], count_pos[k], phT, by_neg[k], count_neg[k],
                              lr, mom, wd, sc)
             _update_range(bv[i], gb, vel_bv[i], lr, mom, np.float32(0.0), sc, 0, n_levels)
+
+
+@njit(cache=True, inline="always")
+def _catch_up_row(w, v, p, n):
+    """k zero-gradient steps of momentum and decay at once: (w, v) <- (p0 w + p1 v, p2 w + p3 v)
+    elementwise, p the four entries of their 2 x 2 map to the power k."""
+    a, b, c, d = p[0], p[1], p[2], p[3]
+    for f in range(n):
+        wf = w[f]
+        vf = v[f]
+        w[f] = a * wf + b * vf
+        v[f] = c * wf + d * vf
+
+
+@njit(parallel=True, cache=True)
+def catch_up(start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv):
+    """Bring the items that `start` marks (start[i + 1] > start[i]: group_by_item's, or one entry per
+    item for all) up to `step`: item i takes the step - last[i] zero-gradient steps of momentum and
+    decay it missed at once, (w, v) <- powers[step - last[i]] applied to (w, v) (_catch_up_row;
+    training.decay_powers), and last[i] = step.  Shapes as update_softmax; powers_W, powers_bv
+    float32[>= the longest gap + 1, 4]."""
+    n_levels = W.shape[1]
+    n_hidden = W.shape[2]
+    for i in prange(W.shape[0]):
+        if start[i + 1] == start[i]:
+            continue
+        missed = step - last[i]
+        if missed > 0:
+            for k in range(n_levels):
+                _catch_up_row(W[i, k], vel_W[i, k], powers_W[missed], n_hidden)
+            _catch_up_row(bv[i], vel_bv[i], powers_bv[missed], n_levels)
+        last[i] = step
 
 
 @njit(cache=True, inline="always")

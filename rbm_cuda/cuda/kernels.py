@@ -201,7 +201,7 @@ class PointerKernels:
             float(weight_decay), float(scale), self._stream(), self._device())
 
     def update_softmax(self, start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
-                       learning_rate, momentum, weight_decay, scale):
+                       learning_rate, momentum, weight_decay, scale, last, step):
         n_items, K, F = self._weights(W)
         B = delta.shape[0] if hasattr(delta, "shape") else None
         (p_start, p_slot_b, p_slot_p, p_delta), _ = self._group(start, slot_b, slot_p, delta, n_items, B)
@@ -217,7 +217,28 @@ class PointerKernels:
             self._ptr(bv, "bv", F32, (n_items, K), out=True),
             self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
             self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, float(learning_rate),
-            float(momentum), float(weight_decay), float(scale), self._stream(), self._device())
+            float(momentum), float(weight_decay), float(scale), self._ptr(last, "last", I64, (n_items,), out=True),
+            int(step), self._stream(), self._device())
+
+    def catch_up(self, start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv):
+        n_items, K, F = self._weights(W)
+        step = int(step)
+        p_start = self._ptr(start, "start", I64, (n_items + 1,))
+        p_last = self._ptr(last, "last", I64, (n_items,), out=True)
+        rows = powers_W.shape[0] if hasattr(powers_W, "shape") else None
+        p_pW = self._ptr(powers_W, "powers_W", F32, (rows, 4))
+        p_pb = self._ptr(powers_bv, "powers_bv", F32, (rows, 4))
+        if self.check_bounds and n_items:  # every gap step - last[i] >= 0 must have its row in the tables
+            lo, hi = int(last.min()), int(last.max())
+            if hi > step or step - lo >= rows:
+                raise ValueError(f"last holds steps {lo} .. {hi}: the gaps to step {step} need powers rows up to "
+                                 f"{step - lo}, there are {rows} (and no item may be ahead of the step)")
+        self._m.catch_up(
+            p_start, p_last, step, self._ptr(W, "W", F32, (n_items, K, F), out=True),
+            self._ptr(bv, "bv", F32, (n_items, K), out=True),
+            self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
+            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, p_pW, p_pb, self._stream(),
+            self._device())
 
     def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
         n_items, K, F = self._weights(W)
