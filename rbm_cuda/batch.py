@@ -1,7 +1,8 @@
 """Top-n recommendations for every user, on this machine or a Dask cluster: ``recommend_all``.
 
-Users are split into partitions of at most ``partition_size`` users. Each partition scores its users
-in bounded blocks through the model's own ``recommend`` and becomes one Parquet file with one row per
+Users are split into partitions of at most ``partition_size`` users. Each partition ranks its users
+through the model's own ``recommend`` (in bounded blocks of users for an RBMRecommender, one user at a
+time for a plain RBM) and becomes one Parquet file with one row per
 (user, rank, item, score), written atomically. A killed or re-run job therefore recomputes only the
 partitions whose file is missing. On a cluster the model file's bytes are broadcast to every worker
 once, and each worker loads them with the checked model loader.
@@ -9,11 +10,13 @@ once, and each worker loads them with the checked model loader.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -28,20 +31,23 @@ MANIFEST = "_rbm_cuda_batch.json"  # a leading "_" keeps it out of pandas.read_p
 ROWS_PER_PARTITION = 1_000_000
 COLUMNS = ("user", "rank", "item", "score")
 
-# the model each worker process has loaded, keyed by the sha256 of its file; one at a time
+# the models this worker process has loaded: sha256 of the file -> [model, plugins holding it]
 _WORKER_MODEL: dict = {}
+_WORKER_LOCK = threading.Lock()  # the threads of a worker (or of the default scheduler) load a model once
 
 
 def recommend_all(model, users=None, *, n=10, out=None, client=None, exclude_seen=True, partition_size=None,
-                  progress=False, on_partition=None):
+                  device="auto", progress=False, on_partition=None):
     """Top-n items for many users: Parquet files in `out`, or a Dask DataFrame when `out` is None.
 
     model: a model file path or a fitted RBMRecommender / RBM. users: raw user ids of the training data
     (default: all of them, in the model's order). n: list length; users with fewer candidates get
     shorter lists (no padding rows). exclude_seen: drop the items each user rated in training.
     partition_size: users per partition (default: enough for about 1,000,000 output rows).
-    client: a dask.distributed Client to run the partitions on; None runs a loop in this process
-    (out given) or leaves the Dask DataFrame to the default scheduler (out None).
+    client: with `out`, a dask.distributed Client to run the partitions on (None: a loop in this
+    process). Without `out` the frame runs wherever it is computed (a Client made in this process is
+    Dask's default).
+    device: where a model loaded from a file scores ("auto", "cpu" or "cuda"), here and on workers.
     on_partition: called with (partition number, path) as each partition's file is finished.
 
     With `out`, returns the paths of all partition files, in user order; partitions whose file
@@ -50,30 +56,31 @@ def recommend_all(model, users=None, *, n=10, out=None, client=None, exclude_see
     """
     check_n(n)
     n = int(n)
-    loaded, path = _loaded(model)
+    loaded, path = _loaded(model, device)
     ids = _user_ids(loaded, users)
     size = _partition_size(partition_size, len(ids), n)
     parts = [ids[s:s + size] for s in range(0, len(ids), size)]
     if out is None:
-        return _dask_frame(loaded, path, parts, n, exclude_seen, client)
+        return _dask_frame(loaded, path, parts, n, exclude_seen, device)
     out = Path(out)
     _check_pyarrow()
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"part-{p:05d}.parquet" for p in range(len(parts))]
-    payload = _file_bytes(loaded, path) if client is not None else None
-    _claim(out, _manifest(loaded, path, payload, ids, n, exclude_seen, size, len(parts)))
-    todo = [p for p in range(len(parts)) if not files[p].exists()]
-    bar = _bar(progress, len(parts), len(parts) - len(todo))
-    try:
-        if client is None:
-            for p in todo:
-                _write(_frame(loaded, parts[p], n, exclude_seen), files[p])
-                _done(bar, on_partition, p, files[p])
-        else:
-            _run_on(client, payload, parts, todo, files, n, exclude_seen, bar, on_partition)
-    finally:
-        if bar is not None:
-            bar.close()
+    with _model_file(loaded, path) as model_file:
+        token = _file_sha256(model_file)
+        _claim(out, _manifest(token, ids, n, exclude_seen, size, len(parts)))
+        todo = [p for p in range(len(parts)) if not files[p].exists()]
+        bar = _bar(progress, len(parts), len(parts) - len(todo))
+        try:
+            if client is None:
+                for p in todo:
+                    _write(_frame(loaded, parts[p], n, exclude_seen), files[p])
+                    _done(bar, on_partition, p, files[p])
+            else:
+                _run_on(client, model_file, token, device, parts, todo, files, n, exclude_seen, bar, on_partition)
+        finally:
+            if bar is not None:
+                bar.close()
     _remove_stale_temporaries(out)
     return [str(f) for f in files]
 
@@ -124,26 +131,28 @@ def _write(frame, path):
         raise
 
 
-def _partition_task(payload, token, user_ids, n, exclude_seen, path):
-    """What a Dask worker runs for one partition; a partition finished by an earlier attempt is kept."""
+def _partition_task(token, device, user_ids, n, exclude_seen, path):
+    """What a Dask worker runs for one partition, with the model its plugin installed; a partition
+    finished by an earlier attempt is kept."""
     if not os.path.exists(path):
-        _write(_frame(_worker_model(payload, token), user_ids, n, exclude_seen), path)
+        _write(_frame(_worker_model(None, token, device), user_ids, n, exclude_seen), path)
     return path
 
 
-def _partition_frame_task(payload, token, user_ids, n, exclude_seen):
-    return _frame(_worker_model(payload, token), user_ids, n, exclude_seen)
+def _partition_frame_task(payload, token, device, user_ids, n, exclude_seen):
+    return _frame(_worker_model(payload, token, device), user_ids, n, exclude_seen)
 
 
-def _worker_model(payload, token):
-    """The model whose file has sha256 `token`: installed in this process by the worker plugin, or
-    loaded here from the file's bytes (payload) once."""
-    if token not in _WORKER_MODEL:
-        if payload is None:
-            raise RuntimeError(f"model {token[:16]} is not installed on this Dask worker (its worker plugin "
-                               "did not run here)")
-        _install(_spill(payload), token)
-    return _WORKER_MODEL[token]
+def _worker_model(payload, token, device):
+    """The model whose file has sha256 `token`: installed in this process by a worker plugin, or
+    loaded here from the file's bytes (payload) by the first task that needs it."""
+    with _WORKER_LOCK:
+        if token not in _WORKER_MODEL:
+            if payload is None:
+                raise RuntimeError(f"model {token[:16]} is not installed on this Dask worker (its worker "
+                                   "plugin did not run here)")
+            _load(_spill(payload), token, device, plugins=0)
+        return _WORKER_MODEL[token][0]
 
 
 def _spill(payload) -> str:
@@ -154,50 +163,67 @@ def _spill(payload) -> str:
     return tmp
 
 
-def _install(tmp, token):
-    """Load a spilled model file with the checked loader, keep the model, remove the file."""
+def _load(tmp, token, device, plugins):
+    """Load a spilled model file with the checked loader (unless this process has it already), count
+    the plugins that hold it, and remove the file.  Callers hold _WORKER_LOCK."""
     from .recommender import load_model
 
-    _WORKER_MODEL.clear()
     try:
-        _WORKER_MODEL[token] = load_model(tmp)
+        if token not in _WORKER_MODEL:
+            _WORKER_MODEL[token] = [load_model(tmp, device=device), 0]
+        _WORKER_MODEL[token][1] += plugins
     finally:
         os.unlink(tmp)
 
 
-def _model_plugin(payload, token):
+def _model_plugin(payload, token, device):
     """A worker plugin that carries the model file's bytes: the scheduler sends it to every worker
-    once, also to workers that join or restart later, and each loads the model and drops the bytes."""
+    once, also to workers that join or restart later, and each loads the model and drops the bytes.
+    Unregistering it (teardown) frees the model once no other plugin of the same model holds it."""
     from distributed import WorkerPlugin
 
     class ModelPlugin(WorkerPlugin):
-        def __init__(self, payload, token):  # arguments, not closure cells: the bytes travel once
-            self.payload, self.token = payload, token
-            self.name = f"rbm_cuda-model-{token[:16]}"
+        # Its methods call module functions only: the class travels by value, and the lock cannot.
+        def __init__(self, payload, token, device):  # arguments, not closure cells: the bytes travel once
+            self.payload, self.token, self.device = payload, token, device
+            self.name = f"rbm_cuda-model-{token[:16]}-{uuid.uuid4().hex[:8]}"
 
         def setup(self, worker):
             tmp = _spill(self.payload)
             self.payload = None  # the bytes are not needed in memory while the model loads
-            _install(tmp, self.token)
+            _plugin_setup(tmp, self.token, self.device)
 
         def teardown(self, worker):
-            _WORKER_MODEL.pop(self.token, None)
+            _plugin_teardown(self.token)
 
-    return ModelPlugin(payload, token)
+    return ModelPlugin(payload, token, device)
 
 
-def _run_on(client, payload, parts, todo, files, n, exclude_seen, bar, on_partition):
+def _plugin_setup(tmp, token, device):
+    with _WORKER_LOCK:
+        _load(tmp, token, device, plugins=1)
+
+
+def _plugin_teardown(token):
+    with _WORKER_LOCK:
+        held = _WORKER_MODEL.get(token)
+        if held is not None:
+            held[1] -= 1
+            if held[1] <= 0:
+                del _WORKER_MODEL[token]
+
+
+def _run_on(client, model_file, token, device, parts, todo, files, n, exclude_seen, bar, on_partition):
     from distributed import as_completed
 
-    token = _sha256(payload)
-    plugin = _model_plugin(payload, token)
-    del payload
+    plugin = _model_plugin(Path(model_file).read_bytes(), token, device)
     client.register_plugin(plugin)
+    plugin.payload = None  # the scheduler keeps its own copy, for workers that join later
     run = uuid.uuid4().hex[:8]
     futures = {}
     try:
         for p in todo:
-            futures[client.submit(_partition_task, None, token, parts[p], n, exclude_seen, str(files[p]),
+            futures[client.submit(_partition_task, token, device, parts[p], n, exclude_seen, str(files[p]),
                                   key=f"rbm_cuda-batch-{run}-{p}", retries=2)] = p
         for f in as_completed(futures):
             f.result()
@@ -207,35 +233,34 @@ def _run_on(client, payload, parts, todo, files, n, exclude_seen, bar, on_partit
         client.unregister_worker_plugin(plugin.name)
 
 
-def _dask_frame(model, path, parts, n, exclude_seen, client):
+def _dask_frame(model, path, parts, n, exclude_seen, device):
+    """One delayed partition per block of users; the model file's bytes are one node of the graph,
+    which each worker (or this process, on the default scheduler) fetches and loads once."""
     try:
         import dask
         import dask.dataframe as dd
     except ImportError:
         raise ImportError("recommend_all without `out` returns a Dask DataFrame and needs dask: "
                           "pip install 'rbm_cuda[dask]', or pass out=DIR to write Parquet") from None
-    payload = _file_bytes(model, path)
+    with _model_file(model, path) as model_file:
+        payload = Path(model_file).read_bytes()
     token = _sha256(payload)
-    if client is not None:  # installed on every worker; left there for whenever the frame is computed
-        client.register_plugin(_model_plugin(payload, token))
-        payload = None
-    else:
-        payload = dask.delayed(payload, name=f"rbm_cuda-model-{token}")
+    node = dask.delayed(payload, name=f"rbm_cuda-model-{token}")
     task = dask.delayed(_partition_frame_task, pure=True)
-    frames = [task(payload, token, ids, n, exclude_seen, dask_key_name=f"rbm_cuda-batch-{token[:16]}-{p}")
+    frames = [task(node, token, device, ids, n, exclude_seen, dask_key_name=f"rbm_cuda-batch-{token[:16]}-{p}")
               for p, ids in enumerate(parts)]
     meta = _frame(model, np.asarray(model.user_ids_[:0]), n, exclude_seen)
     return dd.from_delayed(frames, meta=meta, verify_meta=False)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def _loaded(model):
+def _loaded(model, device):
     """(fitted model, its file path or None) from a path or a fitted RBMRecommender / RBM."""
     from .model import RBM
     from .recommender import RBMRecommender, load_model
 
     if isinstance(model, (str, os.PathLike)):
-        return load_model(model), os.fspath(model)
+        return load_model(model, device=device), os.fspath(model)
     if isinstance(model, (RBMRecommender, RBM)):
         model._check_fitted()
         return model, None
@@ -260,14 +285,22 @@ def _partition_size(size, n_users, n):
     return int(size)
 
 
-def _file_bytes(model, path) -> bytes:
+@contextlib.contextmanager
+def _model_file(model, path):
+    """The model's file: `path`, or the fitted model saved to a temporary file for the duration."""
     if path is not None:
-        with open(path, "rb") as f:
-            return f.read()
+        yield path
+        return
     with tempfile.TemporaryDirectory(prefix="rbm_cuda-batch-") as d:
-        written = model.save(os.path.join(d, "model.npz"))
-        with open(written, "rb") as f:
-            return f.read()
+        yield model.save(os.path.join(d, "model.npz"))
+
+
+def _file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _sha256(data) -> str:
@@ -282,12 +315,10 @@ def _check_pyarrow():
 
 
 # -- the output folder ----------------------------------------------------------------------------
-def _manifest(model, path, payload, ids, n, exclude_seen, size, n_parts) -> dict:
+def _manifest(token, ids, n, exclude_seen, size, n_parts) -> dict:
     """What identifies a job: a re-run into the same folder must ask for the same lists."""
-    if payload is None:
-        payload = _file_bytes(model, path)
     id_text = "\n".join(map(str, ids.tolist())).encode()
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "model_sha256": _sha256(payload),
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "model_sha256": token,
             "users_sha256": _sha256(id_text), "n_users": int(len(ids)), "n": n,
             "exclude_seen": bool(exclude_seen), "partition_size": size, "n_partitions": n_parts,
             "columns": list(COLUMNS)}

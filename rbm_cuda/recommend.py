@@ -348,12 +348,14 @@ def cmd_all_users(args, out):
         raise ValueError("--all-users needs --out DIR, the folder for the Parquet files")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 (a loop in this process) or more, got {args.workers}")
-    if args.candidates != "all" or args.min_ratings:
-        raise ValueError("--all-users ranks all unseen items: --candidates and --min-ratings do not apply")
+    if args.candidates != "all" or args.min_ratings or args.csv or args.data:
+        raise ValueError("--all-users ranks all unseen items into Parquet files: --candidates, --min-ratings, "
+                         "--csv and --data do not apply")
+    batch._check_pyarrow()
     n = 10 if args.n is None else args.n
     with _dask_client(args) as (client, where):
         print(f"top-{n} for every user of {args.model}, {where}", file=out)
-        files = batch.recommend_all(args.model, n=n, out=args.out, client=client,
+        files = batch.recommend_all(args.model, n=n, out=args.out, client=client, device=args.device,
                                     partition_size=args.partition_size, progress=True)
     import pyarrow.parquet as pq
 
@@ -417,7 +419,7 @@ def main(argv=None) -> int:
         run(args)
     except KeyError as err:
         msg = err.args[0] if err.args else "unknown id"
-    except (ValueError, RuntimeError, OSError) as err:  # ModelFileError and DataError are ValueErrors
+    except (ValueError, RuntimeError, OSError, ImportError) as err:  # ModelFileError, DataError: ValueErrors
         msg = str(err)
     else:
         return 0

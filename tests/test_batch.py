@@ -148,6 +148,21 @@ def test_dask_dataframe_equals_the_loop(synthetic):
     assert_same_rows(frame.compute(), expected_rows(model, 6))
 
 
+def test_the_threads_of_one_process_load_the_model_once(synthetic, monkeypatch):
+    pytest.importorskip("dask.dataframe")
+    import rbm_cuda.recommender as recommender
+
+    model, path = synthetic
+    loads = []
+    real = recommender.load_model
+    monkeypatch.setattr(recommender, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    monkeypatch.setattr(batch, "_WORKER_MODEL", {})
+    frame = batch.recommend_all(path, n=3, partition_size=10)  # 16 partitions
+    loads.clear()  # recommend_all itself loads the file once, to list its users
+    assert_same_rows(frame.compute(scheduler="threads", num_workers=4), expected_rows(model, 3))
+    assert len(loads) == 1
+
+
 # -- on a 2-worker cluster of processes ------------------------------------------------------------
 @pytest.mark.parametrize("which", ["synthetic", "ml100k"])
 def test_a_two_worker_cluster_writes_the_loops_lists(tmp_path, request, cluster, which):
@@ -223,6 +238,7 @@ def test_cli_without_dask_runs_a_loop(tmp_path, synthetic, capsys, monkeypatch):
     (["--all-users"], "--all-users needs --out"),
     (["--all-users", "--out", "o", "--workers", "-1"], "--workers must be 0"),
     (["--user", "1", "--out", "o"], "go with --all-users"),
+    (["--all-users", "--out", "o", "--csv", "x.csv"], "--csv and --data do not apply"),
 ])
 def test_cli_all_users_errors(tmp_path, synthetic, capsys, argv, phrase):
     assert recommend_main(["--model", synthetic[1], *argv]) == 2
