@@ -2,11 +2,12 @@
 
     PYTHONPATH=. python bench/roofline.py --dataset ml-20m     # or ml-1m; F = 100, K = 5, batch 1000
 
-stream  Every batch applies momentum and weight decay to every item (update_softmax), so W and its
-        velocity, n_items x K x F float32 each, are read and written once per batch.  Timed: a
-        parallel loop doing exactly that work for every element (the update of an item with no
-        rating in the batch), W and velocity as large as the data set's.  Per epoch: that time
-        times the number of batches.  A floor for the update phase when W does not fit in cache.
+stream  W and its velocity, n_items x K x F float32 each, read and written once per batch: what
+        momentum and weight decay cost when a batch rates every item.  Timed: a parallel loop doing
+        exactly that work for every element (a zero-gradient update), W and velocity as large as
+        the data set's.  Per epoch: that time times the number of batches.  update_softmax and
+        catch_up touch only the rows of the items a batch rates (profile_phases prints their share),
+        so their floor is that share of this one, when W does not fit in cache.
 logits  The visible logits are, per tile of up to 16 ratings of one item, K x F masked vector adds
         (simd.tile_logits; 8 lanes for tiles of at most 8 ratings).  Timed: tile_logits on one
         item held in L1, over and over, on every Numba thread at once, for 16- and 8-lane tiles.

@@ -1,7 +1,7 @@
-// The per-element maths of the kernels, as __host__ __device__ functions: the exact float32
-// operations of the Numba twin (rbm_cuda/cpu/kernels.py), in the same order.  expf / log1pf,
-// never the fast-math intrinsics, so the device build computes what the CPU build computes (to an
-// ulp or two of the device's expf).
+// The per-element maths of the kernels, as __host__ __device__ functions: the float32 operations
+// of the Numba twin (rbm_cuda/cpu/kernels.py), in the same order.  expf / log1pf, never the
+// fast-math intrinsics.  How far the device build may differ (its expf, fused multiply-adds):
+// "The twin contract" in docs/design.md.
 #pragma once
 #include <math.h>
 

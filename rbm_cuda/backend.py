@@ -2,7 +2,8 @@
 
   name, xp (numpy or cupy), asarray(a, dtype), to_numpy(a), and the kernels
   group_by_item, sample_hidden, sample_visible_softmax, sigmoid_bernoulli, scatter_gradients, apply_update,
-  update_softmax, predict_pairs, score_items, free_energy (see rbm_cuda/cpu/kernels.py for their contracts).
+  update_softmax, catch_up, predict_pairs, score_items, free_energy (see rbm_cuda/cpu/kernels.py for their
+  contracts).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def driver_problem(driver_version: int, runtime_version: int, error: str) -> str
     """Why the driver cannot run this build, in words (versions as CUDA reports them: 13000 = 13.0)."""
     if driver_version == 0:
         return "no CUDA driver: the NVIDIA driver is not installed or not loaded"
-    if driver_version < runtime_version:
+    if driver_version // 1000 < runtime_version // 1000:  # minor versions are compatible within a major
         branch = MIN_DRIVER_BRANCH.get(runtime_version // 1000)
         need = f"an r{branch} or newer NVIDIA driver" if branch else "a newer NVIDIA driver"
         return (f"the NVIDIA driver is too old: it supports CUDA up to {_cuda_version(driver_version)}, and this "

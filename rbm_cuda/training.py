@@ -54,6 +54,22 @@ def cd_epoch(be, d, params, order, epoch, step):
         powers_bv = be.asarray(decay_powers(p.learning_rate, momentum, 0.0, n_batches), np.float32)
         lazy = (d["last"], d["W"], d["bv"], d["vel"][0], d["vel"][1], powers_W, powers_bv)
         d["last"][:] = step
+    finished = None
+    try:
+        finished = _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli,
+                            None if bernoulli else lazy)
+    finally:
+        # every item up to the last step taken, so that the weights are exact between epochs, and
+        # also when a batch raised (Ctrl-C): its items are caught up, the others must not stay behind
+        if not bernoulli:
+            newest = finished if finished is not None else int(d["last"].max())
+            be.catch_up(xp.arange(n_items + 1, dtype=np.int64), lazy[0], newest, *lazy[1:])
+    return finished
+
+
+def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy):
+    """The batches of cd_epoch; returns the step count after them."""
+    xp = be.xp
     for start in range(0, len(order), p.batch_size):
         rows = be.asarray(order[start:start + p.batch_size], np.int64)
         step += 1
@@ -95,6 +111,4 @@ def cd_epoch(be, d, params, order, epoch, step):
         for param, grad, vel, decay in updates:
             be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
                             momentum, decay, scale)
-    if not bernoulli:  # every item, so that the weights are exact between epochs
-        be.catch_up(xp.arange(n_items + 1, dtype=np.int64), lazy[0], step, *lazy[1:])
     return step

@@ -668,6 +668,7 @@ def test_empty_inputs_are_no_ops(emu):
     (12040, 13000, "supports CUDA up to 12.4, and this build of rbm_cuda uses the CUDA 13.0 runtime, which needs an "
                    "r580 or newer NVIDIA driver"),
     (13000, 13000, "the CUDA driver cannot be used: boom"),
+    (13000, 13010, "the CUDA driver cannot be used: boom"),  # a 13.0 driver runs a 13.1 runtime
 ])
 def test_the_reason_names_an_old_driver(driver, runtime, phrase):
     assert phrase in rbm_cuda.gpu.driver_problem(driver, runtime, "boom")

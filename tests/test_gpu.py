@@ -87,6 +87,7 @@ if rbm_cuda.gpu.HAS_CUDA:
         _emu_tests.test_sample_hidden_without_draw_writes_probabilities_only
     test_sample_visible_softmax = _emu_tests.test_sample_visible_softmax
     test_update_softmax = _emu_tests.test_update_softmax
+    test_catch_up = _emu_tests.test_catch_up
     test_group_by_item = _emu_tests.test_group_by_item
     test_too_many_levels_is_a_clear_error = _emu_tests.test_too_many_levels_is_a_clear_error
     test_sigmoid_bernoulli = _emu_tests.test_sigmoid_bernoulli

@@ -147,6 +147,29 @@ def test_lazy_updates_agree_with_eager_ones_over_several_epochs(visible):
     assert not np.allclose(lazy.W_, start.W_)
 
 
+def test_an_epoch_stopped_by_an_error_leaves_no_item_behind(monkeypatch):
+    """Ctrl-C or an error in a batch: the items that sat out the batches before it still take the
+    momentum-and-decay steps they missed, so the weights are those of the steps taken."""
+    from rbm_cuda.cpu import kernels
+    from rbm_cuda.cpu.backend import NumbaBackend
+
+    X = random_ratings(n_users=80, n_items=40, density=0.06, empty_rows=())
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return kernels.sample_visible_softmax(*args)
+
+    monkeypatch.setattr(NumbaBackend, "sample_visible_softmax", staticmethod(failing))
+    model = RBM(n_hidden=10, batch_size=4, epochs=1, weight_decay=0.02, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X)
+    last = model._dev["last"]
+    assert (last == 4).all()  # every item is current at the last step completed, four batches in
+
+
 def test_softmax_exp_is_within_one_ulp():
     """The vectorisable exp of the softmax draw (x <= 0) against exp in float64: exact at 0, relative
     error <= 2^-23 (one float32 ulp) on [-87, 0], and between 2^-126 and 1e-37 below -87 (where it

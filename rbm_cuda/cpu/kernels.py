@@ -430,9 +430,9 @@ def update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W
         for i in range(bounds[c], bounds[c + 1]):
             q0 = start[i]
             q1 = start[i + 1]
-            # The weights and velocity of the item two on, into L2 while this item's gradient is
-            # summed: W and its velocity stream through here, and without it the stream and the
-            # gradient take the sum of their times instead of overlapping.
+            # The weights and velocity of the item two on (when the batch rates it), into L2 while
+            # this item's gradient is summed: the rated items' rows stream through here, and without
+            # it the stream and the gradient take the sum of their times instead of overlapping.
             ahead = i + _UPDATE_AHEAD
             if ahead < bounds[c + 1] and start[ahead + 1] > start[ahead]:
                 for k in range(n_levels):
