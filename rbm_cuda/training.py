@@ -30,7 +30,8 @@ def decay_powers(learning_rate, momentum, weight_decay, n):
     for k in range(n + 1):
         out[k] = power.ravel()
         power = step @ power
-    return out.astype(np.float32)
+    with np.errstate(over="ignore"):  # a diverging learning rate overflows here; fit's divergence check reports it
+        return out.astype(np.float32)
 
 
 def cd_epoch(be, d, params, order, epoch, step):
