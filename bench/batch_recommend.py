@@ -27,19 +27,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import synthetic  # noqa: E402
+from throughput import peak_rss_mb  # noqa: E402
 
 # distributed's nanny sets OMP_NUM_THREADS=1 (and the BLAS twins) in this process's environment when a
 # local cluster starts; the loop's child gets the environment from before, with all cores to its BLAS.
 START_ENV = dict(os.environ)
-
-
-def peak_rss_mb():
-    """This process's peak resident set (VmHWM), MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def model_path(shape):
@@ -64,7 +56,7 @@ def model_path(shape):
 LOOP_CHILD = """
 import json, sys, time
 sys.path.insert(0, {here!r})
-from batch_recommend import peak_rss_mb
+from throughput import peak_rss_mb
 from rbm_cuda import batch
 t = time.perf_counter()
 batch.recommend_all({model!r}, n={n}, out={out!r})

@@ -87,33 +87,30 @@ def recommend_all(model, users=None, *, n=10, out=None, client=None, exclude_see
 
 # -- the work of one partition --------------------------------------------------------------------
 def _frame(model, user_ids, n, exclude_seen) -> pd.DataFrame:
-    """The (user, rank, item, score) rows of these users' top-n lists."""
-    items, scores = _top(model, user_ids, n, exclude_seen)
-    k = items.shape[1]
-    keep = np.isfinite(scores).ravel()  # padding (fewer candidates than n) is NaN, at each row's end
+    """The (user, rank, item, score) rows of these users' top-n lists, from the model's recommend."""
+    items, scores, counts = _lists(model, user_ids, n, exclude_seen)
+    first = np.repeat(np.cumsum(counts) - counts, counts)  # each row's position of its user's rank 1
     return pd.DataFrame({
-        "user": np.repeat(np.asarray(user_ids), k)[keep],
-        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(user_ids))[keep],
-        "item": items.ravel()[keep],
-        "score": scores.ravel()[keep].astype(np.float32),
+        "user": np.repeat(np.asarray(user_ids), counts),
+        "rank": (np.arange(len(items)) - first + 1).astype(np.int32),
+        "item": items,
+        "score": scores.astype(np.float32),
     })
 
 
-def _top(model, user_ids, n, exclude_seen):
-    """(item ids, scores) [len(user_ids), width], NaN-padded, from the model's public recommend."""
+def _lists(model, user_ids, n, exclude_seen):
+    """(item ids, scores) of all the lists one after another, and each list's length."""
     from .recommender import RBMRecommender
 
     if isinstance(model, RBMRecommender):
-        return model.recommend(users=user_ids, n=n, exclude_seen=exclude_seen)
-    rows = [model.recommend(u, n=n, exclude_seen=exclude_seen) for u in user_ids]
-    width = max((len(r[0]) for r in rows), default=0)
-    items = np.full((len(rows), width), -1 if model.item_ids_.dtype.kind in "iu" else "",
-                    dtype=model.item_ids_.dtype)
-    scores = np.full((len(rows), width), np.nan)
-    for i, (a, s) in enumerate(rows):
-        items[i, :len(a)] = a
-        scores[i, :len(s)] = s
-    return items, scores
+        items, scores = model.recommend(users=user_ids, n=n, exclude_seen=exclude_seen)
+        keep = np.isfinite(scores)  # padding (fewer candidates than n) is NaN, at each row's end
+        return items[keep], scores[keep], keep.sum(axis=1)
+    lists = [model.recommend(u, n=n, exclude_seen=exclude_seen) for u in user_ids]
+    counts = np.array([len(a) for a, _ in lists], dtype=np.int64)
+    if not lists:
+        return model.item_ids_[:0], np.zeros(0), counts
+    return np.concatenate([a for a, _ in lists]), np.concatenate([s for _, s in lists]), counts
 
 
 def _write(frame, path):
