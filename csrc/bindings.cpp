@@ -9,6 +9,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -228,20 +229,37 @@ NB_MODULE(_emu, m) {
         "rbm_cuda kernels (csrc/kernels.cu) compiled by the host compiler: every launch runs its grid on the CPU. "
         "Pointers are host addresses (numpy arrays); stream and device are ignored.";
     define_kernels(m);
+#if defined(RBM_CUDA_SANITIZED)
+    m.attr("SANITIZED") = true;  // built with AddressSanitizer and UBSan (RBM_CUDA_SANITIZE)
+#else
+    m.attr("SANITIZED") = false;
+#endif
     m.def(
         "set_schedule",
-        [](const std::string &order) {
+        [](const std::string &order, uint64_t seed) {
             if (order == "forward")
-                rbm_emu::schedule = rbm_emu::Schedule::forward;
+                rbm_emu::set_schedule(rbm_emu::Schedule::forward, seed);
             else if (order == "reverse")
-                rbm_emu::schedule = rbm_emu::Schedule::reverse;
+                rbm_emu::set_schedule(rbm_emu::Schedule::reverse, seed);
+            else if (order == "shuffled")
+                rbm_emu::set_schedule(rbm_emu::Schedule::shuffled, seed);
             else
-                throw std::invalid_argument("schedule must be 'forward' or 'reverse', got '" + order + "'");
+                throw std::invalid_argument("schedule must be 'forward', 'reverse' or 'shuffled', got '" + order + "'");
         },
-        "order"_a, "order in which launches visit blocks and threads: 'forward' or 'reverse'");
-    m.def("get_schedule", []() -> std::string {
-        return rbm_emu::schedule == rbm_emu::Schedule::forward ? "forward" : "reverse";
+        "order"_a, "seed"_a = 0,
+        "order in which launches visit blocks and threads: 'forward', 'reverse', or 'shuffled' (a permutation "
+        "per launch and per block, drawn from seed and the number of launches since this call)");
+    m.def("get_schedule", []() {
+        static const char *names[] = {"forward", "reverse", "shuffled"};
+        return std::make_tuple(std::string(names[static_cast<int>(rbm_emu::schedule)]), rbm_emu::schedule_seed);
     });
+    m.def(
+        "visit_order",
+        [](uint64_t n) {
+            rbm_emu::SplitMix64 rng = rbm_emu::launch_rng();
+            return rbm_emu::visit_order(n, rbm_emu::schedule, rng);
+        },
+        "n"_a, "the order in which the next launch of n blocks would visit them (counts as a launch)");
 }
 
 #else

@@ -23,7 +23,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 // ---- keywords ------------------------------------------------------------------------------
 #define __global__
@@ -120,10 +123,48 @@ namespace rbm_emu {
 inline thread_local cudaError_t last_error = cudaSuccess;
 
 // Order in which a launch visits blocks and the threads of a block.  Kernels whose threads do not
-// race give the same result in any order; tests run both to look for races the sequential
-// emulation would otherwise hide.
-enum class Schedule { forward, reverse };
+// race give the same result in any order; tests run several orders to look for races the
+// sequential emulation would otherwise hide.  `shuffled` permutes the blocks of each launch, and
+// the threads of each block, by a generator seeded with (schedule_seed, launches since the
+// schedule was set), so a run is reproducible and every launch gets a different order.
+enum class Schedule { forward, reverse, shuffled };
 inline Schedule schedule = Schedule::forward;
+inline uint64_t schedule_seed = 0;
+inline std::atomic<uint64_t> schedule_launches{0};
+
+inline void set_schedule(Schedule order, uint64_t seed) {
+    schedule = order;
+    schedule_seed = seed;
+    schedule_launches = 0;
+}
+
+// splitmix64: a small, well-mixed generator for the shuffles (the order only has to be varied and
+// reproducible, not random in any stronger sense).
+struct SplitMix64 {
+    uint64_t state;
+    uint64_t next() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    uint64_t below(uint64_t n) { return next() % n; }  // the bias of % is irrelevant here
+};
+
+inline void shuffle(std::vector<unsigned long long> &items, SplitMix64 &rng) {  // Fisher-Yates
+    for (size_t i = items.size(); i > 1; --i) std::swap(items[i - 1], items[rng.below(i)]);
+}
+
+// The generator of the next launch's order.
+inline SplitMix64 launch_rng() { return SplitMix64{schedule_seed * 0x632BE59BD9B4E019ull + schedule_launches.fetch_add(1)}; }
+
+// The order in which a launch visits n items (the blocks of its grid, or the threads of a block).
+inline std::vector<unsigned long long> visit_order(unsigned long long n, Schedule order, SplitMix64 &rng) {
+    std::vector<unsigned long long> out(n);
+    for (unsigned long long i = 0; i < n; ++i) out[i] = order == Schedule::reverse ? n - 1 - i : i;
+    if (order == Schedule::shuffled) shuffle(out, rng);
+    return out;
+}
 }  // namespace rbm_emu
 
 inline cudaError_t cudaGetLastError() {
@@ -205,13 +246,15 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_sha
     blockDim = block;
     const unsigned long long n_blocks = 1ull * grid.x * grid.y * grid.z;
     const unsigned long long n_threads = 1ull * block.x * block.y * block.z;
-    const bool reverse = schedule == Schedule::reverse;
-    for (unsigned long long nb = 0; nb < n_blocks; ++nb) {
-        const unsigned long long ib = reverse ? n_blocks - 1 - nb : nb;
+    const Schedule order = schedule;
+    SplitMix64 rng = launch_rng();
+    const std::vector<unsigned long long> blocks = visit_order(n_blocks, order, rng);
+    std::vector<unsigned long long> threads = visit_order(n_threads, order, rng);
+    for (const unsigned long long ib : blocks) {
         blockIdx = uint3{static_cast<unsigned>(ib % grid.x), static_cast<unsigned>(ib / grid.x % grid.y),
                          static_cast<unsigned>(ib / grid.x / grid.y)};
-        for (unsigned long long nt = 0; nt < n_threads; ++nt) {
-            const unsigned long long it = reverse ? n_threads - 1 - nt : nt;
+        if (order == Schedule::shuffled) shuffle(threads, rng);  // each block in an order of its own
+        for (const unsigned long long it : threads) {
             threadIdx = uint3{static_cast<unsigned>(it % block.x), static_cast<unsigned>(it / block.x % block.y),
                               static_cast<unsigned>(it / block.x / block.y)};
             std::apply(kernel, arguments);  // copies the arguments: each thread owns its parameters

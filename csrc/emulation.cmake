@@ -13,6 +13,14 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   # so does the emulation on every host (x86 without -mfma would anyway; aarch64 would not).
   target_compile_options(_emu PRIVATE -ffp-contract=off)
 endif()
+if(RBM_CUDA_SANITIZE)
+  # AddressSanitizer and UBSan in the kernel source, standing in for compute-sanitizer: an
+  # out-of-bounds access or undefined behaviour in a kernel aborts the process (.ci/sanitize_check.sh).
+  set(RBM_SANITIZE_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g)
+  target_compile_options(_emu PRIVATE ${RBM_SANITIZE_FLAGS})
+  target_link_options(_emu PRIVATE ${RBM_SANITIZE_FLAGS})
+  target_compile_definitions(_emu PRIVATE RBM_CUDA_SANITIZED=1)
+endif()
 # Kernel sources the emulation depends on, for IDEs; kernels_emu.cpp #includes kernels.cu.
 set_property(SOURCE ${CMAKE_CURRENT_LIST_DIR}/kernels_emu.cpp APPEND PROPERTY OBJECT_DEPENDS
   ${CMAKE_CURRENT_LIST_DIR}/kernels.cu)

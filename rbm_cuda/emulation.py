@@ -62,15 +62,16 @@ class EmulatedBackend(PointerKernels):
 
 
 @contextlib.contextmanager
-def schedule(order):
-    """Run emulated launches visiting blocks and threads in `order` ('forward' or 'reverse')."""
+def schedule(order, seed=0):
+    """Run emulated launches visiting blocks and threads in `order`: 'forward', 'reverse', or
+    'shuffled' (a seeded permutation per launch and per block, reproducible from `seed`)."""
     m = module()
     old = m.get_schedule()
-    m.set_schedule(order)
+    m.set_schedule(order, seed)
     try:
         yield
     finally:
-        m.set_schedule(old)
+        m.set_schedule(*old)
 
 
 def philox4x32_10(c0, c1, c2, c3, k0, k1):

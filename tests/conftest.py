@@ -8,6 +8,12 @@ import pytest
 import rbm_cuda
 
 
+def pytest_addoption(parser):
+    parser.addoption("--emu-schedule", default="forward", metavar="ORDER[:SEED]",
+                     help="order in which the emulated kernels visit blocks and threads in every test: forward "
+                          "(default), reverse or shuffled:SEED (rbm_cuda.emulation.schedule)")
+
+
 def pytest_configure(config):
     # A relative $RBM_CUDA_DATA means "relative to where pytest was started": make it absolute once, so
     # the tests that run commands in other folders find the same data.
@@ -28,6 +34,19 @@ def pytest_report_header(config):
 
     return [f"rbm_cuda {rbm_cuda.__version__} from {os.path.dirname(rbm_cuda.__file__)}",
             f"GPU backend: {'yes' if gpu.HAS_CUDA else 'no'} ({gpu.REASON})"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emulation_schedule(request):
+    """Every emulated launch of the session in the order --emu-schedule names."""
+    order, _, seed = request.config.getoption("--emu-schedule").partition(":")
+    from rbm_cuda import emulation
+
+    if not emulation.AVAILABLE or (order == "forward" and not seed):
+        yield
+        return
+    with emulation.schedule(order, int(seed or 0)):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,9 @@ are those the GPU, with fused multiply-adds and its own expf, must meet too.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -198,6 +201,32 @@ def test_a_failed_runtime_call_does_not_fail_the_next_launch():
         _emu.philox_words(0, 0, 0, 0, 0, 8, out.ctypes.data, 0, 1)  # there is no device 1
     _emu.philox_words(5, 1, 0, 0, 0, 8, out.ctypes.data, 0, 0)
     np.testing.assert_array_equal(out, philox_words(5, 1, 0, 0, 0, 8))
+
+
+def test_the_sanitized_build_stops_a_kernel_reading_out_of_bounds(tmp_path):
+    """Built with RBM_CUDA_SANITIZE (.ci/sanitize_check.sh), the kernel source runs under
+    AddressSanitizer: a kernel that reads past an array aborts the process with a report."""
+    from rbm_cuda import _emu
+
+    if not _emu.SANITIZED:
+        pytest.skip("rbm_cuda._emu was built without RBM_CUDA_SANITIZE (see .ci/sanitize_check.sh)")
+    code = textwrap.dedent("""
+        import numpy as np
+        from rbm_cuda.emulation import EmulatedBackend
+        n_items, K, F = 50, 5, 16
+        W = np.zeros((n_items, K, F), np.float32)
+        out = np.empty((1, F), np.float32)
+        # item n_items: one row past W's end, which the unchecked backend passes to the kernel
+        EmulatedBackend(check_bounds=False).sample_hidden(
+            np.array([0, 1], np.int64), np.array([n_items], np.int32), np.zeros(1, np.int32),
+            np.zeros(0, np.float32), np.zeros(1, np.int64), W, np.zeros(F, np.float32), 0, 0, 0, out, out, True)
+        print("no report")
+    """)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")  # the report on stderr, not in a log file
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                       cwd=tmp_path)  # the installed package, not the source tree
+    assert r.returncode != 0 and "no report" not in r.stdout
+    assert "AddressSanitizer: heap-buffer-overflow" in r.stderr and "READ of size 4" in r.stderr
 
 
 # ---- sample_hidden -------------------------------------------------------------------------------------
@@ -576,7 +605,27 @@ def test_free_energy(ratings, visible, F, B):
 
 
 # ---- no races: the result does not depend on the order threads run in ---------------------------------
-def test_kernels_do_not_depend_on_thread_order(emu):
+def test_shuffled_schedules_are_reproducible_permutations():
+    from rbm_cuda.emulation import module, schedule
+
+    m = module()
+    with schedule("reverse"):
+        assert m.visit_order(5) == [4, 3, 2, 1, 0]
+    with schedule("shuffled", 3):
+        first, second = m.visit_order(1000), m.visit_order(1000)
+    with schedule("shuffled", 3):
+        assert m.visit_order(1000) == first  # the same seed gives the same orders
+    with schedule("shuffled", 4):
+        other = m.visit_order(1000)
+    assert sorted(first) == sorted(second) == sorted(other) == list(range(1000))
+    assert len({tuple(first), tuple(second), tuple(other), tuple(range(1000))}) == 4
+    assert m.get_schedule()[0] == "forward" or m.get_schedule()[0] == "shuffled"  # the session's --emu-schedule
+    with pytest.raises(ValueError, match="'forward', 'reverse' or 'shuffled'"):
+        m.set_schedule("backwards")
+
+
+@pytest.mark.parametrize("order", ["reverse", "shuffled:1", "shuffled:2", "shuffled:3"])
+def test_kernels_do_not_depend_on_thread_order(emu, order):
     from rbm_cuda.emulation import schedule
 
     X = synthetic_ml100k()
@@ -604,8 +653,10 @@ def test_kernels_do_not_depend_on_thread_order(emu):
         emu.sigmoid_bernoulli(np.ascontiguousarray(ph[:, :1].repeat(300, 1)), rows, 1, 2, 1, 1, pv, v)
         return ph, h, neg, W1, bv1, vW, dW, dbv, fe, pv, v
 
-    fwd = run()
-    with schedule("reverse"):
+    with schedule("forward"):
+        fwd = run()
+    name, _, seed = order.partition(":")
+    with schedule(name, int(seed or 0)):
         rev = run()
     for name, a, b in zip(["ph", "h", "neg", "W1", "bv1", "vW", "dW", "dbv", "fe", "pv", "v"], fwd, rev):
         if name in ("dW", "dbv"):  # atomics: the order of additions is free
