@@ -20,7 +20,8 @@ if ! RBM_CUDA_SANITIZE=1 RBM_CUDA_DISABLE_CUDA=1 python -m pip install --quiet "
     -C build-dir="$logs/build" > "$logs/pip.log" 2>&1; then
   cat "$logs/pip.log"; echo "sanitize_check: FAILED (install)"; exit 1
 fi
-python -c "from rbm_cuda import _emu; assert _emu.SANITIZED, 'the installed _emu is not the sanitized build'"
+# (from another folder: in the clone, `python -c` would import the unbuilt source tree)
+(cd "$logs" && python -c "from rbm_cuda import _emu; assert _emu.SANITIZED, 'the installed _emu is not sanitized'")
 
 # The ASan runtime must be loaded before Python; libstdc++ with it, so that its C++ exception
 # interceptor finds the real __cxa_throw (Python itself does not link libstdc++).
