@@ -11,11 +11,13 @@ Definitions of protocols and metrics, and measured results: docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .datasets import add_duplicates_argument
     from .evaluation.metrics import DEFAULT_K
     from .evaluation.registry import MODEL_NAMES
     from .evaluation.splits import PROTOCOLS
@@ -37,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-fraction", type=float, default=None,
                     help="test share for stratified (default 0.25) and random (default 0.1); for new-users, the share "
                          "of users held out (default 0.1)")
-    ap.add_argument("--duplicates", default="error", choices=["error", "last", "mean"],
-                    help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the "
-                         "last, or keep the mean rounded to the nearest level (goodbooks-10k v1 has 2,278)")
+    add_duplicates_argument(ap)
     ap.add_argument("--models", default=",".join(MODEL_NAMES),
                     help=f"comma-separated models among {', '.join(MODEL_NAMES)}")
     ap.add_argument("--k", type=int, default=DEFAULT_K, help="cut-off of the ranking metrics")
@@ -73,6 +73,11 @@ def main(argv=None) -> int:
             raise ValueError(f"--k {args.k}: the ranking cut-off must be at least 1")
         if args.test_fraction is not None and not 0 < args.test_fraction < 1:
             raise ValueError(f"--test-fraction {args.test_fraction}: expected a number in (0, 1)")
+        if args.test_fraction is not None and args.protocol not in ("stratified", "random", "new-users"):
+            raise ValueError(f"--test-fraction {args.test_fraction}: the {args.protocol} protocol uses the data set's "
+                             "own splits; the fraction applies to stratified, random and new-users")
+        if args.relevance_threshold is not None and not math.isfinite(args.relevance_threshold):
+            raise ValueError(f"--relevance-threshold {args.relevance_threshold}: expected a finite rating")
         if args.epochs is not None and args.epochs < 0:
             raise ValueError(f"--epochs {args.epochs}: expected an int >= 0")
     except ValueError as e:
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
                       splits, k=args.k, relevance_threshold=args.relevance_threshold, log=log)
     elapsed = time.perf_counter() - t0
     print(f"{data.name}, protocol {args.protocol} ({', '.join(report['splits'])}), k = {args.k}"
-          + (f", relevance: test rating >= {args.relevance_threshold:g}" if args.relevance_threshold else "")
+          + (f", relevance: test rating >= {args.relevance_threshold:g}" if args.relevance_threshold is not None else "")
           + (" — mean ± std over splits" if len(splits) > 1 else ""))
     print(format_table(report, markdown=args.markdown))
     log(f"total {elapsed:.1f} s")

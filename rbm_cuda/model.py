@@ -193,11 +193,11 @@ class RBM:
         n_states = {"softmax": len(levels), "like": 2, "bernoulli": 1}[p.visible]
         if p.visible == "softmax" and n_states < 2:
             raise ValueError(f"softmax visible units need at least 2 rating levels, the data has {levels.tolist()}")
-        if p.visible == "softmax" and data is None and n_states > MAX_INFERRED_LEVELS:
+        if p.visible == "softmax" and n_states > MAX_INFERRED_LEVELS:
             raise ValueError(
                 f"the ratings hold {n_states} distinct values ({levels[0]:g} to {levels[-1]:g}): a softmax layer "
-                f"would get {n_states} levels.  Softmax units need a rating scale: give a RatingData with its "
-                "levels, round the ratings to a scale, or use visible='bernoulli'")
+                f"would get {n_states} levels, more than {MAX_INFERRED_LEVELS}.  Softmax units need a rating "
+                "scale: round the ratings to one (a RatingData's levels), or use visible='bernoulli'")
         _check_memory(self.n_items_, n_states, p)
         rng = np.random.Generator(np.random.Philox(key=p.seed))
         W = (0.01 * rng.standard_normal((self.n_items_, n_states, p.n_hidden))).astype(np.float32)
@@ -404,10 +404,10 @@ class RBM:
                 out[f"{name}_rmse"] = None
         if "free_energy" in mon:
             fe_t, fe_v = mon["free_energy"]
-            out["free_energy_train"] = float(np.mean(self.free_energy(fe_t)))
-            out["free_energy_valid"] = float(np.mean(self.free_energy(fe_v)))
+            out["free_energy_train"] = float(np.mean(self.free_energy(fe_t), dtype=np.float64))
+            out["free_energy_valid"] = float(np.mean(self.free_energy(fe_v), dtype=np.float64))
         else:
-            out["free_energy_train"] = float(np.mean(self.free_energy(mon["train_rows"])))
+            out["free_energy_train"] = float(np.mean(self.free_energy(mon["train_rows"]), dtype=np.float64))
             out["free_energy_valid"] = None
         return out
 

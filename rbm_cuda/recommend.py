@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import foldin
+from .datasets import add_duplicates_argument
 
 TITLE_WIDTH = 80
 FIND_LIMIT = 50
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recommend only items with at least N ratings in the training data (default 0: all)")
     p.add_argument("--data", metavar="NAME|PATH",
                    help="data set for --candidates to-read (default: the model's data set name)")
+    add_duplicates_argument(p, default="last", ids_only=True)
     p.add_argument("--csv", metavar="PATH", help="also write the rated and recommended items to this CSV file")
     batch = p.add_argument_group("--all-users")
     batch.add_argument("--out", metavar="DIR", help="folder for the Parquet files (a re-run skips finished ones)")
@@ -112,16 +114,16 @@ def _expected(model, ids, user=None, row=None):
     return model.predict_ratings(histories=row, items=ids)[0]
 
 
-def load_data(name_or_path):
-    """rbm_cuda.datasets.load; repeated (user, item) rows keep the last one (goodbooks v1 has some:
-    only the item ids and to-read lists are used here, so how they are merged does not matter)."""
+def load_data(name_or_path, duplicates="last"):
+    """rbm_cuda.datasets.load; repeated (user, item) rows keep the last one by default (goodbooks v1
+    has some: only the item ids and to-read lists are used here, which any choice leaves the same)."""
     try:
         from . import datasets
 
         load = datasets.load
     except (ImportError, AttributeError) as err:
         raise RuntimeError(f"cannot load data sets: rbm_cuda.datasets.load is not available ({err})") from None
-    return load(name_or_path, duplicates="last")
+    return load(name_or_path, duplicates=duplicates)
 
 
 # -- text output -------------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def cmd_user(args, model, look, out):
     u = int(model.user_index(uid))
     items = None
     if args.candidates == "to-read":
-        data = load_data(args.data or _model_dataset(model))
+        data = load_data(args.data or _model_dataset(model), args.duplicates)
         note = foldin.check_data_matches(model, data, f"model {args.model}")
         if note:
             print(note, file=sys.stderr)

@@ -17,6 +17,7 @@ values, CSR structure, ids), so a damaged or hostile file fails here, never insi
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -34,6 +35,7 @@ ITEM_COLUMNS = ("title", "authors", "genres")
 
 # A model file's JSON header is small (the history of a few hundred epochs is tens of kB).
 MAX_HEADER_BYTES = 16 << 20
+_NPY_HEADER_BYTES = 1 << 16  # the .npy format's header is at most 64 KiB (format 1.0)
 # rbm_cuda writes members uncompressed; a compressed member expanding more than this is refused.
 MAX_EXPANSION = 50
 
@@ -94,6 +96,7 @@ def write_npz(path, header, arrays) -> str:
         with os.fdopen(fd, "wb") as fh:
             # Uncompressed: float weights hardly compress, and compression slows every checkpoint.
             np.savez(fh, header=np.array(json.dumps(header, default=_plain)), **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the model from the user's group
         os.replace(tmp, path)
         # temporary files of earlier saves to this path that were killed mid-write (SIGKILL runs no cleanup)
         for name in os.listdir(folder):
@@ -109,6 +112,12 @@ def write_npz(path, header, arrays) -> str:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the mask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _plain(x):
@@ -196,17 +205,28 @@ def _member(npz, name, where):
 
 
 def _array(npz, name, where, dtype_kinds, shape=None, finite=True):
-    """npz[name], checked: dtype kind in dtype_kinds, shape (None entries match anything), finite."""
+    """npz[name], checked: dtype kind in dtype_kinds, shape (None entries match anything), finite;
+    floating arrays are returned as float32."""
     if name not in npz.files:
         raise ModelFileError(f"{where}: array {name!r} is missing")
+    if shape is not None and None not in shape and not set(dtype_kinds) - set("iuf"):
+        # numbers of at most 8 bytes: a member larger than its declared shape needs is refused unread
+        member = f"{name}.npy" if f"{name}.npy" in npz.zip.namelist() else name
+        size, most = npz.zip.getinfo(member).file_size, 8 * math.prod(shape) + _NPY_HEADER_BYTES
+        if size > most:
+            raise ModelFileError(f"{where}: array {name!r} is {size} bytes uncompressed, while the shape the header "
+                                 f"implies, {tuple(shape)}, needs at most {most}")
     a = _member(npz, name, where)
     if a.dtype.kind not in dtype_kinds:
         raise ModelFileError(f"{where}: array {name!r} has dtype {a.dtype}, expected kind {dtype_kinds!r}")
     if shape is not None and (a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape))):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ModelFileError(f"{where}: array {name!r} has shape {a.shape}, the header implies {want}")
-    if finite and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-        raise ModelFileError(f"{where}: array {name!r} holds NaN or infinite values")
+    if a.dtype.kind == "f":  # the models compute in float32: a wider value that overflows it is not finite
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32, copy=False)
+        if finite and not np.all(np.isfinite(a)):
+            raise ModelFileError(f"{where}: array {name!r} holds NaN or infinite values (as float32)")
     return a
 
 
@@ -231,7 +251,7 @@ def read_data(npz, header, where):
     indptr = _array(npz, "train_indptr", where, "iu", (n_users + 1,)).astype(np.int64)
     nnz = int(indptr[-1]) if len(indptr) else 0
     indices = _array(npz, "train_indices", where, "iu", (None,))
-    data = _array(npz, "train_data", where, "f", (len(indices),)).astype(np.float32, copy=False)
+    data = _array(npz, "train_data", where, "f", (len(indices),))
     if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or nnz != len(indices):
         raise ModelFileError(f"{where}: train_indptr must rise from 0 to the {len(indices)} stored ratings")
     if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
@@ -277,11 +297,11 @@ def build_rbm(cls, part, npz, where, train, user_ids, item_ids, items, dataset, 
     model.step_ = _int_field(part, "step", where)
     history = part.get("history", [])
     model.history_ = history if isinstance(history, list) else []
-    model.W_ = _array(npz, f"{prefix}W", where, "f", (n_cols, K, F)).astype(np.float32, copy=False)
-    model.bv_ = _array(npz, f"{prefix}bv", where, "f", (n_cols, K)).astype(np.float32, copy=False)
-    model.bh_ = _array(npz, f"{prefix}bh", where, "f", (F,)).astype(np.float32, copy=False)
+    model.W_ = _array(npz, f"{prefix}W", where, "f", (n_cols, K, F))
+    model.bv_ = _array(npz, f"{prefix}bv", where, "f", (n_cols, K))
+    model.bh_ = _array(npz, f"{prefix}bh", where, "f", (F,))
     if velocities:
-        model._velocity = [_array(npz, f"{prefix}velocity_{n}", where, "f", s).astype(np.float32, copy=False)
+        model._velocity = [_array(npz, f"{prefix}velocity_{n}", where, "f", s)
                            for n, s in (("W", (n_cols, K, F)), ("bv", (n_cols, K)), ("bh", (F,)))]
     else:  # np.zeros, not zeros_like: the pages stay untouched (no memory) unless training resumes
         model._velocity = [np.zeros(a.shape, np.float32) for a in (model.W_, model.bv_, model.bh_)]

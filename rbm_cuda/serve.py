@@ -15,12 +15,15 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .datasets import add_duplicates_argument
+
     ap = argparse.ArgumentParser(prog="python -m rbm_cuda.serve", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--model", default=None,
                     help="a model file from rbm_cuda.train (default: a recommender trained at start-up on the "
                          "embedded ml-latest-small, cached for the next start)")
     ap.add_argument("--data", default=None, help="the model's data set, for to-read lists (goodbooks-10k)")
+    add_duplicates_argument(ap, default="last", ids_only=True)
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     ap.add_argument("--port", type=int, default=8000, help="port to listen on")
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where to score")
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
         if args.data:
             from . import datasets
 
-            data = datasets.load(args.data, duplicates="last")
+            data = datasets.load(args.data, duplicates=args.duplicates)
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

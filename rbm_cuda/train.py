@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .datasets import add_duplicates_argument
 from .params import RBMParams
 from .recommender import RBMRecommender
 
@@ -31,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default="ml-latest-small",
                     help="data set name (ml-latest-small is embedded; ml-100k, ml-1m, goodbooks-10k, ... are looked "
                          "up under $RBM_CUDA_DATA) or a path to a folder or CSV file")
-    ap.add_argument("--duplicates", default="error", choices=["error", "last", "mean"],
-                    help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the "
-                         "last, or keep the mean rounded to the nearest level (goodbooks-10k v1 has 2,278 repeated "
-                         "rows)")
+    add_duplicates_argument(ap)
     ap.add_argument("--plain", action="store_true",
                     help="train one RBM (the flags below) instead of the recommender, and show every epoch")
     ap.add_argument("--visible", default=_D.visible, choices=["softmax", "like", "bernoulli"],

@@ -27,10 +27,11 @@ def decay_powers(learning_rate, momentum, weight_decay, n):
     step = np.array([[1.0 - a, momentum], [-a, momentum]])
     out = np.empty((n + 1, 4))
     power = np.eye(2)
-    for k in range(n + 1):
-        out[k] = power.ravel()
-        power = step @ power
-    with np.errstate(over="ignore"):  # a diverging learning rate overflows here; fit's divergence check reports it
+    # a diverging learning rate overflows here, silently: fit's divergence check reports it in one line
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(n + 1):
+            out[k] = power.ravel()
+            power = step @ power
         return out.astype(np.float32)
 
 

@@ -385,6 +385,8 @@ def test_new_users_protocol_folds_in_history(data):
     (["--test-fraction", "2"], "--test-fraction 2.0"),
     (["--test-fraction", "0"], "--test-fraction 0.0"),
     (["--epochs", "-1"], "--epochs -1"),
+    (["--relevance-threshold", "nan"], "--relevance-threshold nan"),
+    (["--protocol", "folds", "--test-fraction", "0.5"], "the folds protocol uses the data set's own splits"),
 ])
 def test_cli_refuses_bad_numbers_in_one_line(tmp_path, capsys, flags, phrase):
     from rbm_cuda.evaluate import main

@@ -5,10 +5,12 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from rbm_cuda import RBM
+from rbm_cuda import RBM, RBMRecommender
+from rbm_cuda.datasets import from_dataframe
 from rbm_cuda.cpu.philox import PHASE_HIDDEN, PHASE_VISIBLE, philox_uniforms
 from rbm_cuda.serialization import ModelFileError
 
@@ -430,7 +432,6 @@ def test_a_matrix_with_a_repeated_entry_is_refused_not_summed():
                         shape=(2, 3))
     with pytest.raises(ValueError, match=r"entry \(row 0, column 1\) is stored 2 times"):
         RBM(n_hidden=2, epochs=1, device="cpu").fit(coo)
-    from rbm_cuda import RBMRecommender
 
     with pytest.raises(ValueError, match="stored 2 times"):
         RBMRecommender(device="cpu").fit(coo)
@@ -446,6 +447,13 @@ def test_input_that_cannot_be_the_unit_type_is_refused():
     cont.data = np.random.default_rng(0).random(cont.nnz).astype(np.float32) * 5
     with pytest.raises(ValueError, match=r"distinct values .* Softmax units need a rating scale"):
         RBM(n_hidden=2, epochs=1, device="cpu").fit(cont)
+    # the same ratings read from a table, whose levels are the distinct values seen
+    coo = cont.tocoo()
+    table = from_dataframe(pd.DataFrame({"user": coo.row, "item": coo.col, "rating": coo.data}))
+    assert len(table.levels) > 50
+    for model in (RBM(n_hidden=2, epochs=1, device="cpu"), RBMRecommender(device="cpu")):
+        with pytest.raises(ValueError, match=r"distinct values .* more than 50"):
+            model.fit(table)
 
 
 @pytest.mark.parametrize("n", [0, -5, 2.5, "5", float("nan")])

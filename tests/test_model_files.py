@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from rbm_cuda import RBM
 from rbm_cuda.recommend import main as recommend_main
-from rbm_cuda.serialization import ModelFileError
+from rbm_cuda.serialization import ModelFileError, write_npz
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def header_of(arrays):
     ("train_indptr", "falling", "train_indptr must rise"),
     ("user_ids", "short", "array 'user_ids' has shape"),
     ("train_data", "inf", "array 'train_data' holds NaN"),
+    ("W", "float64-huge", "array 'W' holds NaN or infinite values \\(as float32\\)"),  # finite in float64 only
 ])
 def test_damaged_arrays_are_refused(tmp_path, saved, name, value, phrase):
     path, arrays = saved
@@ -62,6 +63,9 @@ def test_damaged_arrays_are_refused(tmp_path, saved, name, value, phrase):
         a.flat[0] = np.nan if value == "nan" else np.inf
     elif value == "int":
         a = a.astype(np.int64)
+    elif value == "float64-huge":
+        a = a.astype(np.float64)
+        a.flat[0] = 1e300
     elif value == "falling":
         a[1], a[2] = a[2], a[1] - 1
     bad = write(tmp_path / "bad.npz", {**arrays, name: a})
@@ -120,6 +124,35 @@ def test_save_does_not_follow_a_planted_symlink(tmp_path, saved):
     RBM.load(path).save(out)
     assert victim.read_text() == "keep me"
     assert RBM.load(out).W_.shape == RBM.load(path).W_.shape
+
+
+def test_a_failed_save_leaves_no_temporary_file_and_the_next_save_clears_killed_ones(tmp_path, saved):
+    path, _ = saved
+    model = RBM.load(path)
+    out = tmp_path / "out.npz"
+    stale = tmp_path / ".out.npz.k1ll3d.tmp"  # what a save killed mid-write (SIGKILL) leaves
+    stale.write_bytes(b"half a model")
+    with pytest.raises(TypeError, match="cannot be written to a model file's header"):
+        write_npz(out, {"x": object()}, {})  # fails inside the write
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name]
+    model.save(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_a_zip_bomb_in_any_member_is_refused_before_it_is_read(tmp_path, saved):
+    path, arrays = saved
+    bomb = write(tmp_path / "bomb.npz", {**arrays, "junk": np.zeros(50 << 20, np.uint8)}, compressed=True)
+    assert os.path.getsize(bomb) < 1 << 20
+    with pytest.raises(ModelFileError, match="junk"):
+        RBM.load(bomb)
+    # stored, not compressed: the member is still out of proportion to the shape the header gives it
+    big = write(tmp_path / "big.npz", {**arrays, "bh": np.zeros(1 << 17, np.float64)})
+    with pytest.raises(ModelFileError, match=r"array 'bh' is 1048704 bytes uncompressed, while the shape the "
+                                             r"header implies, \(4,\), needs at most"):
+        RBM.load(big)
 
 
 # -- fuzz: any byte-level damage is a ModelFileError, never a crash or another exception ------------------

@@ -342,6 +342,10 @@ class TestGoodbooks:
         rc, out2, err = run_cli(capsys, "--model", gb.path, "--user", user, "--n", 3, "--candidates", "to-read",
                                 "--data", GB)
         assert rc == 0 and out2.rstrip() == out.split("\nwrote")[0].rstrip()
+        # the data flags of train and evaluate: v1's repeated rows are an error when asked for
+        rc, _, err = run_cli(capsys, "--model", gb.path, "--user", user, "--n", 3, "--candidates", "to-read",
+                             "--data", GB, "--duplicates", "error")
+        assert rc == 2 and "occur more than once" in err and err.count("\n") == 1
 
     def test_history_by_title_and_the_1984_ambiguity(self, gb, capsys):
         hist = "The Hunger Games (The Hunger Games, #1)=5,1984=4,title:1984=5,Not A Real Book=2,Dune=5"
@@ -380,3 +384,14 @@ class TestGoodbooks:
 def test_movielens_model_with_goodbooks_data(ml, capsys):
     rc, _, err = run_cli(capsys, "--model", ml.path, "--user", 1, "--candidates", "to-read", "--data", GB)
     assert_one_line_error(rc, err, "was trained on 'ml-100k' (1682 items) but the data is 'goodbooks-10k' (10000 items")
+
+
+@pytest.mark.parametrize("command, required", [("train", []), ("evaluate", []), ("serve", []),
+                                               ("recommend", ["--model", "m.npz", "--user", "1"])])
+def test_every_command_that_loads_data_takes_the_same_data_flags(command, required):
+    import importlib
+
+    parser = importlib.import_module(f"rbm_cuda.{command}").build_parser()
+    for mode in ("error", "last", "mean"):
+        args = parser.parse_args(required + ["--data", "ml-100k", "--duplicates", mode])
+        assert (args.data, args.duplicates) == ("ml-100k", mode)

@@ -240,6 +240,7 @@ def _rewrite(src, dst, **change):
 @pytest.mark.parametrize("change, phrase", [
     (dict(**{"item.W": np.zeros((3, 5, 8), np.float32)}), "item.W"),
     (dict(**{"user.bv": np.full((50, 5), np.nan, np.float32)}), "NaN"),
+    ("float64 beyond float32", "'item.W' holds NaN or infinite values"),
     ("out of range index", "train_indices"),
     (dict(header=lambda h: {**h, "weights": {"item": 0.9, "user": 0.9}}), "blend weights"),
     (dict(header=lambda h: [1, 2]), "JSON list"),
@@ -251,6 +252,11 @@ def test_damaged_recommender_files_are_refused(tmp_path, fitted, change, phrase)
             idx = z["train_indices"].copy()
         idx[-1] = 10**6
         change = dict(train_indices=idx)
+    elif change == "float64 beyond float32":
+        with np.load(src) as z:
+            W = z["item.W"].astype(np.float64)
+        W.flat[0] = 1e300
+        change = {"item.W": W}
     bad = _rewrite(src, tmp_path / "bad.npz", **change)
     with pytest.raises(ModelFileError, match=phrase):
         RBMRecommender.load(bad)

@@ -138,11 +138,18 @@ def test_bad_numbers_are_refused_before_training(tmp_path, capsys, flags, phrase
 
 def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "m.npz"
-    assert main(["--plain", "--epochs", "3", "--hidden", "8", "--lr", "1e30", "--out", str(out), "--quiet"]) == 2
-    assert "training diverged in epoch" in capsys.readouterr().err
-    if out.exists():  # an earlier epoch that was still finite
-        m = RBM.load(out)
-        assert np.isfinite(m.W_).all()
+    # weight decay x 1e5 grows the weights about 300x a step: still finite after two epochs, not after three
+    assert main(["--plain", "--epochs", "5", "--hidden", "8", "--lr", "1e5", "--out", str(out), "--quiet"]) == 2
+    assert "training diverged in epoch 3" in capsys.readouterr().err
+    m = RBM.load(out)  # the checkpoint of epoch 2
+    assert m.epochs_done_ == 2 and np.isfinite(m.W_).all()
+    assert main(["--plain", "--epochs", "3", "--hidden", "8", "--lr", "1e30", "--out", str(tmp_path / "n.npz"),
+                 "--quiet"]) == 2
+    assert "training diverged in epoch 1" in capsys.readouterr().err and not (tmp_path / "n.npz").exists()
+    # the recommender too, in one line (no overflow warnings before it)
+    assert main(["--epochs", "2", "--lr", "1e30", "--out", str(tmp_path / "r.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: training diverged in epoch 1") and err.count("\n") == 1
 
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):

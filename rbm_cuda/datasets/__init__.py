@@ -24,6 +24,7 @@ from .movielens import (
 )
 from .resolve import cache_dir, data_dirs, fetch, load
 from .tables import from_dataframe, load_csv
+from .triples import add_duplicates_argument
 
 __all__ = [
     "RatingData",

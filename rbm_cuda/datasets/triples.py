@@ -72,6 +72,17 @@ def check_duplicates_mode(duplicates: str) -> None:
         raise ValueError(f"duplicates must be one of {', '.join(map(repr, DUPLICATES))}; got {duplicates!r}")
 
 
+def add_duplicates_argument(parser, default: str = "error", ids_only: bool = False) -> None:
+    """The --duplicates flag of every command that loads a data set (train, evaluate, recommend,
+    serve); ``ids_only``: the command reads only the item ids and to-read lists of the data."""
+    note = "; only its item ids and to-read lists are used here, which any choice leaves the same" if ids_only else ""
+    parser.add_argument(
+        "--duplicates", default=default, choices=list(DUPLICATES),
+        help="repeated (user, item) ratings in the data: stop with an error that shows one, keep the last, or keep "
+             f"the mean rounded to the nearest level (goodbooks-10k v1 has 2,278 repeated rows){note} "
+             "(default: %(default)s)")
+
+
 def build_rating_data(
     users: np.ndarray,
     items: np.ndarray,
@@ -173,8 +184,8 @@ def _duplicates_message(starts, sizes, order, srat, ratings, origin: Origin, raw
     return (
         f"{origin.label}: {len(grp)} (user, item) pairs occur more than once ({surplus} surplus rows); "
         f"{n_conflict} of these pairs have conflicting ratings. Example: user {u!r}, item {i!r} rated "
-        f"{seen}. Pass duplicates='last' to keep the last row of each pair or duplicates='mean' to "
-        f"average them."
+        f"{seen}. Keep the last row of each pair with duplicates='last' (--duplicates last on the "
+        f"command line), or average them with duplicates='mean' (--duplicates mean)."
     )
 
 
