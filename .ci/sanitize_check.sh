@@ -20,13 +20,14 @@ if ! RBM_CUDA_SANITIZE=1 RBM_CUDA_DISABLE_CUDA=1 python -m pip install --quiet "
     -C build-dir="$logs/build" > "$logs/pip.log" 2>&1; then
   cat "$logs/pip.log"; echo "sanitize_check: FAILED (install)"; exit 1
 fi
-# (from another folder: in the clone, `python -c` would import the unbuilt source tree)
-(cd "$logs" && python -c "from rbm_cuda import _emu; assert _emu.SANITIZED, 'the installed _emu is not sanitized'")
 
 # The ASan runtime must be loaded before Python; libstdc++ with it, so that its C++ exception
 # interceptor finds the real __cxa_throw (Python itself does not link libstdc++).
 cxx=${CXX:-g++}
 preload="$($cxx -print-file-name=libasan.so) $($cxx -print-file-name=libstdc++.so)"
+# (from another folder: in the clone, `python -c` would import the unbuilt source tree)
+(cd "$logs" && LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0 \
+  python -c "from rbm_cuda import _emu; assert _emu.SANITIZED, 'the installed _emu is not sanitized'")
 echo "== sanitize_check: pytest -m emulation --emu-schedule shuffled:$seed under ASan and UBSan"
 cd "$repo"
 # Reports go to files: a process that aborts inside a test would lose them to pytest's capture.

@@ -91,8 +91,8 @@ def shape_of(name):
 SLOW_EPOCH = 30.0  # seconds: when a warm-up epoch takes longer, its group is timed in one round
 MAX_TURN_EPOCHS = 50  # epochs per turn at most, whatever the turn's seconds ask
 # OpenBLAS's idle threads spin for up to about 0.1 s after a call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT),
-# and a case timed meanwhile shares the cores with them (a numba ml-1m epoch right after a scikit-learn
-# epoch ran 1.6x slower).  Each turn starts this long after the last one ended (--turn-pause).
+# and a case timed meanwhile would share the cores with them: each turn starts this long after the
+# last one ended (--turn-pause).
 BLAS_SPIN_SECONDS = 0.25
 
 

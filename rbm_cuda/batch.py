@@ -63,7 +63,7 @@ def recommend_all(model, users=None, *, n=10, out=None, client=None, exclude_see
     if out is None:
         return _dask_frame(loaded, path, parts, n, exclude_seen, device)
     out = Path(out)
-    _check_pyarrow()
+    check_pyarrow()
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"part-{p:05d}.parquet" for p in range(len(parts))]
     with _model_file(loaded, path) as model_file:
@@ -304,7 +304,8 @@ def _sha256(data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _check_pyarrow():
+def check_pyarrow():
+    """ImportError saying how to install pyarrow, when it is missing (before a job starts)."""
     try:
         import pyarrow  # noqa: F401
     except ImportError:

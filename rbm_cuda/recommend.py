@@ -353,7 +353,7 @@ def cmd_all_users(args, out):
     if args.candidates != "all" or args.min_ratings or args.csv or args.data:
         raise ValueError("--all-users ranks all unseen items into Parquet files: --candidates, --min-ratings, "
                          "--csv and --data do not apply")
-    batch._check_pyarrow()
+    batch.check_pyarrow()
     n = 10 if args.n is None else args.n
     with _dask_client(args) as (client, where):
         print(f"top-{n} for every user of {args.model}, {where}", file=out)

@@ -580,7 +580,7 @@ class RBMRecommender:
     @classmethod
     def load(cls, path, device=None):
         """Read a recommender written by save(); device overrides where it computes."""
-        from .serialization import (_READ_ERRORS, RECOMMENDER_FORMAT, ModelFileError, build_rbm, read_data,
+        from .serialization import (READ_ERRORS, RECOMMENDER_FORMAT, ModelFileError, build_rbm, read_data,
                                     read_header)
 
         where = os.fspath(path)
@@ -613,7 +613,7 @@ class RBMRecommender:
                                          f"part {rating}, summing to 1")
             except ModelFileError:
                 raise
-            except _READ_ERRORS as err:
+            except READ_ERRORS as err:
                 raise ModelFileError(f"{where} is incomplete or corrupt: {err}") from None
         model.parts_ = fitted
         model.weights_ = {p: float(weights[p]) for p in rating}

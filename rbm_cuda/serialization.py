@@ -42,7 +42,8 @@ MAX_EXPANSION = 50
 # What a damaged file can raise anywhere between opening it and building the model from it; zipfile
 # answers damaged version, flag and method fields with NotImplementedError or RuntimeError.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
-_READ_ERRORS = _ZIP_ERRORS + (KeyError, TypeError, AttributeError, IndexError)
+# What reading a damaged model file can raise besides ModelFileError: readers turn it into one.
+READ_ERRORS = _ZIP_ERRORS + (KeyError, TypeError, AttributeError, IndexError)
 
 
 class ModelFileError(ValueError):
@@ -148,7 +149,7 @@ def read_header(path, formats=(FORMAT,)) -> tuple[dict, "np.lib.npyio.NpzFile"]:
     try:
         npz = np.load(path, allow_pickle=False)
         header = json.loads(str(_member(npz, "header", path)[()]))
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ModelFileError(f"{path} is not a readable rbm_cuda model file (truncated or corrupt?): {err}") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: the header is a JSON {type(header).__name__}, expected an object")
@@ -325,5 +326,5 @@ def load_model(cls, path, device=None):
                              device=device)
         except ModelFileError:
             raise
-        except _READ_ERRORS as err:
+        except READ_ERRORS as err:
             raise ModelFileError(f"{where} is incomplete or corrupt: {err}") from None

@@ -2,6 +2,10 @@
 the same float operations in the same order, so the same bits, for row widths that end inside a
 vector, fill whole vectors, and need more than one pass of register-held sums."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba import njit
@@ -238,3 +242,22 @@ def test_stale_compiled_kernels_are_dropped_when_any_source_changes(tmp_path):
     (src / "philox.py").write_text("# edited\n")
     drop_stale_cache(src, cache)
     assert (cache / "other.f-1.py311.nbi").exists()  # other modules' caches are not touched
+
+
+def test_the_stale_cache_is_dropped_where_numba_keeps_it(tmp_path):
+    """With $NUMBA_CACHE_DIR set, Numba caches under a folder of its own naming there, not beside the
+    sources: the stale kernels are dropped in that folder."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "nc"))
+    where = "import rbm_cuda.cpu as c; print(*c.numba_cache_dirs(c._here))"
+
+    def run(code):  # cwd: the installed package, not the source tree
+        return subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    cache = run(where)
+    assert cache.startswith(str(tmp_path / "nc")) and os.path.isfile(os.path.join(cache, "rbm_cuda_sources.sha256"))
+    stale = os.path.join(cache, "kernels.sample_hidden-1.py311.nbi")
+    open(stale, "wb").close()
+    with open(os.path.join(cache, "rbm_cuda_sources.sha256"), "w") as f:
+        f.write("the hash of other sources\n")
+    assert run(where) == cache and not os.path.exists(stale)

@@ -47,7 +47,23 @@ def drop_stale_cache(src_dir, cache_dir) -> bool:
     return removed
 
 
+def numba_cache_dirs(src_dir) -> set:
+    """The folders where Numba caches the functions of SOURCES, found by Numba's own locators (the
+    in-tree __pycache__, $NUMBA_CACHE_DIR, the user-wide cache, ...), as it will find them."""
+    from numba.core.caching import FunctionCache
+
+    dirs = set()
+    for name in SOURCES:
+        namespace = {}
+        # a function whose code claims to live in the source file: its cache goes where theirs does
+        exec(compile("def f():\n    pass\n", os.path.join(src_dir, name), "exec"), namespace)
+        try:
+            dirs.add(FunctionCache(namespace["f"]).cache_path)
+        except RuntimeError:  # no usable cache location: Numba will not cache either
+            pass
+    return dirs
+
+
 _here = os.path.dirname(os.path.abspath(__file__))
-drop_stale_cache(_here, os.path.join(_here, "__pycache__"))
-if os.environ.get("NUMBA_CACHE_DIR"):  # Numba mirrors the source path under it
-    drop_stale_cache(_here, os.path.join(os.environ["NUMBA_CACHE_DIR"], _here.lstrip(os.sep)))
+for _cache in numba_cache_dirs(_here):
+    drop_stale_cache(_here, _cache)

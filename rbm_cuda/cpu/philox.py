@@ -11,7 +11,7 @@ from numba import njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .simd import _I32, _I64, _F32, _const, _counted_loop, _is_array, _splat
+from .simd import I32, I64, F32, ir_const, counted_loop, is_array, splat
 
 M0 = np.uint64(0xD2511F53)
 M1 = np.uint64(0xCD9E8D57)
@@ -63,24 +63,24 @@ def philox_block_uniforms(typingctx, out, o, block0, n_blocks, c2, c3, k0, k1):
     + t (low and high words), c2, c3, k0, k1)).  _BLOCK_LANES blocks per step, a block per vector lane
     (the last step masked), with philox4x32_10's integer operations, so the same numbers: Numba
     compiled that function's loop to scalar 64-bit multiplies.  out float32[:] (C-contiguous)."""
-    if not (_is_array(out, 1, types.float32) and all(isinstance(x, types.Integer) for x in
+    if not (is_array(out, 1, types.float32) and all(isinstance(x, types.Integer) for x in
                                                        (o, block0, n_blocks, c2, c3, k0, k1))):
         return None
     lanes = _BLOCK_LANES
-    vi32 = ir.VectorType(_I32, lanes)
-    vi64 = ir.VectorType(_I64, lanes)
-    vf = ir.VectorType(_F32, lanes)
-    wide = ir.VectorType(_F32, 4 * lanes)
+    vi32 = ir.VectorType(I32, lanes)
+    vi64 = ir.VectorType(I64, lanes)
+    vf = ir.VectorType(F32, lanes)
+    wide = ir.VectorType(F32, 4 * lanes)
     mask_type = ir.VectorType(ir.IntType(1), 4 * lanes)
-    store = ir.FunctionType(ir.VoidType(), [wide, wide.as_pointer(), _I32, mask_type])
+    store = ir.FunctionType(ir.VoidType(), [wide, wide.as_pointer(), I32, mask_type])
 
     def codegen(context, builder, sig, args):
         out_a = context.make_array(sig.args[0])(context, builder, args[0])
         o_, block_first, count, c2_, c3_, k0_, k1_ = (context.cast(builder, a, t, types.int64)
                                                  for a, t in zip(args[1:], sig.args[1:]))
-        c2v, c3v = (_splat(builder, vi32, builder.trunc(x, _I32)) for x in (c2_, c3_))
-        keys = (builder.trunc(k0_, _I32), builder.trunc(k1_, _I32))
-        vp = ir.VectorType(_I64, lanes // 2)
+        c2v, c3v = (splat(builder, vi32, builder.trunc(x, I32)) for x in (c2_, c3_))
+        keys = (builder.trunc(k0_, I32), builder.trunc(k1_, I32))
+        vp = ir.VectorType(I64, lanes // 2)
         m0, m1 = (ir.Constant(vp, [int(m)] * (lanes // 2)) for m in (M0, M1))
         shift = ir.Constant(vp, [32] * (lanes // 2))
         low_half = ir.Constant(vp, [0xFFFFFFFF] * (lanes // 2))
@@ -91,9 +91,9 @@ def philox_block_uniforms(typingctx, out, o, block0, n_blocks, c2, c3, k0, k1):
         step_of_lane = ir.Constant(vi64, list(range(lanes)))
         word_bits = ir.Constant(vi64, [32] * lanes)
         # out position 4 t + l holds word l of lane t: an interleave of the four word vectors
-        order = ir.Constant(ir.VectorType(_I32, 4 * lanes), [(e % 4) * lanes + e // 4 for e in range(4 * lanes)])
-        positions = ir.Constant(ir.VectorType(_I32, 4 * lanes), list(range(4 * lanes)))
-        halves = ir.Constant(ir.VectorType(_I32, 2 * lanes), list(range(2 * lanes)))
+        order = ir.Constant(ir.VectorType(I32, 4 * lanes), [(e % 4) * lanes + e // 4 for e in range(4 * lanes)])
+        positions = ir.Constant(ir.VectorType(I32, 4 * lanes), list(range(4 * lanes)))
+        halves = ir.Constant(ir.VectorType(I32, 2 * lanes), list(range(2 * lanes)))
         scale = ir.Constant(vf, [1.0 / 16777216.0] * lanes)
         eight = ir.Constant(vi32, [8] * lanes)
         store_fn = cgutils.get_or_insert_function(builder.module, store, "llvm.masked.store.v64f32.p0")
@@ -108,31 +108,31 @@ def philox_block_uniforms(typingctx, out, o, block0, n_blocks, c2, c3, k0, k1):
             return builder.shuffle_vector(even, odd, pick_hi), builder.shuffle_vector(even, odd, pick_lo)
 
         def one_step(t, _):
-            block = builder.add(_splat(builder, vi64, builder.add(block_first, t)), step_of_lane)
+            block = builder.add(splat(builder, vi64, builder.add(block_first, t)), step_of_lane)
             c = [builder.trunc(block, vi32), builder.trunc(builder.lshr(block, word_bits), vi32), c2v, c3v]
             k0, k1 = keys
             for rnd in range(10):
                 if rnd > 0:
-                    k0 = builder.add(k0, ir.Constant(_I32, int(W0)))
-                    k1 = builder.add(k1, ir.Constant(_I32, int(W1)))
+                    k0 = builder.add(k0, ir.Constant(I32, int(W0)))
+                    k1 = builder.add(k1, ir.Constant(I32, int(W1)))
                 hi0, lo0 = mul_hi_lo(c[0], m0)
                 hi1, lo1 = mul_hi_lo(c[2], m1)
-                c = [builder.xor(builder.xor(hi1, c[1]), _splat(builder, vi32, k0)), lo1,
-                     builder.xor(builder.xor(hi0, c[3]), _splat(builder, vi32, k1)), lo0]
+                c = [builder.xor(builder.xor(hi1, c[1]), splat(builder, vi32, k0)), lo1,
+                     builder.xor(builder.xor(hi0, c[3]), splat(builder, vi32, k1)), lo0]
             u = [builder.fmul(builder.uitofp(builder.lshr(w, eight), vf), scale) for w in c]
             both = builder.shuffle_vector(builder.shuffle_vector(u[0], u[1], halves),
                                           builder.shuffle_vector(u[2], u[3], halves), positions)
             words = builder.shuffle_vector(both, ir.Constant(wide, None), order)
-            left = builder.mul(builder.sub(count, t), _const(4))
-            left = builder.select(builder.icmp_signed(">", left, _const(4 * lanes)), _const(4 * lanes), left)
-            mask = builder.icmp_signed("<", positions, _splat(builder, ir.VectorType(_I32, 4 * lanes),
-                                                              builder.trunc(left, _I32)))
-            ptr = builder.bitcast(builder.gep(out_a.data, [builder.add(o_, builder.mul(t, _const(4)))]),
+            left = builder.mul(builder.sub(count, t), ir_const(4))
+            left = builder.select(builder.icmp_signed(">", left, ir_const(4 * lanes)), ir_const(4 * lanes), left)
+            mask = builder.icmp_signed("<", positions, splat(builder, ir.VectorType(I32, 4 * lanes),
+                                                              builder.trunc(left, I32)))
+            ptr = builder.bitcast(builder.gep(out_a.data, [builder.add(o_, builder.mul(t, ir_const(4)))]),
                                   wide.as_pointer())
-            builder.call(store_fn, [words, ptr, ir.Constant(_I32, 4), mask])
+            builder.call(store_fn, [words, ptr, ir.Constant(I32, 4), mask])
             return []
 
-        _counted_loop(builder, "philox", _const(0), count, [], one_step, step=lanes)
+        counted_loop(builder, "philox", ir_const(0), count, [], one_step, step=lanes)
         return context.get_dummy_value()
 
     return types.void(out, o, block0, n_blocks, c2, c3, k0, k1), codegen
