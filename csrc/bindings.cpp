@@ -110,6 +110,19 @@ void define_kernels(nb::module_ &m) {
         "stream"_a, "device"_a, release_gil(), "momentum and weight-decay update (kernels.apply_update)");
 
     m.def(
+        "update_hidden_bias",
+        [](uintptr_t ph0, uintptr_t phT, int64_t n_batch, int64_t n_hidden, uintptr_t bh, uintptr_t grad,
+           uintptr_t velocity, float learning_rate, float momentum, float scale, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::update_hidden_bias(ptr<const float>(ph0), ptr<const float>(phT), n_batch, n_hidden, ptr<float>(bh),
+                                    ptr<float>(grad), ptr<float>(velocity), learning_rate, momentum, scale,
+                                    as_stream(stream));
+        },
+        "ph0"_a, "phT"_a, "n_batch"_a, "n_hidden"_a, "bh"_a, "grad"_a, "velocity"_a, "learning_rate"_a, "momentum"_a,
+        "scale"_a, "stream"_a, "device"_a, release_gil(),
+        "the hidden-bias gradient and its momentum update (kernels.update_hidden_bias)");
+
+    m.def(
         "update_softmax",
         [](uintptr_t start, uintptr_t slot_b, uintptr_t slot_p, uintptr_t delta, uintptr_t states,
            uintptr_t neg_states, uintptr_t ph0, uintptr_t phT, uintptr_t W, uintptr_t bv, uintptr_t vel_W,
@@ -131,15 +144,15 @@ void define_kernels(nb::module_ &m) {
     m.def(
         "catch_up",
         [](uintptr_t start, uintptr_t last, int64_t step, uintptr_t W, uintptr_t bv, uintptr_t vel_W, uintptr_t vel_bv,
-           int64_t n_items, int64_t n_levels, int64_t n_hidden, uintptr_t powers_W, uintptr_t powers_bv,
+           int64_t n_items, int64_t n_levels, int64_t n_hidden, uintptr_t powers_W, uintptr_t powers_bv, bool mark,
            uintptr_t stream, int device) {
             rbm::use_device(device);
             rbm::catch_up(ptr<const int64_t>(start), ptr<int64_t>(last), step, ptr<float>(W), ptr<float>(bv),
                           ptr<float>(vel_W), ptr<float>(vel_bv), n_items, n_levels, n_hidden,
-                          ptr<const float>(powers_W), ptr<const float>(powers_bv), as_stream(stream));
+                          ptr<const float>(powers_W), ptr<const float>(powers_bv), mark, as_stream(stream));
         },
         "start"_a, "last"_a, "step"_a, "W"_a, "bv"_a, "vel_W"_a, "vel_bv"_a, "n_items"_a, "n_levels"_a, "n_hidden"_a,
-        "powers_W"_a, "powers_bv"_a, "stream"_a, "device"_a, release_gil(),
+        "powers_W"_a, "powers_bv"_a, "mark"_a, "stream"_a, "device"_a, release_gil(),
         "the zero-gradient steps the marked items missed (kernels.catch_up)");
 
     m.def(
@@ -217,6 +230,8 @@ void define_kernels(nb::module_ &m) {
         },
         "c0"_a, "c1"_a, "c2"_a, "c3"_a, "k0"_a, "k1"_a, "Philox4x32-10 of a counter and key (csrc/philox.cuh, on the host)");
 
+    m.def("launch_count", &rbm::launch_count,
+          "kernel launches made by this module so far (all threads)");
     m.attr("MAX_LEVELS") = rbm::kMaxLevels;
 }
 

@@ -271,5 +271,6 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_sha
 #define RBM_LAUNCH(kernel, grid, block, shmem, stream, ...)      \
     do {                                                         \
         (void)cudaGetLastError(); /* see launch.cuh */           \
+        ::rbm::launches.fetch_add(1);                            \
         ::rbm_emu::launch(kernel, grid, block, shmem, stream, __VA_ARGS__); \
     } while (0)

@@ -165,7 +165,8 @@ __global__ void update_softmax_kernel(const int64_t *__restrict__ start, const i
                                       const float *__restrict__ ph0, const float *__restrict__ phT,
                                       float *__restrict__ W, float *__restrict__ bv, float *__restrict__ vel_W,
                                       float *__restrict__ vel_bv, int64_t n_levels, int64_t n_hidden,
-                                      float learning_rate, float momentum, float weight_decay, float scale) {
+                                      float learning_rate, float momentum, float weight_decay, float scale,
+                                      int64_t *__restrict__ last, int64_t step) {
     const int64_t unit = blockIdx.x;  // i * n_levels + k
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
     if (f >= n_hidden) return;
@@ -196,10 +197,11 @@ __global__ void update_softmax_kernel(const int64_t *__restrict__ start, const i
         const float vb = momentum * vel_bv[unit] + learning_rate * (scale * gb - 0.0f * bv[unit]);
         vel_bv[unit] = vb;
         bv[unit] += vb;
+        if (k == 0) last[i] = step;  // no thread of this kernel reads last: no race
     }
 }
 
-// After update_softmax_kernel and catch_up_kernel: the items `start` marks are current at `step`.
+// After catch_up_kernel (when asked to mark): the items `start` marks are current at `step`.
 __global__ void mark_rated_kernel(const int64_t *__restrict__ start, int64_t n_items, int64_t step,
                                   int64_t *__restrict__ last) {
     const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -240,6 +242,26 @@ __global__ void apply_update_kernel(float *__restrict__ param, float *__restrict
         param[e] += v;
         grad[e] = 0.0f;
     }
+}
+
+// kernels.update_hidden_bias: thread f sums column f of ph0 and of phT over the batch rows in order
+// (as NumPy's sum over axis 0 does), adds the difference to grad[f] and applies the momentum update.
+__global__ void update_hidden_bias_kernel(const float *__restrict__ ph0, const float *__restrict__ phT,
+                                          int64_t n_batch, int64_t n_hidden, float *__restrict__ bh,
+                                          float *__restrict__ grad, float *__restrict__ velocity, float learning_rate,
+                                          float momentum, float scale) {
+    const int64_t f = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (f >= n_hidden) return;
+    float s0 = ph0[f], s1 = phT[f];
+    for (int64_t b = 1; b < n_batch; ++b) {
+        s0 += ph0[b * n_hidden + f];
+        s1 += phT[b * n_hidden + f];
+    }
+    const float g = grad[f] + (s0 - s1);
+    const float v = momentum * velocity[f] + learning_rate * (scale * g - 0.0f * bh[f]);
+    velocity[f] = v;
+    bh[f] += v;
+    grad[f] = 0.0f;
 }
 
 // kernels.predict_pairs: a thread per pair.
@@ -345,6 +367,8 @@ void use_device(int device) {
 
 void synchronize(cudaStream_t stream) { RBM_CUDA_CHECK(cudaStreamSynchronize(stream)); }
 
+uint64_t launch_count() { return launches.load(); }
+
 void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
                    int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, int64_t n_levels,
                    int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,
@@ -408,6 +432,16 @@ void apply_update(float *param, float *grad, float *velocity, int64_t n, float l
     RBM_CUDA_CHECK_LAUNCH();
 }
 
+void update_hidden_bias(const float *ph0, const float *phT, int64_t n_batch, int64_t n_hidden, float *bh, float *grad,
+                        float *velocity, float learning_rate, float momentum, float scale, cudaStream_t stream) {
+    check_count(n_batch, "n_batch");
+    check_count(n_hidden, "n_hidden");
+    if (n_batch == 0 || n_hidden == 0) return;
+    RBM_LAUNCH(update_hidden_bias_kernel, flat_grid(n_hidden), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream,
+               ph0, phT, n_batch, n_hidden, bh, grad, velocity, learning_rate, momentum, scale);
+    RBM_CUDA_CHECK_LAUNCH();
+}
+
 void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *slot_p, const int64_t *delta,
                     const int32_t *states, const int32_t *neg_states, const float *ph0, const float *phT, float *W,
                     float *bv, float *vel_W, float *vel_bv, int64_t n_items, int64_t n_levels, int64_t n_hidden,
@@ -420,16 +454,14 @@ void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *
     const int64_t block = hidden_block(n_hidden);
     RBM_LAUNCH(update_softmax_kernel, row_hidden_grid(n_items * n_levels, n_hidden, block),
                dim3(static_cast<unsigned>(block)), 0, stream, start, slot_b, slot_p, delta, states, neg_states, ph0,
-               phT, W, bv, vel_W, vel_bv, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale);
-    RBM_CUDA_CHECK_LAUNCH();
-    RBM_LAUNCH(mark_rated_kernel, flat_grid(n_items), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, start,
-               n_items, step, last);
+               phT, W, bv, vel_W, vel_bv, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale, last,
+               step);
     RBM_CUDA_CHECK_LAUNCH();
 }
 
 void catch_up(const int64_t *start, int64_t *last, int64_t step, float *W, float *bv, float *vel_W, float *vel_bv,
               int64_t n_items, int64_t n_levels, int64_t n_hidden, const float *powers_W, const float *powers_bv,
-              cudaStream_t stream) {
+              bool mark, cudaStream_t stream) {
     check_count(n_items, "n_items");
     check_count(n_levels, "n_levels");
     check_count(n_hidden, "n_hidden");
@@ -440,6 +472,7 @@ void catch_up(const int64_t *start, int64_t *last, int64_t step, float *W, float
                    n_items, n_levels, n_hidden, powers_W, powers_bv);
         RBM_CUDA_CHECK_LAUNCH();
     }
+    if (!mark) return;
     RBM_LAUNCH(mark_rated_kernel, flat_grid(n_items), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream, start,
                n_items, step, last);
     RBM_CUDA_CHECK_LAUNCH();

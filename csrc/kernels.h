@@ -18,6 +18,9 @@ void use_device(int device);
 // Blocks until `stream` has finished (for tests and timing).
 void synchronize(cudaStream_t stream);
 
+// Kernel launches made by this module since it was loaded (all threads).
+uint64_t launch_count();
+
 // Shapes: indptr[n_rows + 1], indices/states[nnz], values[n_values] (0 or nnz), rows[n_batch],
 // W[n_items, n_levels, n_hidden], bh[n_hidden], prob_out/sample_out[n_batch, n_hidden].
 void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
@@ -50,6 +53,12 @@ void scatter_gradients(const int64_t *indptr, const int32_t *indices, const int3
 void apply_update(float *param, float *grad, float *velocity, int64_t n, float learning_rate, float momentum,
                   float weight_decay, float scale, cudaStream_t stream);
 
+// kernels.update_hidden_bias: grad[f] += sum_b ph0[b, f] - sum_b phT[b, f] (each sum in batch order),
+// then the momentum update of bh (no decay) and grad zeroed.  ph0, phT [n_batch, n_hidden];
+// bh, grad, velocity [n_hidden].
+void update_hidden_bias(const float *ph0, const float *phT, int64_t n_batch, int64_t n_hidden, float *bh, float *grad,
+                        float *velocity, float learning_rate, float momentum, float scale, cudaStream_t stream);
+
 // kernels.update_softmax: the gradient of one CD step (+ph0 at the data states, -phT at the
 // negative states, summed in slot order without atomics) and the momentum update of W and bv.
 // W, vel_W [n_items, n_levels, n_hidden]; bv, vel_bv [n_items, n_levels]; ph0, phT [n_batch, n_hidden];
@@ -63,10 +72,11 @@ void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *
                     cudaStream_t stream);
 
 // kernels.catch_up: each item start marks (start[i + 1] > start[i]) takes the step - last[i]
-// zero-gradient steps it missed (powers_* [>= gap + 1, 4]: training.decay_powers); last[i] = step.
+// zero-gradient steps it missed (powers_* [>= gap + 1, 4]: training.decay_powers); with `mark`,
+// last[i] = step (a second launch; before update_softmax, which sets last itself, it is not needed).
 void catch_up(const int64_t *start, int64_t *last, int64_t step, float *W, float *bv, float *vel_W, float *vel_bv,
               int64_t n_items, int64_t n_levels, int64_t n_hidden, const float *powers_W, const float *powers_bv,
-              cudaStream_t stream);
+              bool mark, cudaStream_t stream);
 
 // ph[n_users, n_hidden], pair_rows[n_pairs], items[n_pairs], levels[n_levels], out[n_pairs].
 void predict_pairs(const float *ph, const int64_t *pair_rows, const int32_t *items, int64_t n_pairs, const float *W,

@@ -52,7 +52,7 @@ class EmulatedBackend(PointerKernels):
         return np.ascontiguousarray(a, dtype=dtype)
 
     @staticmethod
-    def to_numpy(a):
+    def _to_numpy(a):
         return np.asarray(a)
 
     def _pointer(self, a):
@@ -77,3 +77,71 @@ def schedule(order, seed=0):
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """csrc/philox.cuh's philox4x32_10 called on the host: four uint32 words."""
     return module().philox4x32_10(c0, c1, c2, c3, k0, k1)
+
+
+class _CountedArray(np.ndarray):
+    """A numpy array whose operations that would be a CuPy launch on a GPU are counted by
+    CountingBackend: ufunc calls (arithmetic, matmul, reductions such as .sum), assignments into it,
+    and gathers by an index array.  Plain slicing makes views and is not counted."""
+
+    counter = None  # the CountingBackend counting
+
+    @staticmethod
+    def _count():
+        if _CountedArray.counter is not None:
+            _CountedArray.counter.array_ops += 1
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        self._count()
+        inputs = tuple(x.view(np.ndarray) if isinstance(x, _CountedArray) else x for x in inputs)
+        if "out" in kwargs:
+            kwargs["out"] = tuple(x.view(np.ndarray) if isinstance(x, _CountedArray) else x for x in kwargs["out"])
+        out = getattr(ufunc, method)(*inputs, **kwargs)
+        return out.view(_CountedArray) if isinstance(out, np.ndarray) else out
+
+    def __getitem__(self, key):
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, (np.ndarray, list)) for k in keys):
+            self._count()
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        self._count()
+        super().__setitem__(key, value)
+
+
+class CountingBackend(EmulatedBackend):
+    """The emulation backend, counting per training batch what the CUDA backend would do on a GPU:
+    kernel launches (ours, counted in the compiled module, plus one per array operation, which CuPy
+    would launch) and device values read on the host (each a synchronisation).
+
+    After an epoch, ``per_batch`` holds one dict per batch: {"launches", "array_ops", "host_reads"}
+    (launches counts our kernels; array_ops the CuPy operations).  For tests and bench/gpu_launches.py."""
+
+    name = "emulation (counting)"
+
+    def __init__(self):
+        super().__init__(check_bounds=False)  # the bounds checks read device values: a debugging aid only
+        self.array_ops = 0
+        self.per_batch = []
+        _CountedArray.counter = self
+
+    def asarray(self, a, dtype=None):
+        return np.ascontiguousarray(a, dtype=dtype).view(_CountedArray)
+
+    def _counts(self):
+        return {"launches": self.launch_count(), "array_ops": self.array_ops, "host_reads": self.host_reads}
+
+    def epoch_batches(self, *args, **kwargs):
+        self.per_batch = []
+        batches = super().epoch_batches(*args, **kwargs)
+        before = None
+        for rows, group in batches:
+            now = self._counts()
+            if before is not None:
+                self.per_batch.append({k: now[k] - before[k] for k in now})
+            before = now
+            yield rows, group
+        if before is not None:
+            now = self._counts()
+            self.per_batch.append({k: now[k] - before[k] for k in now})

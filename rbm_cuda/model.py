@@ -242,6 +242,7 @@ class RBM:
                 "grad": [be.xp.zeros_like(a(x, np.float32)) if keep else None
                          for x, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True))],
                 "indptr": a(self.train_.indptr, np.int64), "indices": a(self.train_.indices, np.int32),
+                "indptr_host": np.asarray(self.train_.indptr, dtype=np.int64),  # batch sizes, read on the host
                 "states": a(states, np.int32), "values": a(values, np.float32),
                 "levels": a(self._output_levels(), np.float32),
                 # the step each item's weights are current at (softmax units: training.cd_epoch)

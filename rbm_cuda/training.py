@@ -64,32 +64,36 @@ def cd_epoch(be, d, params, order, epoch, step):
         # every item up to the last step taken, so that the weights are exact between epochs, and
         # also when a batch raised (Ctrl-C): its items are caught up, the others must not stay behind
         if not bernoulli:
-            newest = finished if finished is not None else int(d["last"].max())
-            be.catch_up(xp.arange(n_items + 1, dtype=np.int64), lazy[0], newest, *lazy[1:])
+            newest = finished if finished is not None else int(be.to_numpy(d["last"]).max())
+            be.catch_up(xp.arange(n_items + 1, dtype=np.int64), lazy[0], newest, *lazy[1:], True)
     return finished
 
 
 def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy):
-    """The batches of cd_epoch; returns the step count after them."""
+    """The batches of cd_epoch; returns the step count after them.  On a GPU a softmax batch is six
+    kernel launches and no transfer: the batches are grouped for the whole epoch beforehand
+    (be.epoch_batches), and the buffers below are allocated once."""
     xp = be.xp
-    for start in range(0, len(order), p.batch_size):
-        rows = be.asarray(order[start:start + p.batch_size], np.int64)
+    B = min(p.batch_size, len(order))
+    ph0_all, h_all, phT_all = (xp.empty((B, F), dtype=np.float32) for _ in range(3))
+    gW, gbv, gbh = d["grad"]
+    dense = None  # bernoulli units: the visible probabilities and states of a batch, over all items
+    batches = be.epoch_batches(d["indptr"], d["indices"], order, p.batch_size, n_items, d["indptr_host"],
+                               grouped=not bernoulli)
+    for rows, group in batches:
         step += 1
         B = rows.shape[0]
         scale = 1.0 / B
-        ph0 = xp.empty((B, F), dtype=np.float32)
-        h = xp.empty((B, F), dtype=np.float32)
-        phT = xp.empty((B, F), dtype=np.float32)
-        if not bernoulli:
-            group = be.group_by_item(d["indptr"], d["indices"], rows, n_items)
-            be.catch_up(group[0], lazy[0], step - 1, *lazy[1:])  # the batch's items, before it reads them
+        ph0, h, phT = ph0_all[:B], h_all[:B], phT_all[:B]  # leading rows: still C-contiguous
+        if not bernoulli:  # the batch's items, before it reads them (its update_softmax marks them)
+            be.catch_up(group[0], lazy[0], step - 1, *lazy[1:], False)
         be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
                          p.seed, step, 0, ph0, h, True)
-        gW, gbv, gbh = d["grad"]
         if bernoulli:
             W0 = d["W"][:, 0, :]
-            pv = xp.empty((B, n_items), dtype=np.float32)
-            v = xp.empty((B, n_items), dtype=np.float32)
+            if dense is None:
+                dense = [xp.empty((B, n_items), dtype=np.float32) for _ in range(2)]
+            pv, v = dense[0][:B], dense[1][:B]
             for t in range(1, steps + 1):
                 be.sigmoid_bernoulli(h @ W0.T + d["bv"][:, 0], rows, p.seed, step, t, PHASE_VISIBLE, pv, v)
                 be.sigmoid_bernoulli(v @ W0 + d["bh"], rows, p.seed, step, t, PHASE_HIDDEN, phT, h)
@@ -97,6 +101,9 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
                                  np.float32(1.0), gW, gbv)
             gW[:, 0, :] -= v.T @ phT
             gbv[:, 0] -= v.sum(axis=0)
+            for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)):
+                be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate, momentum,
+                                decay, scale)
         else:
             neg_states = d["neg_states"]
             for t in range(1, steps + 1):
@@ -106,11 +113,5 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
                                  p.seed, step, t, phT, h, t < steps)
             be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
                               d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale, d["last"], step)
-        gbh += ph0.sum(axis=0) - phT.sum(axis=0)
-        updates = [(d["bh"], gbh, d["vel"][2], 0.0)]
-        if bernoulli:
-            updates[:0] = [(d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)]
-        for param, grad, vel, decay in updates:
-            be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
-                            momentum, decay, scale)
+        be.update_hidden_bias(ph0, phT, d["bh"], gbh, d["vel"][2], p.learning_rate, momentum, scale)
     return step

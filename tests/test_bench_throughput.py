@@ -81,3 +81,18 @@ def test_a_thread_count_below_one_is_refused_with_the_value(capsys, value):
     with pytest.raises(SystemExit):
         throughput.main(["--threads", value, "--datasets", "ml-100k"])
     assert f"--threads must be at least 1, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.emulation
+def test_gpu_launches_prints_each_visible_type_counted(capsys):
+    import json
+
+    import gpu_launches
+
+    assert gpu_launches.main(["--json", "--hidden", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"softmax", "like", "bernoulli"}
+    for c in out.values():
+        assert c["launches_per_batch"] == c["kernels_per_batch"] + c["array_ops_per_batch"] >= 1
+        assert c["host_syncs_per_batch"] == 0 and c["batches"] == 10
+    assert out["bernoulli"]["array_ops_per_batch"] > out["softmax"]["array_ops_per_batch"] == 0

@@ -438,6 +438,29 @@ def test_apply_update(n):
     assert (got["grad"] == 0).all()
 
 
+# ---- update_hidden_bias ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("B,F", [(1, 100), (100, 37), (943, 129)])
+def test_update_hidden_bias(B, F):
+    rng = np.random.default_rng(B + F)
+    ph0, phT = (rng.random((B, F)).astype(np.float32) for _ in range(2))
+    bh0, g0, v0 = (rng.normal(0, 1, F).astype(np.float32) for _ in range(3))
+
+    def args():
+        return dict(ph0=ph0, phT=phT, bh=bh0.copy(), grad=g0.copy(), velocity=v0.copy(), learning_rate=0.05,
+                    momentum=0.9, scale=1 / B)
+
+    want, got = both("update_hidden_bias", args, ["bh", "grad", "velocity"])
+    assert_close(got["velocity"], want["velocity"], PROB_RTOL, PROB_ATOL, "velocity")
+    assert_close(got["bh"], want["bh"], PROB_RTOL, PROB_ATOL, "bh")
+    assert (got["grad"] == 0).all() and (want["grad"] == 0).all()
+    # the Numba twin is the batch's sums over axis 0, then apply_update without decay, bit for bit
+    bh, g, v = bh0.copy(), g0.copy(), v0.copy()
+    g += ph0.sum(axis=0) - phT.sum(axis=0)
+    nk.apply_update(bh, g, v, 0.05, 0.9, 0.0, 1 / B)
+    np.testing.assert_array_equal(want["bh"], bh)
+    np.testing.assert_array_equal(want["velocity"], v)
+
+
 # ---- update_softmax --------------------------------------------------------------------------------------
 def update_softmax_args(X, visible, F, B):
     states, _, K = encode(X, visible)
@@ -483,8 +506,9 @@ def test_update_softmax(ratings, visible, F, B):
         np.testing.assert_array_equal(want[name][~rated], make()[name][~rated])
 
 
+@pytest.mark.parametrize("mark", [True, False])
 @pytest.mark.parametrize("K,F", [(5, 100), (2, 37), (10, 129)])
-def test_catch_up(K, F):
+def test_catch_up(K, F, mark):
     rng = np.random.default_rng(K * F)
     W, bv, _ = params(N_ITEMS, K, F, seed=K)
     step = 30
@@ -496,13 +520,14 @@ def test_catch_up(K, F):
     def args():
         return dict(start=start.copy(), last=last.copy(), step=step, W=W.copy(), bv=bv.copy(), vel_W=vel_W.copy(),
                     vel_bv=bv.copy(), powers_W=decay_powers(0.1, 0.8, 0.003, step),
-                    powers_bv=decay_powers(0.1, 0.8, 0.0, step))
+                    powers_bv=decay_powers(0.1, 0.8, 0.0, step), mark=mark)
 
     want, got = both("catch_up", args, ["W", "bv", "vel_W", "vel_bv", "last"])
     for name in ("vel_W", "W", "vel_bv", "bv"):
         assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
-    np.testing.assert_array_equal(got["last"], np.where(marked, step, last))
-    np.testing.assert_array_equal(want["last"], np.where(marked, step, last))
+    # without mark, last is left for the update_softmax that follows
+    np.testing.assert_array_equal(got["last"], np.where(marked, step, last) if mark else last)
+    np.testing.assert_array_equal(want["last"], np.where(marked, step, last) if mark else last)
     np.testing.assert_array_equal(want["W"][~marked], W[~marked])  # unmarked items are left alone
     assert not np.array_equal(want["W"][marked], W[marked])
 
@@ -518,7 +543,7 @@ def test_catch_up_is_the_missed_momentum_and_decay_steps():
     missed = rng.integers(0, 41, n_items)
     lazy = [a.copy() for a in (W, bv, vW, vb)]
     nk.catch_up(np.arange(n_items + 1), 40 - missed, 40, *lazy, decay_powers(lr, mom, wd, 40),
-                decay_powers(lr, mom, 0.0, 40))
+                decay_powers(lr, mom, 0.0, 40), True)
     for i in range(n_items):
         w, v, b, u = W[i].reshape(-1).copy(), vW[i].reshape(-1).copy(), bv[i].copy(), vb[i].copy()
         for _ in range(missed[i]):
@@ -604,6 +629,47 @@ def test_free_energy(ratings, visible, F, B):
     assert_close(got["out"], want["out"], FE_RTOL, FE_ATOL, "free energy")
 
 
+# ---- a training batch on the GPU path: launches and host reads, counted ---------------------------------
+@pytest.mark.parametrize("B", [1, 100, 943])
+def test_epoch_batches_are_group_by_item_of_each_batch(ratings, emu, B):
+    """One grouping of the whole epoch gives every batch's group_by_item, bit for bit."""
+    X = ratings
+    ip = X.indptr.astype(np.int64)
+    order = np.random.default_rng(B).permutation(np.flatnonzero(np.diff(ip)))
+    batches = list(emu.epoch_batches(ip, X.indices, order, B, X.shape[1], ip))
+    assert len(batches) == -(-len(order) // B)
+    for k, (rows, group) in enumerate(batches):
+        np.testing.assert_array_equal(rows, order[k * B:(k + 1) * B])
+        for name, got, want in zip(("start", "slot_b", "slot_p", "delta"), group,
+                                   nk.group_by_item(ip, X.indices, rows.copy(), X.shape[1])):
+            np.testing.assert_array_equal(got, want, err_msg=f"batch {k}: {name}")
+    assert all(g is None for _, g in emu.epoch_batches(ip, X.indices, order, B, X.shape[1], ip, grouped=False))
+
+
+@pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
+def test_a_training_batch_is_a_few_launches_and_no_transfer(visible, monkeypatch):
+    """What a batch inside an epoch would do on a GPU, counted on the emulated backend: softmax and
+    like/dislike units at most 8 launches (ours and CuPy's), bernoulli units (a dense negative phase
+    through cuBLAS) at most 15; no device value is read on the host."""
+    from rbm_cuda import model as model_module
+    from rbm_cuda.emulation import CountingBackend
+
+    be = CountingBackend()
+    monkeypatch.setattr(model_module, "get_backend", lambda device: be)
+    X = synthetic_ml100k()[:300]
+    model = rbm_cuda.RBM(n_hidden=16, epochs=1, batch_size=37, visible=visible, device="cuda", seed=3).fit(X)
+    assert len(be.per_batch) == -(-int((np.diff(X.indptr) > 0).sum()) // 37)
+    for counts in be.per_batch:
+        assert counts["host_reads"] == 0
+        assert counts["launches"] + counts["array_ops"] <= (15 if visible == "bernoulli" else 8), counts
+    if visible != "bernoulli":
+        assert {c["array_ops"] for c in be.per_batch} == {0}
+    # the counts see what they count: a read and an array operation in a batch would show
+    be.to_numpy(model._device()["W"])
+    model._device()["W"] += 0
+    assert be.host_reads >= 1 and be.array_ops >= 1
+
+
 # ---- no races: the result does not depend on the order threads run in ---------------------------------
 def test_shuffled_schedules_are_reproducible_permutations():
     from rbm_cuda.emulation import module, schedule
@@ -643,7 +709,8 @@ def test_kernels_do_not_depend_on_thread_order(emu, order):
         emu.sample_visible_softmax(ip, X.indices, rows, *group, h, W, bv, 1, 2, 1, neg)
         W1, bv1, vW, vb = W.copy(), bv.copy(), np.zeros_like(W), np.zeros_like(bv)
         last = np.arange(X.shape[1], dtype=np.int64) % 3
-        emu.catch_up(group[0], last, 3, W1, bv1, vW, vb, decay_powers(0.1, 0.5, 0.01, 3), decay_powers(0.1, 0.5, 0.0, 3))
+        emu.catch_up(group[0], last, 3, W1, bv1, vW, vb, decay_powers(0.1, 0.5, 0.01, 3), decay_powers(0.1, 0.5, 0.0, 3),
+                     True)
         emu.update_softmax(*group, states, neg, ph, ph[::-1].copy(), W1, bv1, vW, vb, 0.1, 0.5, 0.01, 0.01, last, 4)
         dW, dbv = np.zeros_like(W), np.zeros_like(bv)
         emu.scatter_gradients(ip, X.indices, neg, values, rows, ph, np.float32(1), dW, dbv)
@@ -707,7 +774,7 @@ def test_empty_inputs_are_no_ops(emu):
     powers = decay_powers(0.1, 0.9, 0.0, 1)
     emu.update_softmax(*group, states, states, out, out, W, bv, vW, vb, 0.1, 0.9, 0.0, 1.0, last, 1)
     np.testing.assert_array_equal(W, W0)
-    emu.catch_up(np.arange(X.shape[1] + 1), last, 1, W, bv, vW, vb, powers, powers)
+    emu.catch_up(np.arange(X.shape[1] + 1), last, 1, W, bv, vW, vb, powers, powers, True)
     np.testing.assert_allclose(W, W0 + 0.45, rtol=1e-6)
     assert (last == 1).all()
     emu.predict_pairs(np.zeros((1, 8), np.float32), none, np.zeros(0, np.int32), W, bv, np.arange(1, 6, dtype=np.float32),

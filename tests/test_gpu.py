@@ -94,6 +94,7 @@ if rbm_cuda.gpu.HAS_CUDA:
     test_sigmoid_bernoulli_draws_what_sample_hidden_draws = _emu_tests.test_sigmoid_bernoulli_draws_what_sample_hidden_draws
     test_scatter_gradients = _emu_tests.test_scatter_gradients
     test_apply_update = _emu_tests.test_apply_update
+    test_update_hidden_bias = _emu_tests.test_update_hidden_bias
     test_predict_pairs = _emu_tests.test_predict_pairs
     test_score_items = _emu_tests.test_score_items
     test_free_energy = _emu_tests.test_free_energy

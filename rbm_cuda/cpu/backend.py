@@ -34,6 +34,7 @@ class NumbaBackend:
     apply_update = staticmethod(kernels.apply_update)
     update_softmax = staticmethod(kernels.update_softmax)
     catch_up = staticmethod(kernels.catch_up)
+    update_hidden_bias = staticmethod(kernels.update_hidden_bias)
     predict_pairs = staticmethod(kernels.predict_pairs)
     score_items = staticmethod(kernels.score_items)
     free_energy = staticmethod(kernels.free_energy)
@@ -45,3 +46,18 @@ class NumbaBackend:
     @staticmethod
     def to_numpy(a):
         return np.asarray(a)
+
+    host_reads = 0  # the arrays live on the host: nothing is ever transferred
+
+    @staticmethod
+    def launch_count():
+        return 0  # no device: Numba's kernels are plain calls
+
+    @staticmethod
+    def epoch_batches(indptr, indices, order, batch_size, n_items, host_indptr, grouped=True):
+        """The epoch's batches as (rows, group) pairs, group_by_item's group computed as each batch
+        is reached (None when not `grouped`): the arrays of the pointer backends' epoch_batches."""
+        order = np.asarray(order, dtype=np.int64)
+        for a in range(0, len(order), batch_size):
+            rows = order[a:a + batch_size]
+            yield rows, kernels.group_by_item(indptr, indices, rows, n_items) if grouped else None

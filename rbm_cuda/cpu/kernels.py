@@ -464,12 +464,13 @@ def _catch_up_row(w, v, p, n):
 
 
 @njit(parallel=True, cache=True)
-def catch_up(start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv):
+def catch_up(start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv, mark):
     """Bring the items that `start` marks (start[i + 1] > start[i]: group_by_item's, or one entry per
     item for all) up to `step`: item i takes the step - last[i] zero-gradient steps of momentum and
     decay it missed at once, (w, v) <- powers[step - last[i]] applied to (w, v) (_catch_up_row;
-    training.decay_powers), and last[i] = step.  Shapes as update_softmax; powers_W, powers_bv
-    float32[>= the longest gap + 1, 4]."""
+    training.decay_powers), and with `mark` last[i] = step (without it, the caller's update_softmax
+    of the next step sets last: one launch fewer on the GPU).  Shapes as update_softmax; powers_W,
+    powers_bv float32[>= the longest gap + 1, 4]."""
     n_levels = W.shape[1]
     n_hidden = W.shape[2]
     for i in prange(W.shape[0]):
@@ -480,7 +481,8 @@ def catch_up(start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv):
             for k in range(n_levels):
                 _catch_up_row(W[i, k], vel_W[i, k], powers_W[missed], n_hidden)
             _catch_up_row(bv[i], vel_bv[i], powers_bv[missed], n_levels)
-        last[i] = step
+        if mark:
+            last[i] = step
 
 
 @njit(cache=True, inline="always")
@@ -524,6 +526,27 @@ def apply_update(param, grad, velocity, learning_rate, momentum, weight_decay, s
         return
     for n in prange(size):
         _update_at(param, grad, velocity, lr, mom, wd, sc, n)
+
+
+@njit(cache=True)
+def update_hidden_bias(ph0, phT, bh, grad, velocity, learning_rate, momentum, scale):
+    """grad[f] += sum_b ph0[b, f] - sum_b phT[b, f], each sum over the batch rows in order (as NumPy's
+    sum over axis 0), then apply_update(bh, grad, velocity, learning_rate, momentum, 0, scale):
+    the hidden biases' step of a batch in one kernel.  ph0, phT float32[B, F]; bh, grad, velocity
+    float32[F]."""
+    lr = np.float32(learning_rate)
+    mom = np.float32(momentum)
+    sc = np.float32(scale)
+    for f in range(ph0.shape[1]):
+        if ph0.shape[0] == 0:
+            break
+        s0 = ph0[0, f]
+        s1 = phT[0, f]
+        for b in range(1, ph0.shape[0]):
+            s0 += ph0[b, f]
+            s1 += phT[b, f]
+        grad[f] += s0 - s1
+        _update_at(bh, grad, velocity, lr, mom, np.float32(0.0), sc, f)
 
 
 @njit(parallel=True, cache=True)

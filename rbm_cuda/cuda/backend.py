@@ -30,7 +30,7 @@ class CupyBackend(PointerKernels):
     def asarray(self, a, dtype=None):
         return self._cupy.ascontiguousarray(self._cupy.asarray(a, dtype=dtype))
 
-    def to_numpy(self, a):
+    def _to_numpy(self, a):
         return self._cupy.asnumpy(a)
 
     def _pointer(self, a):

@@ -40,9 +40,27 @@ class PointerKernels:
         self._m = module
         self.xp = xp
         self.check_bounds = bool(check_bounds)
+        self.host_reads = 0  # device values read on the host (each one a synchronisation on a GPU)
+
+    def launch_count(self) -> int:
+        """Kernel launches made by the compiled module so far (all threads, all backends sharing it)."""
+        return self._m.launch_count()
+
+    def _read(self, x) -> int:
+        """A device scalar's value on the host, counted in host_reads."""
+        self.host_reads += 1
+        return int(x)
+
+    def to_numpy(self, a):
+        """A host copy of `a`, counted in host_reads."""
+        self.host_reads += 1
+        return self._to_numpy(a)
 
     # -- to override ----------------------------------------------------------------------------
     def _pointer(self, a) -> int:
+        raise NotImplementedError
+
+    def _to_numpy(self, a):
         raise NotImplementedError
 
     def _stream(self) -> int:
@@ -69,7 +87,7 @@ class PointerKernels:
     def _in_range(self, a, name, hi, lo=0):
         if not self.check_bounds or a.shape[0] == 0:
             return
-        amin, amax = int(a.min()), int(a.max())
+        amin, amax = self._read(a.min()), self._read(a.max())
         if amin < lo or amax >= hi:
             raise IndexError(f"{name} must lie in [{lo}, {hi}), found values in [{amin}, {amax}]")
 
@@ -77,7 +95,7 @@ class PointerKernels:
         n_rows = indptr.shape[0] - 1
         self._in_range(rows, "rows", n_rows)
         ip = indptr
-        if int(ip[0]) < 0 or int(ip[-1]) > nnz or (n_rows > 0 and bool((ip[1:] < ip[:-1]).any())):
+        if self._read(ip[0]) < 0 or self._read(ip[-1]) > nnz or (n_rows > 0 and self._read((ip[1:] < ip[:-1]).any())):
             raise IndexError(f"indptr must be non-decreasing within [0, nnz = {nnz}]")
 
     def _csr(self, indptr, indices, states, values, rows, n_items, n_levels):
@@ -131,7 +149,7 @@ class PointerKernels:
         counts = indptr[rows + 1] - first
         ends = xp.cumsum(counts)
         delta = (first - (ends - counts)).astype(np.int64)
-        m = int(ends[-1]) if rows.shape[0] else 0
+        m = self._read(ends[-1]) if rows.shape[0] else 0
         if m > 2**31 - 1:
             raise ValueError(f"group_by_item: this batch holds {m:,} ratings, more than 2**31 - 1 (int32 slots); "
                              "use a smaller batch_size")
@@ -142,13 +160,63 @@ class PointerKernels:
         start = xp.searchsorted(items[order], xp.arange(int(n_items) + 1), side="left").astype(np.int64)
         return start, b_of_p[order].astype(np.int32), order.astype(np.int32), delta
 
+    def epoch_batches(self, indptr, indices, order, batch_size, n_items, host_indptr, grouped=True):
+        """The epoch's batches as (rows, group) pairs: rows[k] the batch's slice of `order`, group the
+        batch's group_by_item arrays (None when not `grouped`), bit for bit.  All batches are grouped
+        in one pass over the epoch (a stable sort of its entries by (batch, item)), with sizes taken
+        from the host copy of indptr, so a batch costs no launch and no transfer of its own.  The
+        batches' `start` arrays take n_batches x (n_items + 1) x 8 bytes of device memory.
+
+        indptr, indices: the backend's arrays; order: host int64[R]; host_indptr: host int64[n_rows + 1]."""
+        xp = self.xp
+        order = np.asarray(order, dtype=np.int64)
+        B, R = int(batch_size), len(order)
+        rows = self.asarray(order, np.int64)  # uploaded once per epoch; each batch is a view
+        cuts = list(range(0, R, B)) + [R]
+        if not grouped:
+            return [(rows[a:b], None) for a, b in zip(cuts[:-1], cuts[1:])]
+        for a, name, dtype in ((indptr, "indptr", I64), (indices, "indices", I32)):
+            self._ptr(a, name, dtype, (None,))
+        if self.check_bounds:
+            self._check_rows(indptr, rows, indices.shape[0])
+            self._in_range(indices, "indices", n_items)
+        counts_h = host_indptr[order + 1] - host_indptr[order]
+        row_start_h = np.cumsum(counts_h) - counts_h  # each row's first entry in the epoch's order
+        offsets_h = np.append(row_start_h[cuts[:-1]], counts_h.sum())  # each batch's first entry
+        worst = int(np.diff(offsets_h).max()) if R else 0
+        if worst > 2**31 - 1:
+            raise ValueError(f"a batch holds {worst:,} ratings, more than 2**31 - 1 (int32 slots); "
+                             "use a smaller batch_size")
+        n_batches, m = len(cuts) - 1, int(offsets_h[-1])
+        offsets = self.asarray(offsets_h, np.int64)
+        row_start = self.asarray(row_start_h, np.int64)
+        batch_of_row = xp.arange(R, dtype=np.int64) // B
+        first = indptr[rows]
+        delta = first - (row_start - offsets[batch_of_row])  # CSR position = batch position + delta
+        p = xp.arange(m, dtype=np.int64)
+        row_of_p = xp.searchsorted(row_start, p, side="right") - 1
+        batch_of_p = row_of_p // B
+        key = batch_of_p * n_items + indices[first[row_of_p] + (p - row_start[row_of_p])]
+        sort = xp.argsort(key, kind="stable") if xp is np else xp.argsort(key)  # CuPy's sort is stable
+        batch_sorted = batch_of_p[sort]
+        slot_b = (row_of_p[sort] - batch_sorted * B).astype(np.int32)
+        slot_p = (sort - offsets[batch_sorted]).astype(np.int32)
+        bounds = (xp.arange(n_batches, dtype=np.int64)[:, None] * n_items
+                  + xp.arange(n_items + 1, dtype=np.int64)[None, :])
+        starts = xp.searchsorted(key[sort], bounds.ravel(), side="left").reshape(n_batches, n_items + 1)
+        starts -= offsets[:-1, None]
+        return [(rows[a:b], (starts[k], slot_b[offsets_h[k]:offsets_h[k + 1]], slot_p[offsets_h[k]:offsets_h[k + 1]],
+                             delta[a:b]))
+                for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+
     def _group(self, start, slot_b, slot_p, delta, n_items, B):
         """Checks group_by_item's arrays; returns their pointers and the number of slots."""
         m = slot_b.shape[0] if hasattr(slot_b, "shape") else None
         ptrs = (self._ptr(start, "start", I64, (n_items + 1,)), self._ptr(slot_b, "slot_b", I32, (None,)),
                 self._ptr(slot_p, "slot_p", I32, (m,)), self._ptr(delta, "delta", I64, (B,)))
         if self.check_bounds:
-            if int(start[0]) != 0 or int(start[-1]) != m or (n_items > 0 and bool((start[1:] < start[:-1]).any())):
+            if self._read(start[0]) != 0 or self._read(start[-1]) != m or \
+                    (n_items > 0 and self._read((start[1:] < start[:-1]).any())):
                 raise IndexError(f"start must rise from 0 to the number of slots ({m})")
             self._in_range(slot_b, "slot_b", B)
             self._in_range(slot_p, "slot_p", m)
@@ -200,6 +268,16 @@ class PointerKernels:
             self._ptr(velocity, "velocity", F32, (n,), out=True), n, float(learning_rate), float(momentum),
             float(weight_decay), float(scale), self._stream(), self._device())
 
+    def update_hidden_bias(self, ph0, phT, bh, grad, velocity, learning_rate, momentum, scale):
+        if not hasattr(ph0, "shape") or len(ph0.shape) != 2:
+            raise ValueError(f"ph0 must be float32[B, F], got shape {getattr(ph0, 'shape', None)}")
+        B, F = ph0.shape
+        self._m.update_hidden_bias(
+            self._ptr(ph0, "ph0", F32, (B, F)), self._ptr(phT, "phT", F32, (B, F)), B, F,
+            self._ptr(bh, "bh", F32, (F,), out=True), self._ptr(grad, "grad", F32, (F,), out=True),
+            self._ptr(velocity, "velocity", F32, (F,), out=True), float(learning_rate), float(momentum), float(scale),
+            self._stream(), self._device())
+
     def update_softmax(self, start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
                        learning_rate, momentum, weight_decay, scale, last, step):
         n_items, K, F = self._weights(W)
@@ -220,7 +298,7 @@ class PointerKernels:
             float(momentum), float(weight_decay), float(scale), self._ptr(last, "last", I64, (n_items,), out=True),
             int(step), self._stream(), self._device())
 
-    def catch_up(self, start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv):
+    def catch_up(self, start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv, mark):
         n_items, K, F = self._weights(W)
         step = int(step)
         p_start = self._ptr(start, "start", I64, (n_items + 1,))
@@ -229,7 +307,7 @@ class PointerKernels:
         p_pW = self._ptr(powers_W, "powers_W", F32, (rows, 4))
         p_pb = self._ptr(powers_bv, "powers_bv", F32, (rows, 4))
         if self.check_bounds and n_items:  # every gap step - last[i] >= 0 must have its row in the tables
-            lo, hi = int(last.min()), int(last.max())
+            lo, hi = self._read(last.min()), self._read(last.max())
             if hi > step or step - lo >= rows:
                 raise ValueError(f"last holds steps {lo} .. {hi}: the gaps to step {step} need powers rows up to "
                                  f"{step - lo}, there are {rows} (and no item may be ahead of the step)")
@@ -237,8 +315,8 @@ class PointerKernels:
             p_start, p_last, step, self._ptr(W, "W", F32, (n_items, K, F), out=True),
             self._ptr(bv, "bv", F32, (n_items, K), out=True),
             self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
-            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, p_pW, p_pb, self._stream(),
-            self._device())
+            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, p_pW, p_pb, bool(mark),
+            self._stream(), self._device())
 
     def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
         n_items, K, F = self._weights(W)
