@@ -403,11 +403,16 @@ def fmt_rate(x):
 
 
 def main(argv=None):
+    from rbm_cuda.params import RBMParams
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=None, help="default ml-100k,ml-1m,ml-20m (--quick: ml-100k,ml-1m)")
     ap.add_argument("--impls", default=",".join(ALL_IMPLS))
     ap.add_argument("--cd", default=None, help="CD steps, comma-separated, default 1,5 (--quick: 1; sklearn: always 1)")
-    ap.add_argument("--batch-size", type=int, default=1000, help="users per mini-batch (torch-seed: 100)")
+    default_batch = RBMParams().batch_size  # what users train with
+    ap.add_argument("--batch-size", type=int, default=default_batch,
+                    help=f"users per mini-batch, for every implementation (default: RBM's, {default_batch}; "
+                         "torch-seed: always 100)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="rounds of turns (timed epochs per case at least), default 5 (--quick: 2; ml-20m: 2 fewer)")
     ap.add_argument("--warmup", type=int, default=1)

@@ -59,16 +59,18 @@ void define_kernels(nb::module_ &m) {
     m.def(
         "sample_visible_softmax",
         [](uintptr_t indices, uintptr_t slot_b, uintptr_t slot_p, uintptr_t delta, int64_t n_slots, uintptr_t h,
-           uintptr_t W, uintptr_t bv, int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step,
-           uint32_t gibbs, uintptr_t out_states, uintptr_t stream, int device) {
+           int64_t n_batch, uintptr_t hbits, uintptr_t W, uintptr_t bv, int64_t n_levels, int64_t n_hidden,
+           uint64_t seed, uint32_t step, uint32_t gibbs, uintptr_t out_states, uintptr_t stream, int device) {
             rbm::use_device(device);
             rbm::sample_visible_softmax(ptr<const int32_t>(indices), ptr<const int32_t>(slot_b),
                                         ptr<const int32_t>(slot_p), ptr<const int64_t>(delta), n_slots,
-                                        ptr<const float>(h), ptr<const float>(W), ptr<const float>(bv), n_levels,
-                                        n_hidden, seed, step, gibbs, ptr<int32_t>(out_states), as_stream(stream));
+                                        ptr<const float>(h), n_batch, ptr<uint32_t>(hbits), ptr<const float>(W),
+                                        ptr<const float>(bv), n_levels, n_hidden, seed, step, gibbs,
+                                        ptr<int32_t>(out_states), as_stream(stream));
         },
-        "indices"_a, "slot_b"_a, "slot_p"_a, "delta"_a, "n_slots"_a, "h"_a, "W"_a, "bv"_a, "n_levels"_a,
-        "n_hidden"_a, "seed"_a, "step"_a, "gibbs"_a, "out_states"_a, "stream"_a, "device"_a, release_gil(),
+        "indices"_a, "slot_b"_a, "slot_p"_a, "delta"_a, "n_slots"_a, "h"_a, "n_batch"_a, "hbits"_a, "W"_a, "bv"_a,
+        "n_levels"_a, "n_hidden"_a, "seed"_a, "step"_a, "gibbs"_a, "out_states"_a, "stream"_a, "device"_a,
+        release_gil(),
         "softmax reconstruction and categorical draw of the rated entries (kernels.sample_visible_softmax)");
 
     m.def(

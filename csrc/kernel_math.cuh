@@ -71,6 +71,27 @@ RBM_HD inline float level_logits(const float *hb, const float *W, const float *b
     return top;
 }
 
+// level_logits for binary hidden states packed as bits (bit f % 32 of word f / 32 of hbits): the
+// same sums, since with h[f] in {0, 1} each term h[f] * w[f] is w[f] or zero, and a zero term leaves
+// the sum as it is (it starts at +0).  Only the weights of the active units are read.
+template <int MaxLevels>
+RBM_HD inline float level_logits_bits(const uint32_t *hbits, const float *W, const float *bv, int64_t i, int n_levels,
+                                      int64_t n_hidden, float (&z)[MaxLevels]) {
+    float top = -INFINITY;
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels; ++k) {
+        if (k < n_levels) {
+            const float *w = W + (i * n_levels + k) * n_hidden;
+            float dot = 0.0f;
+            for (int64_t f = 0; f < n_hidden; ++f)
+                if ((hbits[f >> 5] >> (f & 31)) & 1u) dot += w[f];
+            z[k] = bv[i * n_levels + k] + dot;
+            if (z[k] > top) top = z[k];
+        }
+    }
+    return top;
+}
+
 // kernels._expectation: sum_k levels[k] softmax_k(z), or levels[0] sigmoid(z[0]) when K == 1.
 // top = max_k z[k].
 template <int MaxLevels>

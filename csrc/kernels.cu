@@ -93,13 +93,27 @@ __global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const i
     }
 }
 
+// The binary hidden states h[n_batch, n_hidden] as bits, words[n_batch, n_words]: a thread per word.
+__global__ void pack_bits_kernel(const float *__restrict__ h, int64_t n_batch, int64_t n_hidden, int64_t n_words,
+                                 uint32_t *__restrict__ bits) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n_batch * n_words; e += stride) {
+        const int64_t b = e / n_words, f0 = (e - b * n_words) * 32;
+        uint32_t word = 0;
+        for (int64_t f = f0; f < f0 + 32 && f < n_hidden; ++f)
+            if (h[b * n_hidden + f] != 0.0f) word |= 1u << (f - f0);
+        bits[e] = word;
+    }
+}
+
 // kernels.sample_visible_softmax: a thread per slot of the item-grouped batch (grid stride), so
 // neighbouring threads read the same item's weights: K logits, softmax, one categorical draw from
-// element j, the entry's CSR position.
+// element j, the entry's CSR position.  The hidden states come as bits (pack_bits_kernel): a thread
+// reads its row's few words instead of n_hidden floats per level.
 template <int MaxLevels>
 __global__ void sample_visible_softmax_kernel(const int32_t *__restrict__ indices, const int32_t *__restrict__ slot_b,
                                               const int32_t *__restrict__ slot_p, const int64_t *__restrict__ delta,
-                                              int64_t n_slots, const float *__restrict__ h,
+                                              int64_t n_slots, const uint32_t *__restrict__ hbits, int64_t n_words,
                                               const float *__restrict__ W, const float *__restrict__ bv,
                                               int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step,
                                               uint32_t gibbs, int32_t *__restrict__ out_states) {
@@ -109,7 +123,7 @@ __global__ void sample_visible_softmax_kernel(const int32_t *__restrict__ indice
         const int64_t b = slot_b[q];
         const int64_t j = slot_p[q] + delta[b];
         float z[MaxLevels];
-        const float top = level_logits(h + b * n_hidden, W, bv, indices[j], levels, n_hidden, z);
+        const float top = level_logits_bits(hbits + b * n_words, W, bv, indices[j], levels, n_hidden, z);
         const float total = softmax_numerators(z, levels, top);
         const float u = philox_uniform(seed, step, gibbs, kPhaseVisible, static_cast<uint64_t>(j));
         out_states[j] = categorical(z, levels, total, u);
@@ -155,10 +169,12 @@ __global__ void scatter_gradients_kernel(const int64_t *__restrict__ indptr, con
     }
 }
 
-// kernels.update_softmax: block x = (item i, level k), threads over f.  Each thread sums its
-// gradient element over the item's slots in slot order, +ph0 where the data state is k then -phT
-// where the negative state is k (the Numba kernel's order, no atomics: deterministic), and applies
-// the momentum update; thread f = 0 also updates bv[i, k].
+// kernels.update_softmax: block x = item i, threads over f.  Each thread walks the item's slots once
+// for the data states and once for the negative states, adding +ph0 / -phT to the gradient of the
+// level each slot is in (K accumulators in registers), so every level's sum runs in slot order as in
+// the Numba kernel (no atomics: deterministic), and applies the momentum update to W[i, :, f];
+// thread f = 0 also updates bv[i, :] and marks the item current (last[i] = step).
+template <int MaxLevels>
 __global__ void update_softmax_kernel(const int64_t *__restrict__ start, const int32_t *__restrict__ slot_b,
                                       const int32_t *__restrict__ slot_p, const int64_t *__restrict__ delta,
                                       const int32_t *__restrict__ states, const int32_t *__restrict__ neg_states,
@@ -167,38 +183,50 @@ __global__ void update_softmax_kernel(const int64_t *__restrict__ start, const i
                                       float *__restrict__ vel_bv, int64_t n_levels, int64_t n_hidden,
                                       float learning_rate, float momentum, float weight_decay, float scale,
                                       int64_t *__restrict__ last, int64_t step) {
-    const int64_t unit = blockIdx.x;  // i * n_levels + k
+    const int64_t i = blockIdx.x;
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
     if (f >= n_hidden) return;
-    const int64_t i = unit / n_levels;
     if (start[i] == start[i + 1]) return;  // not rated in this batch: its step is taken later (catch_up)
-    const int32_t k = static_cast<int32_t>(unit - i * n_levels);
-    float g = 0.0f;
-    float gb = 0.0f;
+    float g[MaxLevels], gb[MaxLevels];
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels; ++k) g[k] = gb[k] = 0.0f;
     for (int64_t q = start[i]; q < start[i + 1]; ++q) {
         const int64_t b = slot_b[q];
-        if (states[slot_p[q] + delta[b]] == k) {
-            g += ph0[b * n_hidden + f];
-            gb += 1.0f;
-        }
+        const int32_t s = states[slot_p[q] + delta[b]];
+        const float x = ph0[b * n_hidden + f];
+        RBM_UNROLL
+        for (int k = 0; k < MaxLevels; ++k)
+            if (k == s) {
+                g[k] += x;
+                gb[k] += 1.0f;
+            }
     }
     for (int64_t q = start[i]; q < start[i + 1]; ++q) {
         const int64_t b = slot_b[q];
-        if (neg_states[slot_p[q] + delta[b]] == k) {
-            g -= phT[b * n_hidden + f];
-            gb -= 1.0f;
+        const int32_t s = neg_states[slot_p[q] + delta[b]];
+        const float x = phT[b * n_hidden + f];
+        RBM_UNROLL
+        for (int k = 0; k < MaxLevels; ++k)
+            if (k == s) {
+                g[k] -= x;
+                gb[k] -= 1.0f;
+            }
+    }
+    RBM_UNROLL
+    for (int k = 0; k < MaxLevels; ++k) {
+        if (k >= n_levels) continue;
+        const int64_t unit = i * n_levels + k;
+        const int64_t e = unit * n_hidden + f;
+        const float v = momentum * vel_W[e] + learning_rate * (scale * g[k] - weight_decay * W[e]);
+        vel_W[e] = v;
+        W[e] += v;
+        if (f == 0) {
+            const float vb = momentum * vel_bv[unit] + learning_rate * (scale * gb[k] - 0.0f * bv[unit]);
+            vel_bv[unit] = vb;
+            bv[unit] += vb;
         }
     }
-    const int64_t e = unit * n_hidden + f;
-    const float v = momentum * vel_W[e] + learning_rate * (scale * g - weight_decay * W[e]);
-    vel_W[e] = v;
-    W[e] += v;
-    if (f == 0) {
-        const float vb = momentum * vel_bv[unit] + learning_rate * (scale * gb - 0.0f * bv[unit]);
-        vel_bv[unit] = vb;
-        bv[unit] += vb;
-        if (k == 0) last[i] = step;  // no thread of this kernel reads last: no race
-    }
+    if (f == 0) last[i] = step;  // no thread of this kernel reads last: no race
 }
 
 // After catch_up_kernel (when asked to mark): the items `start` marks are current at `step`.
@@ -385,16 +413,21 @@ void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t 
 }
 
 void sample_visible_softmax(const int32_t *indices, const int32_t *slot_b, const int32_t *slot_p,
-                            const int64_t *delta, int64_t n_slots, const float *h, const float *W, const float *bv,
-                            int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step, uint32_t gibbs,
-                            int32_t *out_states, cudaStream_t stream) {
+                            const int64_t *delta, int64_t n_slots, const float *h, int64_t n_batch, uint32_t *hbits,
+                            const float *W, const float *bv, int64_t n_levels, int64_t n_hidden, uint64_t seed,
+                            uint32_t step, uint32_t gibbs, int32_t *out_states, cudaStream_t stream) {
     check_count(n_slots, "n_slots");
+    check_count(n_batch, "n_batch");
     check_count(n_hidden, "n_hidden");
     check_levels(n_levels);
     if (n_slots == 0) return;
+    const int64_t n_words = (n_hidden + 31) / 32;
+    RBM_LAUNCH(pack_bits_kernel, flat_grid(n_batch * n_words), dim3(static_cast<unsigned>(kFlatBlock)), 0, stream,
+               h, n_batch, n_hidden, n_words, hbits);
+    RBM_CUDA_CHECK_LAUNCH();
     RBM_LAUNCH_BY_LEVELS(n_levels, sample_visible_softmax_kernel, flat_grid(n_slots),
-                         dim3(static_cast<unsigned>(kFlatBlock)), stream, indices, slot_b, slot_p, delta, n_slots, h,
-                         W, bv, n_levels, n_hidden, seed, step, gibbs, out_states);
+                         dim3(static_cast<unsigned>(kFlatBlock)), stream, indices, slot_b, slot_p, delta, n_slots,
+                         hbits, n_words, W, bv, n_levels, n_hidden, seed, step, gibbs, out_states);
     RBM_CUDA_CHECK_LAUNCH();
 }
 
@@ -451,11 +484,12 @@ void update_softmax(const int64_t *start, const int32_t *slot_b, const int32_t *
     check_count(n_levels, "n_levels");
     check_count(n_hidden, "n_hidden");
     if (n_items == 0 || n_levels == 0 || n_hidden == 0) return;
+    check_levels(n_levels);
     const int64_t block = hidden_block(n_hidden);
-    RBM_LAUNCH(update_softmax_kernel, row_hidden_grid(n_items * n_levels, n_hidden, block),
-               dim3(static_cast<unsigned>(block)), 0, stream, start, slot_b, slot_p, delta, states, neg_states, ph0,
-               phT, W, bv, vel_W, vel_bv, n_levels, n_hidden, learning_rate, momentum, weight_decay, scale, last,
-               step);
+    RBM_LAUNCH_BY_LEVELS(n_levels, update_softmax_kernel, row_hidden_grid(n_items, n_hidden, block),
+                         dim3(static_cast<unsigned>(block)), stream, start, slot_b, slot_p, delta, states, neg_states,
+                         ph0, phT, W, bv, vel_W, vel_bv, n_levels, n_hidden, learning_rate, momentum, weight_decay,
+                         scale, last, step);
     RBM_CUDA_CHECK_LAUNCH();
 }
 

@@ -32,11 +32,13 @@ void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t 
 // with a stable sort): start[n_items + 1], slot_b/slot_p[n_slots], delta[n_batch]; slot q is entry
 // j = slot_p[q] + delta[slot_b[q]] of batch row slot_b[q].  The launchers below take the arrays
 // they read, not the whole Numba argument list.
-// h[n_batch, n_hidden], bv[n_items, n_levels], out_states[nnz] (written at the batch's entries).
+// h[n_batch, n_hidden] binary, bv[n_items, n_levels], out_states[nnz] (written at the batch's entries).
+// The binary hidden states h are packed first into hbits[n_batch, (n_hidden + 31) / 32] (scratch the
+// caller provides; a second launch), which the sampling kernel reads instead of h.
 void sample_visible_softmax(const int32_t *indices, const int32_t *slot_b, const int32_t *slot_p,
-                            const int64_t *delta, int64_t n_slots, const float *h, const float *W, const float *bv,
-                            int64_t n_levels, int64_t n_hidden, uint64_t seed, uint32_t step, uint32_t gibbs,
-                            int32_t *out_states, cudaStream_t stream);
+                            const int64_t *delta, int64_t n_slots, const float *h, int64_t n_batch, uint32_t *hbits,
+                            const float *W, const float *bv, int64_t n_levels, int64_t n_hidden, uint64_t seed,
+                            uint32_t step, uint32_t gibbs, int32_t *out_states, cudaStream_t stream);
 
 // logits, prob_out, sample_out [n_batch, width]; rows[n_batch].
 void sigmoid_bernoulli(const float *logits, int64_t n_batch, int64_t width, const int64_t *rows, uint64_t seed,

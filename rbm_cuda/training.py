@@ -70,7 +70,7 @@ def cd_epoch(be, d, params, order, epoch, step):
 
 
 def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy):
-    """The batches of cd_epoch; returns the step count after them.  On a GPU a softmax batch is six
+    """The batches of cd_epoch; returns the step count after them.  On a GPU a softmax batch is seven
     kernel launches and no transfer: the batches are grouped for the whole epoch beforehand
     (be.epoch_batches), and the buffers below are allocated once."""
     xp = be.xp

@@ -234,8 +234,12 @@ class PointerKernels:
         if self.check_bounds:
             self._check_rows(indptr, rows, nnz)
             self._in_range(indices, "indices", n_items)
+        if self.check_bounds and self._read(((h != 0) & (h != 1)).any()):
+            raise ValueError("sample_visible_softmax: h must hold binary hidden states (0.0 or 1.0)")
+        hbits = self.xp.empty((B, (F + 31) // 32), dtype=np.uint32)  # scratch: the kernel reads h as bits
         self._m.sample_visible_softmax(
-            p_indices, p_slot_b, p_slot_p, p_delta, m, self._ptr(h, "h", F32, (B, F)),
+            p_indices, p_slot_b, p_slot_p, p_delta, m, self._ptr(h, "h", F32, (B, F)), B,
+            self._ptr(hbits, "hbits", U32, hbits.shape, out=True),
             self._ptr(W, "W", F32, (n_items, K, F)), self._ptr(bv, "bv", F32, (n_items, K)), K, F,
             int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
             self._ptr(out_states, "out_states", I32, (nnz,), out=True), self._stream(), self._device())
