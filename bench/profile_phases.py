@@ -85,7 +85,7 @@ def training_arrays(model):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ml-1m", help="a shape of bench/throughput.py (ml-1m, ml-20m, ...)")
-    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=RBM().batch_size, help="users per batch (default: RBM's)")
     ap.add_argument("--cd", type=int, default=1)
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=5)

@@ -7,7 +7,8 @@ What "agree" means here (the same criteria are used by tests/test_gpu.py on a re
     than SAMPLE_MARGIN from the probability (or from a cumulative boundary of the categorical draw);
     within the margin an ulp of expf may flip a draw, and there must be very few such places.
   * probabilities, predictions, scores: |a - b| <= PROB_ATOL + PROB_RTOL |b|.
-  * gradients (sums of up to ~1000 terms, atomics on the GPU): GRAD_ATOL / GRAD_RTOL.
+  * gradients (sums of up to ~1000 terms; scatter_gradients adds with atomics on the GPU): GRAD_ATOL /
+    GRAD_RTOL.
   * free energies (sums of ~100 softplus terms, magnitude ~10-1000): FE_ATOL / FE_RTOL.
 The emulation is built with -ffp-contract=off and the host's expf, so in practice it matches the
 Numba twin bit for bit (measured: 0 difference everywhere, including a whole epoch, except
