@@ -23,7 +23,7 @@ fi
 
 # The ASan runtime must be loaded before Python; libstdc++ with it, so that its C++ exception
 # interceptor finds the real __cxa_throw (Python itself does not link libstdc++).
-cxx=${CXX:-g++}
+cxx=${CXX:-c++}  # the compiler CMake picks by default, so the runtime matches the build
 preload="$($cxx -print-file-name=libasan.so) $($cxx -print-file-name=libstdc++.so)"
 # (from another folder: in the clone, `python -c` would import the unbuilt source tree)
 (cd "$logs" && LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0 \

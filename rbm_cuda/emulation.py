@@ -79,10 +79,20 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return module().philox4x32_10(c0, c1, c2, c3, k0, k1)
 
 
+def _plain(x):
+    """x with every counted array in it (also inside lists and tuples) as a plain numpy view."""
+    if isinstance(x, _CountedArray):
+        return x.view(np.ndarray)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x
+
+
 class _CountedArray(np.ndarray):
     """A numpy array whose operations that would be a CuPy launch on a GPU are counted by
-    CountingBackend: ufunc calls (arithmetic, matmul, reductions such as .sum), assignments into it,
-    and gathers by an index array.  Plain slicing makes views and is not counted."""
+    CountingBackend: ufunc calls (arithmetic, matmul, reductions such as .sum), NumPy functions
+    called on it (np.searchsorted, ...), assignments into it and gathers by an index array.  Plain
+    slicing makes views and is not counted."""
 
     counter = None  # the CountingBackend counting
 
@@ -91,13 +101,21 @@ class _CountedArray(np.ndarray):
         if _CountedArray.counter is not None:
             _CountedArray.counter.array_ops += 1
 
+    @staticmethod
+    def _wrap(out):
+        return out.view(_CountedArray) if isinstance(out, np.ndarray) else out
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         self._count()
-        inputs = tuple(x.view(np.ndarray) if isinstance(x, _CountedArray) else x for x in inputs)
         if "out" in kwargs:
-            kwargs["out"] = tuple(x.view(np.ndarray) if isinstance(x, _CountedArray) else x for x in kwargs["out"])
-        out = getattr(ufunc, method)(*inputs, **kwargs)
-        return out.view(_CountedArray) if isinstance(out, np.ndarray) else out
+            kwargs["out"] = tuple(_plain(x) for x in kwargs["out"])
+        return self._wrap(getattr(ufunc, method)(*map(_plain, inputs), **kwargs))
+
+    def __array_function__(self, func, types, args, kwargs):
+        self._count()  # one operation, whatever it runs inside: the arguments go in as plain arrays
+        args = tuple(_plain(a) for a in args)
+        kwargs = {k: _plain(v) for k, v in kwargs.items()}
+        return self._wrap(func(*args, **kwargs))
 
     def __getitem__(self, key):
         keys = key if isinstance(key, tuple) else (key,)
@@ -108,6 +126,24 @@ class _CountedArray(np.ndarray):
     def __setitem__(self, key, value):
         self._count()
         super().__setitem__(key, value)
+
+
+class _CountedNumpy:
+    """numpy, as CountingBackend's ``xp``: arrays it creates are counted arrays, and creating one with
+    values (zeros, arange, ...) is an operation, as it is a launch on a GPU (empty is not)."""
+
+    def __getattr__(self, name):
+        attr = getattr(np, name)
+        if name in ("empty", "empty_like"):
+            return lambda *a, **k: attr(*a, **k).view(_CountedArray)
+        if name in ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange"):
+            def create(*a, **k):
+                _CountedArray._count()
+                return attr(*a, **k).view(_CountedArray)
+            return create
+        if name == "argsort":  # NumPy's default sort is not stable; CuPy's (and the caller's need) is
+            return lambda a, axis=-1, kind="stable": np.argsort(a, axis=axis, kind=kind)
+        return attr
 
 
 class CountingBackend(EmulatedBackend):
@@ -122,6 +158,7 @@ class CountingBackend(EmulatedBackend):
 
     def __init__(self):
         super().__init__(check_bounds=False)  # the bounds checks read device values: a debugging aid only
+        self.xp = _CountedNumpy()
         self.array_ops = 0
         self.per_batch = []
         _CountedArray.counter = self

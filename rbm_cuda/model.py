@@ -27,7 +27,7 @@ SCORE_BLOCK_ELEMENTS = 2**24
 
 # Distinct rating values a softmax layer accepts when the levels are inferred from a matrix: more
 # than this is a continuous score, not a rating scale.
-MAX_INFERRED_LEVELS = 50
+MAX_SOFTMAX_LEVELS = 50
 
 
 def sparse_ratings(X, what="ratings"):
@@ -193,11 +193,11 @@ class RBM:
         n_states = {"softmax": len(levels), "like": 2, "bernoulli": 1}[p.visible]
         if p.visible == "softmax" and n_states < 2:
             raise ValueError(f"softmax visible units need at least 2 rating levels, the data has {levels.tolist()}")
-        if p.visible == "softmax" and n_states > MAX_INFERRED_LEVELS:
+        if p.visible == "softmax" and n_states > MAX_SOFTMAX_LEVELS:
             raise ValueError(
                 f"the ratings hold {n_states} distinct values ({levels[0]:g} to {levels[-1]:g}): a softmax layer "
-                f"would get {n_states} levels, more than {MAX_INFERRED_LEVELS}.  Softmax units need a rating "
-                "scale: round the ratings to one (a RatingData's levels), or use visible='bernoulli'")
+                f"would get {n_states} levels, more than {MAX_SOFTMAX_LEVELS}.  Softmax units need a rating "
+                "scale of a few levels: round the ratings to one before loading them, or use visible='bernoulli'")
         _check_memory(self.n_items_, n_states, p)
         rng = np.random.Generator(np.random.Philox(key=p.seed))
         W = (0.01 * rng.standard_normal((self.n_items_, n_states, p.n_hidden))).astype(np.float32)

@@ -97,7 +97,7 @@ def write_npz(path, header, arrays) -> str:
         with os.fdopen(fd, "wb") as fh:
             # Uncompressed: float weights hardly compress, and compression slows every checkpoint.
             np.savez(fh, header=np.array(json.dumps(header, default=_plain)), **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the model from the user's group
+        os.chmod(tmp, _new_file_mode(path))  # not mkstemp's 0600
         os.replace(tmp, path)
         # temporary files of earlier saves to this path that were killed mid-write (SIGKILL runs no cleanup)
         for name in os.listdir(folder):
@@ -115,10 +115,20 @@ def write_npz(path, header, arrays) -> str:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the mask means setting it: put it straight back
-    os.umask(mask)
-    return mask
+def _new_file_mode(path) -> int:
+    """The mode a model file gets: an existing file's own (a checkpoint keeps a mode its owner set),
+    else what the umask gives a new file, as open() would."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as f:  # Linux: the umask, read without changing it
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)  # elsewhere reading it means setting it: put it straight back
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _plain(x):

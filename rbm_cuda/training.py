@@ -39,7 +39,7 @@ def cd_epoch(be, d, params, order, epoch, step):
     """Run one epoch of CD over the rows `order` (host int64 array), batch by batch.
 
     be: the backend; d: its arrays ("W", "bv", "bh", "vel", "grad", "indptr", "indices", "states",
-    "values", "neg_states" and "last" for softmax units); params: RBMParams.  `step` is the number
+    "values", "neg_states" and "last" for softmax units) and "indptr_host", a host copy of indptr; params: RBMParams.  `step` is the number
     of batches trained before this epoch (it keys the random streams); returns the count after it.
     Softmax units: an item no row of a batch rates is left behind, and caught up exactly before a
     later batch reads it and at the end of the epoch (catch_up), so the work of a batch follows the
@@ -70,9 +70,9 @@ def cd_epoch(be, d, params, order, epoch, step):
 
 
 def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy):
-    """The batches of cd_epoch; returns the step count after them.  On a GPU a softmax batch is seven
-    kernel launches and no transfer: the batches are grouped for the whole epoch beforehand
-    (be.epoch_batches), and the buffers below are allocated once."""
+    """The batches of cd_epoch; returns the step count after them.  On a GPU a softmax batch is eight
+    launches (seven kernels and a search) and no transfer: the epoch's ratings are sorted by batch
+    and item beforehand (be.epoch_batches), and the buffers below are allocated once."""
     xp = be.xp
     B = min(p.batch_size, len(order))
     ph0_all, h_all, phT_all = (xp.empty((B, F), dtype=np.float32) for _ in range(3))
@@ -80,38 +80,49 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
     dense = None  # bernoulli units: the visible probabilities and states of a batch, over all items
     batches = be.epoch_batches(d["indptr"], d["indices"], order, p.batch_size, n_items, d["indptr_host"],
                                grouped=not bernoulli)
-    for rows, group in batches:
-        step += 1
-        B = rows.shape[0]
-        scale = 1.0 / B
-        ph0, h, phT = ph0_all[:B], h_all[:B], phT_all[:B]  # leading rows: still C-contiguous
-        if not bernoulli:  # the batch's items, before it reads them (its update_softmax marks them)
-            be.catch_up(group[0], lazy[0], step - 1, *lazy[1:], False)
-        be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
-                         p.seed, step, 0, ph0, h, True)
-        if bernoulli:
-            W0 = d["W"][:, 0, :]
-            if dense is None:
-                dense = [xp.empty((B, n_items), dtype=np.float32) for _ in range(2)]
-            pv, v = dense[0][:B], dense[1][:B]
-            for t in range(1, steps + 1):
-                be.sigmoid_bernoulli(h @ W0.T + d["bv"][:, 0], rows, p.seed, step, t, PHASE_VISIBLE, pv, v)
-                be.sigmoid_bernoulli(v @ W0 + d["bh"], rows, p.seed, step, t, PHASE_HIDDEN, phT, h)
-            be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
-                                 np.float32(1.0), gW, gbv)
-            gW[:, 0, :] -= v.T @ phT
-            gbv[:, 0] -= v.sum(axis=0)
-            for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay), (d["bv"], gbv, d["vel"][1], 0.0)):
-                be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate, momentum,
-                                decay, scale)
-        else:
-            neg_states = d["neg_states"]
-            for t in range(1, steps + 1):
-                be.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"],
-                                          p.seed, step, t, neg_states)
-                be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
-                                 p.seed, step, t, phT, h, t < steps)
-            be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
-                              d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale, d["last"], step)
-        be.update_hidden_bias(ph0, phT, d["bh"], gbh, d["vel"][2], p.learning_rate, momentum, scale)
+    pending = None  # the items of a batch caught up to the step before it, not yet marked in last
+    try:
+        for rows, group in batches:
+            step += 1
+            B = rows.shape[0]
+            scale = 1.0 / B
+            ph0, h, phT = ph0_all[:B], h_all[:B], phT_all[:B]  # leading rows: still C-contiguous
+            if not bernoulli:  # the batch's items, before it reads them (its update_softmax marks them)
+                be.catch_up(group[0], lazy[0], step - 1, *lazy[1:], False)
+                pending = group[0]
+            be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
+                             p.seed, step, 0, ph0, h, True)
+            if bernoulli:
+                W0 = d["W"][:, 0, :]
+                if dense is None:
+                    dense = [xp.empty((B, n_items), dtype=np.float32) for _ in range(2)]
+                pv, v = dense[0][:B], dense[1][:B]
+                for t in range(1, steps + 1):
+                    be.sigmoid_bernoulli(h @ W0.T + d["bv"][:, 0], rows, p.seed, step, t, PHASE_VISIBLE, pv, v)
+                    be.sigmoid_bernoulli(v @ W0 + d["bh"], rows, p.seed, step, t, PHASE_HIDDEN, phT, h)
+                be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
+                                     np.float32(1.0), gW, gbv)
+                gW[:, 0, :] -= v.T @ phT
+                gbv[:, 0] -= v.sum(axis=0)
+                for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay),
+                                                (d["bv"], gbv, d["vel"][1], 0.0)):
+                    be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
+                                    momentum, decay, scale)
+            else:
+                neg_states = d["neg_states"]
+                for t in range(1, steps + 1):
+                    be.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"],
+                                              p.seed, step, t, neg_states)
+                    be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
+                                     p.seed, step, t, phT, h, t < steps)
+                be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
+                                  d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale, d["last"], step)
+                pending = None
+            be.update_hidden_bias(ph0, phT, d["bh"], gbh, d["vel"][2], p.learning_rate, momentum, scale)
+    except BaseException:
+        # stopped between a batch's catch_up and its update_softmax: its items are current at the step
+        # before it, which last must say, or cd_epoch's final catch_up would take those steps again
+        if pending is not None:
+            d["last"][xp.diff(pending) > 0] = step - 1
+        raise
     return step

@@ -143,6 +143,28 @@ def test_cuda_errors_become_runtime_errors_with_file_and_line():
     np.testing.assert_array_equal(out.get(), philox_words(5, 1, 0, 0, 0, 4))
 
 
+@pytest.mark.parametrize("B", [1, 100, 943])
+def test_epoch_batches_on_the_device(B):
+    """The CuPy grouping of a whole epoch (CuPy's own sort and searches) is each batch's
+    group_by_item, bit for bit, and reads nothing back from the device."""
+    import cupy
+
+    from rbm_cuda.cpu.kernels import group_by_item
+    from rbm_cuda.cuda.backend import CupyBackend
+
+    X = synthetic_ml100k()
+    ip, idx = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+    order = np.random.default_rng(B).permutation(np.flatnonzero(np.diff(ip)))
+    be = CupyBackend()
+    batches = list(be.epoch_batches(cupy.asarray(ip), cupy.asarray(idx), order, B, X.shape[1], ip))
+    assert be.host_reads == 0 and len(batches) == -(-len(order) // B)
+    for k, (rows, group) in enumerate(batches):
+        want = group_by_item(ip, idx, order[k * B:(k + 1) * B], X.shape[1])
+        for name, got, w in zip(("start", "slot_b", "slot_p", "delta"), group, want):
+            assert got.dtype == w.dtype, name
+            np.testing.assert_array_equal(cupy.asnumpy(got), w, err_msg=f"batch {k}: {name}")
+
+
 def test_backend_rejects_host_arrays():
     from rbm_cuda.cuda.backend import CupyBackend
 

@@ -149,27 +149,37 @@ def test_lazy_updates_agree_with_eager_ones_over_several_epochs(visible):
     assert not np.allclose(lazy.W_, start.W_)
 
 
-def test_an_epoch_stopped_by_an_error_leaves_no_item_behind(monkeypatch):
+@pytest.mark.parametrize("kernel", ["sample_visible_softmax", "update_softmax"])
+def test_an_epoch_stopped_by_an_error_leaves_no_item_behind(monkeypatch, kernel):
     """Ctrl-C or an error in a batch: the items that sat out the batches before it still take the
-    momentum-and-decay steps they missed, so the weights are those of the steps taken."""
+    momentum-and-decay steps they missed, so the weights are those of the steps taken, whether the
+    batch stopped before its catch-up or after it (its items then must not take the steps twice)."""
     from rbm_cuda.cpu import kernels
     from rbm_cuda.cpu.backend import NumbaBackend
 
     X = random_ratings(n_users=80, n_items=40, density=0.06, empty_rows=())
-    calls = []
 
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return kernels.sample_visible_softmax(*args)
+    def stopped_in(name):
+        calls = []
 
-    monkeypatch.setattr(NumbaBackend, "sample_visible_softmax", staticmethod(failing))
-    model = RBM(n_hidden=10, batch_size=4, epochs=1, weight_decay=0.02, device="cpu")
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(X)
-    last = model._dev["last"]
-    assert (last == 4).all()  # every item is current at the last step completed, four batches in
+        def failing(*args):
+            calls.append(1)
+            if len(calls) == 5:  # the fifth batch's call
+                raise KeyboardInterrupt
+            return getattr(kernels, name)(*args)
+
+        with monkeypatch.context() as mp:
+            mp.setattr(NumbaBackend, name, staticmethod(failing))
+            model = RBM(n_hidden=10, batch_size=4, epochs=1, weight_decay=0.02, device="cpu")
+            with pytest.raises(KeyboardInterrupt):
+                model.fit(X)
+        return model._dev
+
+    before, after = stopped_in("catch_up"), stopped_in(kernel)
+    assert (before["last"] == 4).all() and (after["last"] == 4).all()  # four batches completed
+    for name in ("W", "bv"):
+        np.testing.assert_array_equal(after[name], before[name])
+    np.testing.assert_array_equal(after["vel"][0], before["vel"][0])
 
 
 def test_softmax_exp_is_within_one_ulp():

@@ -140,6 +140,9 @@ def test_a_failed_save_leaves_no_temporary_file_and_the_next_save_clears_killed_
     mask = os.umask(0o022)
     os.umask(mask)
     assert os.stat(out).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+    os.chmod(out, 0o600)  # a mode the owner chose is kept by the next save
+    model.save(out)
+    assert os.stat(out).st_mode & 0o777 == 0o600
 
 
 def test_a_zip_bomb_in_any_member_is_refused_before_it_is_read(tmp_path, saved):

@@ -161,11 +161,11 @@ class PointerKernels:
         return start, b_of_p[order].astype(np.int32), order.astype(np.int32), delta
 
     def epoch_batches(self, indptr, indices, order, batch_size, n_items, host_indptr, grouped=True):
-        """The epoch's batches as (rows, group) pairs: rows[k] the batch's slice of `order`, group the
-        batch's group_by_item arrays (None when not `grouped`), bit for bit.  All batches are grouped
-        in one pass over the epoch (a stable sort of its entries by (batch, item)), with sizes taken
-        from the host copy of indptr, so a batch costs no launch and no transfer of its own.  The
-        batches' `start` arrays take n_batches x (n_items + 1) x 8 bytes of device memory.
+        """The epoch's batches as (rows, group) pairs: rows the batch's slice of `order`, group the
+        batch's group_by_item arrays (None when not `grouped`), bit for bit.  One pass over the epoch
+        sorts its entries by (batch, item), with sizes taken from the host copy of indptr; each batch
+        then costs one search of its sorted items for `start`, and no transfer.  Device memory: a few
+        arrays of the epoch's ratings, freed as the batches are reached.
 
         indptr, indices: the backend's arrays; order: host int64[R]; host_indptr: host int64[n_rows + 1]."""
         xp = self.xp
@@ -174,7 +174,9 @@ class PointerKernels:
         rows = self.asarray(order, np.int64)  # uploaded once per epoch; each batch is a view
         cuts = list(range(0, R, B)) + [R]
         if not grouped:
-            return [(rows[a:b], None) for a, b in zip(cuts[:-1], cuts[1:])]
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                yield rows[a:b], None
+            return
         for a, name, dtype in ((indptr, "indptr", I64), (indices, "indices", I32)):
             self._ptr(a, name, dtype, (None,))
         if self.check_bounds:
@@ -187,27 +189,27 @@ class PointerKernels:
         if worst > 2**31 - 1:
             raise ValueError(f"a batch holds {worst:,} ratings, more than 2**31 - 1 (int32 slots); "
                              "use a smaller batch_size")
-        n_batches, m = len(cuts) - 1, int(offsets_h[-1])
         offsets = self.asarray(offsets_h, np.int64)
         row_start = self.asarray(row_start_h, np.int64)
-        batch_of_row = xp.arange(R, dtype=np.int64) // B
         first = indptr[rows]
-        delta = first - (row_start - offsets[batch_of_row])  # CSR position = batch position + delta
-        p = xp.arange(m, dtype=np.int64)
+        delta = first - (row_start - offsets[xp.arange(R, dtype=np.int64) // B])  # CSR = batch position + delta
+        p = xp.arange(int(offsets_h[-1]), dtype=np.int64)
         row_of_p = xp.searchsorted(row_start, p, side="right") - 1
+        items = indices[first[row_of_p] + (p - row_start[row_of_p])].astype(np.int64)
+        del first, p
         batch_of_p = row_of_p // B
-        key = batch_of_p * n_items + indices[first[row_of_p] + (p - row_start[row_of_p])]
-        sort = xp.argsort(key, kind="stable") if xp is np else xp.argsort(key)  # CuPy's sort is stable
+        sort = xp.argsort(batch_of_p * n_items + items, kind="stable") if xp is np else \
+            xp.argsort(batch_of_p * n_items + items)  # CuPy's sort is stable
+        items_sorted = items[sort].astype(np.int32)
         batch_sorted = batch_of_p[sort]
         slot_b = (row_of_p[sort] - batch_sorted * B).astype(np.int32)
         slot_p = (sort - offsets[batch_sorted]).astype(np.int32)
-        bounds = (xp.arange(n_batches, dtype=np.int64)[:, None] * n_items
-                  + xp.arange(n_items + 1, dtype=np.int64)[None, :])
-        starts = xp.searchsorted(key[sort], bounds.ravel(), side="left").reshape(n_batches, n_items + 1)
-        starts -= offsets[:-1, None]
-        return [(rows[a:b], (starts[k], slot_b[offsets_h[k]:offsets_h[k + 1]], slot_p[offsets_h[k]:offsets_h[k + 1]],
-                             delta[a:b]))
-                for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+        del items, batch_of_p, row_of_p, sort, batch_sorted
+        bounds = xp.arange(n_items + 1, dtype=np.int32)
+        for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+            lo, hi = int(offsets_h[k]), int(offsets_h[k + 1])
+            start = xp.searchsorted(items_sorted[lo:hi], bounds, side="left")
+            yield rows[a:b], (start, slot_b[lo:hi], slot_p[lo:hi], delta[a:b])
 
     def _group(self, start, slot_b, slot_p, delta, n_items, B):
         """Checks group_by_item's arrays; returns their pointers and the number of slots."""
