@@ -2,6 +2,7 @@
 
     python bench/serve_load.py                        # starts the server on 127.0.0.1 itself
     python bench/serve_load.py --clients 16 --seconds 30 --model rbm-ml-latest-small.npz
+    python bench/serve_load.py --clients 16 --workers 2  # two server processes
 
 The server runs in its own process (python -m rbm_cuda.serve, 127.0.0.1 only; with no --model, the
 cached or freshly trained ml-latest-small recommender).  Each client is a thread with its own
@@ -97,6 +98,7 @@ def main(argv=None):
     ap.add_argument("--max-requests", type=int, default=100_000)
     ap.add_argument("--n", type=int, default=10, help="items asked for per request")
     ap.add_argument("--warmup", type=int, default=20, help="requests sent before timing")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (python -m rbm_cuda.serve --workers)")
     a = ap.parse_args(argv)
     if a.clients < 1 or a.seconds <= 0:
         ap.error("--clients must be >= 1 and --seconds > 0")
@@ -105,6 +107,8 @@ def main(argv=None):
     cmd = [sys.executable, "-m", "rbm_cuda.serve", "--host", "127.0.0.1", "--port", str(port)]
     if a.model:
         cmd += ["--model", a.model]
+    if a.workers != 1:
+        cmd += ["--workers", str(a.workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_up(url, proc, timeout=900)

@@ -209,3 +209,54 @@ def test_a_ranker_only_recommender_saves_and_loads(tmp_path):
     rec = RBMRecommender(("ranker",), ranker_params={**p, "epochs": np.int64(1)}, device="cpu").fit(data())
     back = RBMRecommender.load(rec.save(tmp_path / "r.npz"))
     assert back.weights_ == {} and back.recommend(5, n=3)[0].tolist() == rec.recommend(5, n=3)[0].tolist()
+
+
+def test_several_server_processes_answer_as_one(tmp_path, rec):
+    """python -m rbm_cuda.serve --workers 2: every process loads the model file, and each request gets
+    the answer one process gives."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    path = rec.save(tmp_path / "m.npz")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "rbm_cuda.serve", "--model", path, "--workers", "2", "--port",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+    url = f"http://127.0.0.1:{port}"
+    body = {"history": [{"item_id": 100, "rating": 5}, {"item_id": 103, "rating": 2}], "n": 5}
+    want = TestClient(create_app(RBMRecommender.load(path))).post("/api/recommendations", json=body).json()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/health", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        for _ in range(20):
+            req = urllib.request.Request(url + "/api/recommendations", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                got = json.loads(r.read())
+            # the same list; scores up to the last digits, which BLAS may round otherwise on one thread
+            assert [i["item_id"] for i in got["items"]] == [i["item_id"] for i in want["items"]]
+            np.testing.assert_allclose([i["score"] for i in got["items"]], [i["score"] for i in want["items"]],
+                                       rtol=1e-4)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "in 2 processes" in err
+
+
+def test_workers_must_be_at_least_one(capsys):
+    from rbm_cuda.serve import main
+
+    assert main(["--workers", "0"]) == 2
+    assert "--workers 0: expected at least 1" in capsys.readouterr().err
