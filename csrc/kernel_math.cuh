@@ -52,40 +52,33 @@ RBM_HD inline float hidden_input(const int64_t *indptr, const int32_t *indices, 
     return acc;
 }
 
-// Logits of one rated entry (item i) given hidden states hb: z[k] = bv[i, k] + (hb . W[i, k, :]),
-// the dot product summed from zero as the Numba twin does; returns max_k z[k].
-template <int MaxLevels>
-RBM_HD inline float level_logits(const float *hb, const float *W, const float *bv, int64_t i, int n_levels,
+// The dot product of hidden states with one weight row w[n_hidden], summed from zero in unit order as
+// the Numba twin does: from floats (probabilities or 0/1 samples), or from binary states packed as bits
+// (bit f % 32 of word f / 32).  For binary states the two give the same sum, since each term h[f] * w[f]
+// is w[f] or zero and a zero term leaves the sum as it is (it starts at +0); the bits read only the
+// weights of the active units.
+RBM_HD inline float hidden_dot(const float *hb, const float *w, int64_t n_hidden) {
+    float dot = 0.0f;
+    for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
+    return dot;
+}
+RBM_HD inline float hidden_dot(const uint32_t *hbits, const float *w, int64_t n_hidden) {
+    float dot = 0.0f;
+    for (int64_t f = 0; f < n_hidden; ++f)
+        if ((hbits[f >> 5] >> (f & 31)) & 1u) dot += w[f];
+    return dot;
+}
+
+// Logits of one rated entry (item i) given hidden states h (floats or bits, hidden_dot):
+// z[k] = bv[i, k] + (h . W[i, k, :]); returns max_k z[k].
+template <int MaxLevels, class Hidden>
+RBM_HD inline float level_logits(const Hidden *h, const float *W, const float *bv, int64_t i, int n_levels,
                                  int64_t n_hidden, float (&z)[MaxLevels]) {
     float top = -INFINITY;
     RBM_UNROLL
     for (int k = 0; k < MaxLevels; ++k) {
         if (k < n_levels) {
-            const float *w = W + (i * n_levels + k) * n_hidden;
-            float dot = 0.0f;
-            for (int64_t f = 0; f < n_hidden; ++f) dot += hb[f] * w[f];
-            z[k] = bv[i * n_levels + k] + dot;
-            if (z[k] > top) top = z[k];
-        }
-    }
-    return top;
-}
-
-// level_logits for binary hidden states packed as bits (bit f % 32 of word f / 32 of hbits): the
-// same sums, since with h[f] in {0, 1} each term h[f] * w[f] is w[f] or zero, and a zero term leaves
-// the sum as it is (it starts at +0).  Only the weights of the active units are read.
-template <int MaxLevels>
-RBM_HD inline float level_logits_bits(const uint32_t *hbits, const float *W, const float *bv, int64_t i, int n_levels,
-                                      int64_t n_hidden, float (&z)[MaxLevels]) {
-    float top = -INFINITY;
-    RBM_UNROLL
-    for (int k = 0; k < MaxLevels; ++k) {
-        if (k < n_levels) {
-            const float *w = W + (i * n_levels + k) * n_hidden;
-            float dot = 0.0f;
-            for (int64_t f = 0; f < n_hidden; ++f)
-                if ((hbits[f >> 5] >> (f & 31)) & 1u) dot += w[f];
-            z[k] = bv[i * n_levels + k] + dot;
+            z[k] = bv[i * n_levels + k] + hidden_dot(h, W + (i * n_levels + k) * n_hidden, n_hidden);
             if (z[k] > top) top = z[k];
         }
     }

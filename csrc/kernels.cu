@@ -123,7 +123,7 @@ __global__ void sample_visible_softmax_kernel(const int32_t *__restrict__ indice
         const int64_t b = slot_b[q];
         const int64_t j = slot_p[q] + delta[b];
         float z[MaxLevels];
-        const float top = level_logits_bits(hbits + b * n_words, W, bv, indices[j], levels, n_hidden, z);
+        const float top = level_logits(hbits + b * n_words, W, bv, indices[j], levels, n_hidden, z);
         const float total = softmax_numerators(z, levels, top);
         const float u = philox_uniform(seed, step, gibbs, kPhaseVisible, static_cast<uint64_t>(j));
         out_states[j] = categorical(z, levels, total, u);
