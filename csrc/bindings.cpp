@@ -86,6 +86,18 @@ void define_kernels(nb::module_ &m) {
         "dense sigmoid and Bernoulli draw (kernels.sigmoid_bernoulli)");
 
     m.def(
+        "compact_rows",
+        [](uintptr_t dense, int64_t n_batch, int64_t width, uintptr_t chunk_counts, uintptr_t indptr_out,
+           uintptr_t indices_out, uintptr_t stream, int device) {
+            rbm::use_device(device);
+            rbm::compact_rows(ptr<const float>(dense), n_batch, width, ptr<int64_t>(chunk_counts),
+                              ptr<int64_t>(indptr_out), ptr<int32_t>(indices_out), as_stream(stream));
+        },
+        "dense"_a, "n_batch"_a, "width"_a, "chunk_counts"_a, "indptr_out"_a, "indices_out"_a, "stream"_a,
+        "device"_a, release_gil(), "the nonzero columns of each row as CSR (kernels.compact_rows)");
+    m.attr("COMPACT_CHUNK") = rbm::kCompactChunk;
+
+    m.def(
         "scatter_gradients",
         [](uintptr_t indptr, uintptr_t indices, uintptr_t states, uintptr_t values, int64_t n_values, uintptr_t rows,
            int64_t n_batch, uintptr_t ph, float sign, uintptr_t dW, uintptr_t dbv, int64_t n_levels,

@@ -149,6 +149,51 @@ __global__ void sigmoid_bernoulli_kernel(const float *__restrict__ logits, int64
     }
 }
 
+// kernels.compact_rows in three passes, each row cut into chunks of kCompactChunk columns: a thread
+// per (row, chunk) counts the chunk's nonzeros; one thread turns the counts into offsets (row-major,
+// so each row's chunks follow one another) and indptr; a thread per (row, chunk) writes its columns
+// in order.  The columns come out in increasing order, as in the Numba kernel.
+__global__ void count_chunks_kernel(const float *__restrict__ dense, int64_t n_batch, int64_t width, int64_t n_chunks,
+                                    int64_t *__restrict__ counts) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n_batch * n_chunks; e += stride) {
+        const int64_t b = e / n_chunks, n0 = (e - b * n_chunks) * kCompactChunk;
+        const int64_t n1 = n0 + kCompactChunk < width ? n0 + kCompactChunk : width;
+        const float *row = dense + b * width;
+        int64_t c = 0;
+        for (int64_t n = n0; n < n1; ++n) c += row[n] != 0.0f;
+        counts[e] = c;
+    }
+}
+
+__global__ void scan_chunks_kernel(int64_t *__restrict__ counts, int64_t n_batch, int64_t n_chunks,
+                                   int64_t *__restrict__ indptr_out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    int64_t total = 0;
+    for (int64_t b = 0; b < n_batch; ++b) {
+        indptr_out[b] = total;
+        for (int64_t c = b * n_chunks; c < (b + 1) * n_chunks; ++c) {
+            const int64_t here = counts[c];
+            counts[c] = total;
+            total += here;
+        }
+    }
+    indptr_out[n_batch] = total;
+}
+
+__global__ void fill_chunks_kernel(const float *__restrict__ dense, int64_t n_batch, int64_t width, int64_t n_chunks,
+                                   const int64_t *__restrict__ offsets, int32_t *__restrict__ indices_out) {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n_batch * n_chunks; e += stride) {
+        const int64_t b = e / n_chunks, n0 = (e - b * n_chunks) * kCompactChunk;
+        const int64_t n1 = n0 + kCompactChunk < width ? n0 + kCompactChunk : width;
+        const float *row = dense + b * width;
+        int64_t k = offsets[e];
+        for (int64_t n = n0; n < n1; ++n)
+            if (row[n] != 0.0f) indices_out[k++] = static_cast<int32_t>(n);
+    }
+}
+
 // kernels.scatter_gradients with atomics: thread (b, f) adds s * ph[b, f] for each entry of the row.
 __global__ void scatter_gradients_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
                                          const int32_t *__restrict__ states, const float *__restrict__ values,
@@ -440,6 +485,26 @@ void sigmoid_bernoulli(const float *logits, int64_t n_batch, int64_t width, cons
     RBM_LAUNCH(sigmoid_bernoulli_kernel, flat_grid(n_batch * width), dim3(static_cast<unsigned>(kFlatBlock)), 0,
                stream, logits, n_batch, width, rows, seed, step, gibbs, phase, prob_out, sample_out);
     RBM_CUDA_CHECK_LAUNCH();
+}
+
+void compact_rows(const float *dense, int64_t n_batch, int64_t width, int64_t *chunk_counts, int64_t *indptr_out,
+                  int32_t *indices_out, cudaStream_t stream) {
+    check_count(n_batch, "n_batch");
+    check_count(width, "width");
+    if (width > 2147483647LL) invalid("compact_rows: width must fit int32 column indices, got " + std::to_string(width));
+    const int64_t n_chunks = compact_chunks(width);
+    if (n_batch * n_chunks > 0) {
+        RBM_LAUNCH(count_chunks_kernel, flat_grid(n_batch * n_chunks), dim3(static_cast<unsigned>(kFlatBlock)), 0,
+                   stream, dense, n_batch, width, n_chunks, chunk_counts);
+        RBM_CUDA_CHECK_LAUNCH();
+    }
+    RBM_LAUNCH(scan_chunks_kernel, dim3(1), dim3(1), 0, stream, chunk_counts, n_batch, n_chunks, indptr_out);
+    RBM_CUDA_CHECK_LAUNCH();
+    if (n_batch * n_chunks > 0) {
+        RBM_LAUNCH(fill_chunks_kernel, flat_grid(n_batch * n_chunks), dim3(static_cast<unsigned>(kFlatBlock)), 0,
+                   stream, dense, n_batch, width, n_chunks, chunk_counts, indices_out);
+        RBM_CUDA_CHECK_LAUNCH();
+    }
 }
 
 void scatter_gradients(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,

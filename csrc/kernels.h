@@ -45,6 +45,14 @@ void sigmoid_bernoulli(const float *logits, int64_t n_batch, int64_t width, cons
                        uint32_t step, uint32_t gibbs, uint32_t phase, float *prob_out, float *sample_out,
                        cudaStream_t stream);
 
+// kernels.compact_rows: the nonzero columns of each row of dense[n_batch, width] as CSR,
+// indptr_out[n_batch + 1] and indices_out[>= n_batch * width] (each row's columns in increasing order).
+// chunk_counts[n_batch * compact_chunks(width)] is scratch the caller provides.  Three launches.
+constexpr int64_t kCompactChunk = 1024;
+inline int64_t compact_chunks(int64_t width) { return (width + kCompactChunk - 1) / kCompactChunk; }
+void compact_rows(const float *dense, int64_t n_batch, int64_t width, int64_t *chunk_counts, int64_t *indptr_out,
+                  int32_t *indices_out, cudaStream_t stream);
+
 // ph[n_batch, n_hidden], dW[n_items, n_levels, n_hidden], dbv[n_items, n_levels].
 // Float atomics: the order of the additions, hence the last bits of dW and dbv, can vary per run.
 void scatter_gradients(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,

@@ -75,7 +75,8 @@ def _check_memory(n_items, n_states, p):
     arrays = 3 if p.visible == "bernoulli" else 2  # W and its velocity (and W's gradient for bernoulli)
     need = n_items * n_states * p.n_hidden * 4 * arrays
     if p.visible == "bernoulli":
-        need += 2 * p.batch_size * n_items * 4  # the dense visible probabilities and samples of a batch
+        # a batch's dense logits, probabilities and samples, and the samples' items and states as CSR
+        need += 5 * p.batch_size * n_items * 4
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -69,6 +69,20 @@ def cd_epoch(be, d, params, order, epoch, step):
     return finished
 
 
+class _BernoulliNegative:
+    """The buffers of the bernoulli negative phase for batches of up to B rows over n_items items: the
+    dense logits, probabilities and samples, and the samples as CSR (indptr, indices, all in state 0,
+    values all ones; row b is batch position b, whose hidden units draw elements b * F + f)."""
+
+    def __init__(self, xp, B, n_items):
+        self.logits, self.pv, self.v = (xp.empty((B, n_items), dtype=np.float32) for _ in range(3))
+        self.indptr = xp.zeros(B + 1, dtype=np.int64)
+        self.indices = xp.zeros(B * n_items, dtype=np.int32)  # zeros: every entry a valid item
+        self.states = xp.zeros(B * n_items, dtype=np.int32)
+        self.values = xp.empty(0, dtype=np.float32)
+        self.positions = xp.arange(B, dtype=np.int64)
+
+
 def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy):
     """The batches of cd_epoch; returns the step count after them.  On a GPU a softmax batch is eight
     launches (seven kernels and a search) and no transfer: the epoch's ratings are sorted by batch
@@ -77,7 +91,7 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
     B = min(p.batch_size, len(order))
     ph0_all, h_all, phT_all = (xp.empty((B, F), dtype=np.float32) for _ in range(3))
     gW, gbv, gbh = d["grad"]
-    dense = None  # bernoulli units: the visible probabilities and states of a batch, over all items
+    neg = _BernoulliNegative(xp, B, n_items) if bernoulli else None
     batches = be.epoch_batches(d["indptr"], d["indices"], order, p.batch_size, n_items, d["indptr_host"],
                                grouped=not bernoulli)
     pending = None  # the items of a batch caught up to the step before it, not yet marked in last
@@ -93,17 +107,18 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
             be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
                              p.seed, step, 0, ph0, h, True)
             if bernoulli:
-                W0 = d["W"][:, 0, :]
-                if dense is None:
-                    dense = [xp.empty((B, n_items), dtype=np.float32) for _ in range(2)]
-                pv, v = dense[0][:B], dense[1][:B]
+                W0T = d["W"][:, 0, :].T
+                logits, pv, v = neg.logits[:B], neg.pv[:B], neg.v[:B]
+                sampled = (neg.indptr[:B + 1], neg.indices, neg.states, neg.values, neg.positions[:B])
                 for t in range(1, steps + 1):
-                    be.sigmoid_bernoulli(h @ W0.T + d["bv"][:, 0], rows, p.seed, step, t, PHASE_VISIBLE, pv, v)
-                    be.sigmoid_bernoulli(v @ W0 + d["bh"], rows, p.seed, step, t, PHASE_HIDDEN, phT, h)
+                    xp.matmul(h, W0T, out=logits)
+                    logits += d["bv"][:, 0]
+                    be.sigmoid_bernoulli(logits, rows, p.seed, step, t, PHASE_VISIBLE, pv, v)
+                    be.compact_rows(v, sampled[0], neg.indices)  # the sampled items, read sparsely below
+                    be.sample_hidden(*sampled, d["W"], d["bh"], p.seed, step, t, phT, h, t < steps)
                 be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
                                      np.float32(1.0), gW, gbv)
-                gW[:, 0, :] -= v.T @ phT
-                gbv[:, 0] -= v.sum(axis=0)
+                be.scatter_gradients(*sampled, phT, np.float32(-1.0), gW, gbv)
                 for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay),
                                                 (d["bv"], gbv, d["vel"][1], 0.0)):
                     be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,

@@ -91,7 +91,8 @@ if rbm_cuda.gpu.HAS_CUDA:
     test_group_by_item = _emu_tests.test_group_by_item
     test_too_many_levels_is_a_clear_error = _emu_tests.test_too_many_levels_is_a_clear_error
     test_sigmoid_bernoulli = _emu_tests.test_sigmoid_bernoulli
-    test_sigmoid_bernoulli_draws_what_sample_hidden_draws = _emu_tests.test_sigmoid_bernoulli_draws_what_sample_hidden_draws
+    test_compact_rows = _emu_tests.test_compact_rows
+    test_compact_rows_refuses_a_short_buffer = _emu_tests.test_compact_rows_refuses_a_short_buffer
     test_scatter_gradients = _emu_tests.test_scatter_gradients
     test_apply_update = _emu_tests.test_apply_update
     test_update_hidden_bias = _emu_tests.test_update_hidden_bias

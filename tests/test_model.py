@@ -100,7 +100,10 @@ def reference_epoch(model, X, W, bv, bh, epoch=0, carry=None):
                 VT *= m[:, :, None]
                 phT = sigmoid(bh + np.einsum("bik,ikf->bf", VT, W))
             if t < steps:
-                h = (uniforms(seed, step, t, PHASE_HIDDEN, hid_elems) < phT).astype(np.float32)
+                # bernoulli: the negative phase's hidden units are those of CSR rows 0 .. B - 1, the
+                # sampled items of each batch position
+                elems = np.arange(B)[:, None] * F + np.arange(F)[None, :] if p.visible == "bernoulli" else hid_elems
+                h = (uniforms(seed, step, t, PHASE_HIDDEN, elems) < phT).astype(np.float32)
         gW = np.einsum("bik,bf->ikf", V0[rows], ph0) - np.einsum("bik,bf->ikf", VT, phT)
         gbv = V0[rows].sum(0) - VT.sum(0)
         gbh = ph0.sum(0) - phT.sum(0)

@@ -30,6 +30,7 @@ class NumbaBackend:
     sample_hidden = staticmethod(kernels.sample_hidden)
     sample_visible_softmax = staticmethod(kernels.sample_visible_softmax)
     sigmoid_bernoulli = staticmethod(kernels.sigmoid_bernoulli)
+    compact_rows = staticmethod(kernels.compact_rows)
     scatter_gradients = staticmethod(kernels.scatter_gradients)
     apply_update = staticmethod(kernels.apply_update)
     update_softmax = staticmethod(kernels.update_softmax)

@@ -334,8 +334,7 @@ def _expf(x):
 def sigmoid_bernoulli(logits, rows, seed, step, gibbs, phase, prob_out, sample_out):
     """Dense sigmoid and Bernoulli draw: element (b, n) is element rows[b] * N + n of the stream.
 
-    Used for the bernoulli negative phase (visible, after a BLAS product) and for hidden units
-    driven by a dense visible matrix, where it draws the same numbers as sample_hidden.
+    The bernoulli negative phase's visible units, on logits from a BLAS product over all items.
     """
     width = logits.shape[1]
     for b in prange(logits.shape[0]):
@@ -344,6 +343,37 @@ def sigmoid_bernoulli(logits, rows, seed, step, gibbs, phase, prob_out, sample_o
         for n in range(width):
             pb[n] = _sigmoid(lb[n])
         _bernoulli_row(pb, sample_out[b], width, seed, step, gibbs, phase, np.uint64(rows[b]) * np.uint64(width))
+
+
+@njit(parallel=True, cache=True)
+def compact_rows(dense, indptr_out, indices_out):
+    """The nonzero columns of each row of dense float32[B, N], as CSR: indptr_out int64[B + 1] and
+    indices_out int32[>= nonzeros] (the CUDA launcher asks for B * N), each row's columns in increasing
+    order.
+
+    The bernoulli negative phase samples every visible unit, but a person rates a small share of the
+    items, and so does a reconstruction: as CSR, sample_hidden and scatter_gradients read the W rows
+    of the sampled items only, instead of two dense products over all of them.
+    """
+    n_rows, width = dense.shape
+    indptr_out[0] = 0
+    for b in prange(n_rows):
+        row = dense[b]
+        c = 0
+        for n in range(width):
+            c += row[n] != np.float32(0.0)
+        indptr_out[b + 1] = c
+    for b in range(n_rows):
+        indptr_out[b + 1] += indptr_out[b]
+    if indices_out.shape[0] < indptr_out[n_rows]:
+        raise ValueError("compact_rows: indices_out is shorter than the number of nonzeros")
+    for b in prange(n_rows):
+        row = dense[b]
+        k = indptr_out[b]
+        for n in range(width):
+            if row[n] != np.float32(0.0):
+                indices_out[k] = n
+                k += 1
 
 
 @njit(parallel=True, cache=True)

@@ -256,6 +256,21 @@ class PointerKernels:
             self._ptr(prob_out, "prob_out", F32, (B, N), out=True),
             self._ptr(sample_out, "sample_out", F32, (B, N), out=True), self._stream(), self._device())
 
+    def compact_rows(self, dense, indptr_out, indices_out):
+        if not hasattr(dense, "shape") or len(dense.shape) != 2:
+            raise ValueError(f"dense must be float32[B, N], got shape {getattr(dense, 'shape', None)}")
+        B, N = dense.shape
+        p_dense = self._ptr(dense, "dense", F32, (B, N))
+        p_indptr = self._ptr(indptr_out, "indptr_out", I64, (B + 1,), out=True)
+        # the kernel cannot stop at a full buffer: room for every column, as the Numba kernel's check
+        # would only find out after the count
+        p_indices = self._ptr(indices_out, "indices_out", I32, (None,), out=True)
+        if indices_out.shape[0] < B * N:
+            raise ValueError(f"indices_out has {indices_out.shape[0]} entries, compact_rows needs B * N = {B * N}")
+        counts = self.xp.empty(B * (-(-N // self._m.COMPACT_CHUNK)), dtype=np.int64)  # scratch
+        self._m.compact_rows(p_dense, B, N, self._ptr(counts, "chunk_counts", I64, counts.shape, out=True), p_indptr,
+                             p_indices, self._stream(), self._device())
+
     def scatter_gradients(self, indptr, indices, states, values, rows, ph, sign, dW, dbv):
         n_items, K, F = self._weights(dW)
         p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
