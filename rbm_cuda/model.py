@@ -31,19 +31,26 @@ MAX_SOFTMAX_LEVELS = 50
 
 
 def sparse_ratings(X, what="ratings"):
-    """A scipy sparse matrix as canonical float32 CSR: a (row, column) stored twice is refused with
-    the pair (scipy would add the two values into one rating), and so are non-finite values."""
-    coo = sp.coo_matrix(X)
-    if coo.nnz:
-        key = coo.row.astype(np.int64) * coo.shape[1] + coo.col.astype(np.int64)
-        order = np.argsort(key, kind="stable")
-        rep = np.flatnonzero(key[order][1:] == key[order][:-1])
-        if len(rep):
-            k = order[rep[0]]
-            raise ValueError(f"{what}: entry (row {coo.row[k]}, column {coo.col[k]}) is stored {np.sum(key == key[k])} "
-                             f"times ({len(rep)} repeated entries in all); give each (user, item) one rating")
-    csr = sp.csr_matrix(coo, dtype=np.float32)
-    csr.sort_indices()
+    """A scipy sparse matrix as canonical float32 CSR (a copy): a (row, column) stored twice is
+    refused with the pair (scipy would add the two values into one rating), and so are non-finite
+    values."""
+    if X.format == "csr" and X.has_canonical_format:
+        # sorted column indices, each at most once per row: no pair twice, and no sorting or int64
+        # keys (at 20 M ratings those temporaries are most of a gigabyte)
+        csr = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    else:
+        coo = sp.coo_matrix(X)
+        if coo.nnz:
+            key = coo.row.astype(np.int64) * coo.shape[1] + coo.col.astype(np.int64)
+            order = np.argsort(key, kind="stable")
+            rep = np.flatnonzero(key[order][1:] == key[order][:-1])
+            if len(rep):
+                k = order[rep[0]]
+                raise ValueError(f"{what}: entry (row {coo.row[k]}, column {coo.col[k]}) is stored "
+                                 f"{np.sum(key == key[k])} times ({len(rep)} repeated entries in all); give each "
+                                 "(user, item) one rating")
+        csr = sp.csr_matrix(coo, dtype=np.float32)
+        csr.sort_indices()
     if not np.all(np.isfinite(csr.data)):
         raise ValueError(f"{what} contain NaN or infinite values")
     return csr
@@ -166,7 +173,11 @@ class RBM:
         if len(ratings) and ratings.min() < 0:
             raise ValueError(f"rating {ratings.min():g} is negative: bernoulli units take ratings >= 0 "
                              "(their value is rating / the largest level)")
-        return np.zeros(len(ratings), dtype=np.int32), (ratings / self.levels_.max()).astype(np.float32)
+        if len(ratings) and (ratings == ratings[0]).all() and ratings[0] == self.levels_.max():
+            values = np.empty(0, dtype=np.float32)  # all ones (rated or not): the kernels' "no values"
+        else:  # float32 division: the float64 quotient rounded, without a float64 copy of the ratings
+            values = ratings / np.float32(self.levels_.max())
+        return np.zeros(len(ratings), dtype=np.int32), values
 
     def _targets(self, ratings):
         """What predict() estimates for these raw ratings: the rating, or the like label."""
@@ -206,7 +217,8 @@ class RBM:
         item_of = csr.indices
         if p.visible == "bernoulli":
             # log-odds of each item's mean value over all users (unrated = 0)
-            mean = np.bincount(item_of, weights=values, minlength=self.n_items_) / max(self.n_users_, 1)
+            mean = np.bincount(item_of, weights=values if len(values) else None,
+                               minlength=self.n_items_) / max(self.n_users_, 1)
             mean = np.clip(mean, 1e-3, 1 - 1e-3)
             bv = np.log(mean / (1 - mean))[:, None]
         else:
@@ -233,15 +245,10 @@ class RBM:
             be = get_backend(self._params.device)
             states, values = self._encode(self.train_)
             a = be.asarray
-            bernoulli = self._params.visible == "bernoulli"
             self._dev = {
                 "be": be,
                 "W": a(self.W_, np.float32), "bv": a(self.bv_, np.float32), "bh": a(self.bh_, np.float32),
                 "vel": [a(v, np.float32) for v in self._velocity],
-                # Gradient arrays: bh's always; W's and bv's only for bernoulli units (the softmax
-                # path sums them inside update_softmax).
-                "grad": [be.xp.zeros_like(a(x, np.float32)) if keep else None
-                         for x, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True))],
                 "indptr": a(self.train_.indptr, np.int64), "indices": a(self.train_.indices, np.int32),
                 "indptr_host": np.asarray(self.train_.indptr, dtype=np.int64),  # batch sizes, read on the host
                 "states": a(states, np.int32), "values": a(values, np.float32),
@@ -276,7 +283,22 @@ class RBM:
         mon = self._monitor(valid) if monitor else None
         for _ in range(self._params.epochs):
             self._epoch(mon, callback)
+        self._drop_scratch()
         return self
+
+    def _drop_scratch(self):
+        """Free the arrays only training reads (gradients, negative states: up to W's size and one int32
+        per rating); the next epoch, if partial_fit asks for one, makes them again."""
+        if self._dev is not None:
+            self._dev.pop("grad", None)
+            self._dev.pop("neg_states", None)
+
+    def _forget_velocity(self):
+        """Free the momentum of a model that will not be trained further (as W's size again): it
+        becomes zero, as in a model loaded from a file saved without it."""
+        self._velocity = [np.zeros(a.shape, np.float32) for a in (self.W_, self.bv_, self.bh_)]
+        if self._dev is not None:
+            self._dev["vel"] = [self._dev["be"].asarray(v, np.float32) for v in self._velocity]
 
     def partial_fit(self, X=None, *, valid=None, callback=None, monitor=True):
         """One more epoch.  The first call initialises from X; later calls train on the same item
@@ -332,8 +354,14 @@ class RBM:
         be = d["be"]
         epoch = self.epochs_done_
         t0 = time.perf_counter()
-        if p.visible != "bernoulli" and "neg_states" not in d:
-            d["neg_states"] = be.xp.zeros(self.train_.nnz, dtype=np.int32)
+        if "grad" not in d:  # training scratch, made by the first epoch and freed by fit (_drop_scratch)
+            bernoulli = p.visible == "bernoulli"
+            # Gradient arrays: bh's always; W's and bv's only for bernoulli units (the softmax path
+            # sums them inside update_softmax, from the negative states of the rated entries).
+            d["grad"] = [be.xp.zeros(x.shape, dtype=np.float32) if keep else None
+                         for x, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True))]
+            if not bernoulli:
+                d["neg_states"] = be.xp.zeros(self.train_.nnz, dtype=np.int32)
         self.step_ = cd_epoch(be, d, p, epoch_order(p.seed, epoch, self.train_.indptr), epoch, self.step_)
         self._sync_host()
         if not (np.isfinite(self.W_).all() and np.isfinite(self.bv_).all() and np.isfinite(self.bh_).all()):

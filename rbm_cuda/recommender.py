@@ -62,9 +62,10 @@ def _transposed(data):
 
 
 def _implicit(data):
-    """1 for every rated (user, item), whatever the rating: the ranker's data."""
-    ones = sp.csr_matrix(data.ratings, dtype=np.float32, copy=True)
-    ones.data[:] = 1.0
+    """1 for every rated (user, item), whatever the rating: the ranker's data (sharing the ratings'
+    indices and indptr, which nothing writes to)."""
+    r = data.ratings
+    ones = sp.csr_matrix((np.ones(r.nnz, dtype=np.float32), r.indices, r.indptr), shape=r.shape)
     return RatingData(ones, data.user_ids, data.item_ids, [1.0], name=data.name)
 
 
@@ -197,7 +198,9 @@ class RBMRecommender:
                     callback(label, rbm, record)
 
             # no per-epoch monitoring: the blend's validation is what the recommender reports
-            return RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch, monitor=False)
+            rbm = RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch, monitor=False)
+            rbm._forget_velocity()  # parts are not trained further (nor saved with it): W's size freed
+            return rbm
 
         fitted = {}
         self.validation_ = {}
@@ -211,9 +214,10 @@ class RBMRecommender:
                     fitted[name] = train(name, split.train, f"{name} (validation)")
                 self.weights_ = self._fit_weights(fitted, split, rating)
                 del split
+                if self.refit:
+                    fitted.clear()  # the validation stage's parts, freed before the final fits
                 self._cache = {}  # it holds the validation stage's item part
             for name in final_parts:
-                fitted.pop(name, None)  # the validation stage's part: freed before its final fit
                 fitted[name] = train(name, data, name)
         finally:
             if bar is not None:

@@ -252,9 +252,14 @@ def test_same_seed_same_model_other_seed_other_model():
     assert a.history_[-1]["train_rmse"] == b.history_[-1]["train_rmse"]
 
 
-def test_fit_then_partial_fit_equals_longer_fit():
+@pytest.mark.parametrize("visible,implicit", [("softmax", False), ("bernoulli", False), ("bernoulli", True)])
+def test_fit_then_partial_fit_equals_longer_fit(visible, implicit):
+    """fit frees its training scratch (gradients, negative states) at the end; more epochs make it
+    again and train exactly as one longer fit."""
     X = random_ratings()
-    kw = dict(n_hidden=8, batch_size=16, device="cpu", seed=2, cd_steps="1,2@2")
+    if implicit:
+        X.data[:] = 1.0
+    kw = dict(n_hidden=8, batch_size=16, device="cpu", seed=2, cd_steps="1,2@2", visible=visible)
     long = RBM(epochs=4, **kw).fit(X)
     short = RBM(epochs=2, **kw).fit(X)
     short.partial_fit().partial_fit()
@@ -448,6 +453,24 @@ def test_a_matrix_with_a_repeated_entry_is_refused_not_summed():
 
     with pytest.raises(ValueError, match="stored 2 times"):
         RBMRecommender(device="cpu").fit(coo)
+    # the same pair twice in one CSR row (not canonical: scipy would sum it) is refused too
+    csr = sp.csr_matrix((np.array([2.0, 3.0, 4.0], np.float32), np.array([1, 1, 2]), np.array([0, 2, 3])),
+                        shape=(2, 3))
+    with pytest.raises(ValueError, match=r"entry \(row 0, column 1\) is stored 2 times"):
+        RBM(n_hidden=2, epochs=1, device="cpu").fit(csr)
+
+
+def test_a_canonical_csr_is_copied_as_it_is():
+    """A sorted CSR without repeats skips the repeat search; the model keeps its own copy, so
+    changing the caller's matrix afterwards changes nothing."""
+    X = random_ratings()
+    X.sort_indices()
+    via_coo = RBM(n_hidden=4, epochs=1, device="cpu", seed=1).fit(X.tocoo())
+    m = RBM(n_hidden=4, epochs=1, device="cpu", seed=1).fit(X)
+    np.testing.assert_array_equal(m.W_, via_coo.W_)
+    before = m.transform()
+    X.data[:] = 5.0
+    np.testing.assert_array_equal(m.transform(), before)
 
 
 def test_input_that_cannot_be_the_unit_type_is_refused():

@@ -4,6 +4,8 @@ bad request (a 4xx with a JSON error naming the field, never a 500), concurrency
 from __future__ import annotations
 
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from rbm_cuda import RBM, RBMRecommender  # noqa: E402
 from rbm_cuda.datasets import RatingData  # noqa: E402
-from rbm_cuda.web.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from rbm_cuda.web.app import MAX_BODY_BYTES, Batcher, create_app  # noqa: E402
 
 TITLES = ["Alpha", "Beta", "Gamma", "Delta", "Star One", "Star Two", "Omega", "Sigma", "Kappa", "Zeta"] * 3
 
@@ -153,6 +155,87 @@ def test_concurrent_people_get_their_own_lists(client, rec):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(ask, histories * 3))
     assert got == want * 3
+
+
+def test_requests_waiting_for_the_scorer_go_together_each_with_its_own_answer():
+    """While one batch is scored, the requests that arrive wait and are then scored in one call; a
+    request that fails makes that call fail, and then each of them is scored alone, so only the bad
+    one gets the error."""
+    gate, calls = threading.Event(), []
+
+    def score_many(requests):
+        calls.append(list(requests))
+        if len(calls) == 1:
+            gate.wait(10)
+        if "bad" in requests:
+            raise ValueError("a bad request")
+        return [r * 2 for r in requests]
+
+    batcher = Batcher(score_many, threading.Lock())
+
+    def wait_for(cond):
+        deadline = time.monotonic() + 10
+        while not cond():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(batcher, 1)
+        wait_for(lambda: len(calls) == 1)
+        rest = {x: pool.submit(batcher, x) for x in (2, 3, "bad", 4)}
+        wait_for(lambda: batcher.waiting == 4)
+        gate.set()
+        assert first.result() == 2
+        assert [rest[x].result() for x in (2, 3, 4)] == [4, 6, 8]
+        with pytest.raises(ValueError, match="a bad request"):
+            rest["bad"].result()
+    assert calls[0] == [1] and sorted(map(str, calls[1])) == ["2", "3", "4", "bad"]
+    assert sorted(map(str, (c[0] for c in calls[2:]))) == ["2", "3", "4", "bad"] and all(len(c) == 1 for c in calls[2:])
+    assert batcher.batches == 2
+
+
+def test_a_batch_takes_at_most_max_batch_requests_oldest_first():
+    calls = []
+    batcher = Batcher(lambda reqs: calls.append(list(reqs)) or list(reqs), threading.Lock(), max_batch=3)
+    with ThreadPoolExecutor(7) as pool:
+        with batcher.busy:
+            futures = [pool.submit(batcher, k) for k in range(7)]
+            deadline = time.monotonic() + 10
+            while batcher.waiting < 7:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        assert sorted(f.result() for f in futures) == list(range(7))
+    assert [len(c) for c in calls] == [3, 3, 1] and sorted(sum(calls, [])) == list(range(7))
+
+
+def test_batched_history_requests_answer_as_single_ones(rec):
+    """Histories scored together (mixed n and exclude_seen) get the items, scores and expected ratings
+    each gets alone."""
+    app = create_app(rec, data())
+    c = TestClient(app)
+    rng = np.random.default_rng(5)
+    bodies = []
+    for k in range(24):
+        items = rng.choice(30, size=int(rng.integers(1, 6)), replace=False) + 100
+        bodies.append({"history": [{"item_id": int(i), "rating": int(rng.integers(1, 6))} for i in items],
+                       "n": int(rng.integers(1, 12)), "exclude_seen": bool(k % 3)})
+    alone = [c.post("/api/recommendations", json=b).json() for b in bodies]
+    assert app.state.batcher.batches == len(bodies)
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        with app.state.batcher.busy:  # nothing is scored until every request waits: then one batch
+            futures = [pool.submit(lambda b: c.post("/api/recommendations", json=b).json(), b) for b in bodies]
+            deadline = time.monotonic() + 30
+            while app.state.batcher.waiting < len(bodies):
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        together = [f.result() for f in futures]
+    assert app.state.batcher.batches == len(bodies) + 1
+    for a, t in zip(alone, together):
+        assert [r["item_id"] for r in t["items"]] == [r["item_id"] for r in a["items"]]
+        for ra, rt in zip(a["items"], t["items"]):
+            assert rt["score"] == pytest.approx(ra["score"], rel=1e-5, abs=1e-6)
+            assert rt["expected_rating"] == pytest.approx(ra["expected_rating"], rel=1e-5, abs=1e-4)
+            assert rt["because"] == ra["because"]
 
 
 def test_a_plain_rbm_model_is_served_too():
