@@ -346,7 +346,7 @@ class RBMRecommender:
                     raise ValueError(f"history {p} names an item twice")
                 rows.append(np.full(len(idx), p))
                 cols.append(idx)
-                vals.append(np.asarray([self._level(r, p) for r in h.values()], dtype=np.float32))
+                vals.append(self._levels_of(list(h.values()), p))
             cat = (lambda a, t: np.concatenate(a).astype(t) if a else np.zeros(0, t))
             csr = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))),
                                 shape=(len(people), self.n_items_))
@@ -357,15 +357,19 @@ class RBMRecommender:
         csr.sort_indices()
         return csr
 
-    def _level(self, r, p):
+    def _levels_of(self, ratings, p):
+        """The model's levels (float32) of history p's ratings, each within 1e-6 of one."""
         try:
-            v = float(r)
+            v = np.asarray([float(r) for r in ratings])
         except (TypeError, ValueError):
-            raise ValueError(f"history {p}: rating {r!r} is not a number") from None
-        hit = np.flatnonzero(np.isclose(self.levels_, v, rtol=0, atol=1e-6))
-        if not len(hit):
-            raise ValueError(f"history {p}: rating {r!r} is not one of the model's levels {self.levels_.tolist()}")
-        return self.levels_[hit[0]]
+            bad = next(r for r in ratings if not _is_number(r))
+            raise ValueError(f"history {p}: rating {bad!r} is not a number") from None
+        near = np.abs(v[:, None] - self.levels_[None, :]) <= 1e-6
+        missing = ~near.any(axis=1)
+        if missing.any():
+            raise ValueError(f"history {p}: rating {ratings[int(np.argmax(missing))]!r} is not one of the model's "
+                             f"levels {self.levels_.tolist()}")
+        return self.levels_[near.argmax(axis=1)].astype(np.float32)
 
     def _item_theta(self, kind, rows):
         """Visible-unit parameters (W [P, K, F], b [P, K]) of people in the item-based part: the
@@ -756,6 +760,14 @@ def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
         u, b, value, grad, P = nu, nb, nvalue, ngrad, nP
     A = np.einsum("kij,jk->ik", Minv, u)
     return A, b
+
+
+def _is_number(r):
+    try:
+        float(r)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _part_ids(name, user_ids, item_ids):
