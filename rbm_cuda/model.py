@@ -34,11 +34,10 @@ def sparse_ratings(X, what="ratings"):
     """A scipy sparse matrix as canonical float32 CSR (a copy): a (row, column) stored twice is
     refused with the pair (scipy would add the two values into one rating), and so are non-finite
     values."""
-    if X.format == "csr" and X.has_canonical_format:
-        # sorted column indices, each at most once per row: no pair twice, and no sorting or int64
-        # keys (at 20 M ratings those temporaries are most of a gigabyte)
-        csr = sp.csr_matrix(X, dtype=np.float32, copy=True)
-    else:
+    csr = sp.csr_matrix(X, dtype=np.float32, copy=True) if X.format == "csr" else None
+    if csr is None or not csr.has_canonical_format:  # (the copy's flag: X's may be stale)
+        # A canonical CSR (sorted column indices, each at most once per row) holds no pair twice and
+        # skips this search, whose sorting and int64 keys are most of a gigabyte at 20 M ratings.
         coo = sp.coo_matrix(X)
         if coo.nnz:
             key = coo.row.astype(np.int64) * coo.shape[1] + coo.col.astype(np.int64)
@@ -175,8 +174,12 @@ class RBM:
                              "(their value is rating / the largest level)")
         if len(ratings) and (ratings == ratings[0]).all() and ratings[0] == self.levels_.max():
             values = np.empty(0, dtype=np.float32)  # all ones (rated or not): the kernels' "no values"
-        else:  # float32 division: the float64 quotient rounded, without a float64 copy of the ratings
+        elif np.float32(self.levels_.max()) == self.levels_.max():
+            # float32 division by a float32 divisor is the float64 quotient rounded: the same values
+            # without a float64 copy of the ratings
             values = ratings / np.float32(self.levels_.max())
+        else:
+            values = (ratings / self.levels_.max()).astype(np.float32)
         return np.zeros(len(ratings), dtype=np.int32), values
 
     def _targets(self, ratings):

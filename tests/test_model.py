@@ -458,6 +458,13 @@ def test_a_matrix_with_a_repeated_entry_is_refused_not_summed():
                         shape=(2, 3))
     with pytest.raises(ValueError, match=r"entry \(row 0, column 1\) is stored 2 times"):
         RBM(n_hidden=2, epochs=1, device="cpu").fit(csr)
+    # and so is one written into a matrix scipy had already found canonical (its flag is stale)
+    ok = sp.csr_matrix((np.array([2.0, 3.0, 4.0], np.float32), np.array([0, 1, 2]), np.array([0, 2, 3])),
+                       shape=(2, 3))
+    assert ok.has_canonical_format
+    ok.indices[1] = 0
+    with pytest.raises(ValueError, match=r"entry \(row 0, column 0\) is stored 2 times"):
+        RBM(n_hidden=2, epochs=1, device="cpu").fit(ok)
 
 
 def test_a_canonical_csr_is_copied_as_it_is():

@@ -194,6 +194,28 @@ def test_requests_waiting_for_the_scorer_go_together_each_with_its_own_answer():
     assert batcher.batches == 2
 
 
+def test_an_interrupted_batch_answers_every_request_with_the_interruption():
+    """Ctrl-C (any BaseException) while scoring a batch: every request of the batch gets it, none
+    waits forever, and the scorer is free for the next request."""
+    def score_many(requests):
+        if "stop" in requests:
+            raise KeyboardInterrupt
+        return list(requests)
+
+    batcher = Batcher(score_many, threading.Lock())
+    with ThreadPoolExecutor(3) as pool:
+        with batcher.busy:
+            futures = [pool.submit(batcher, x) for x in ("a", "stop", "b")]
+            deadline = time.monotonic() + 10
+            while batcher.waiting < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        for f in futures:
+            with pytest.raises(KeyboardInterrupt):
+                f.result(timeout=10)
+    assert batcher("c") == "c"
+
+
 def test_a_batch_takes_at_most_max_batch_requests_oldest_first():
     calls = []
     batcher = Batcher(lambda reqs: calls.append(list(reqs)) or list(reqs), threading.Lock(), max_batch=3)

@@ -119,11 +119,21 @@ class Batcher:
                     break
                 with self._queue_lock:
                     batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-                self._run(batch)  # the oldest requests: this thread's own, or it goes round again
+                if batch:
+                    self._run(batch)  # the oldest requests: this thread's own, or it goes round again
         return done.result()
 
     def _run(self, batch):
         self.batches += 1
+        try:
+            self._answer(batch)
+        except BaseException as err:  # Ctrl-C, a cancelled task: no request of the batch may wait forever
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(err)
+            raise
+
+    def _answer(self, batch):
         try:
             results = self._score_many([r for r, _ in batch])
         except Exception:  # noqa: BLE001 - score each alone, so that each gets its own answer or error
