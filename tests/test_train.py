@@ -157,9 +157,11 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     import time
 
     out = tmp_path / "m.npz"
+    # SIGINT back to its default in the child: a shell that runs the tests in the background starts
+    # them with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "rbm_cuda.train", "--plain", "--epochs", "500", "--hidden", "16",
                              "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+                            text=True, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
