@@ -174,10 +174,6 @@ class RBM:
                              "(their value is rating / the largest level)")
         if len(ratings) and (ratings == ratings[0]).all() and ratings[0] == self.levels_.max():
             values = np.empty(0, dtype=np.float32)  # all ones (rated or not): the kernels' "no values"
-        elif np.float32(self.levels_.max()) == self.levels_.max():
-            # float32 division by a float32 divisor is the float64 quotient rounded: the same values
-            # without a float64 copy of the ratings
-            values = ratings / np.float32(self.levels_.max())
         else:
             values = (ratings / self.levels_.max()).astype(np.float32)
         return np.zeros(len(ratings), dtype=np.int32), values

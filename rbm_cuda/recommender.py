@@ -359,11 +359,12 @@ class RBMRecommender:
 
     def _levels_of(self, ratings, p):
         """The model's levels (float32) of history p's ratings, each within 1e-6 of one."""
-        try:
-            v = np.asarray([float(r) for r in ratings])
-        except (TypeError, ValueError):
-            bad = next(r for r in ratings if not _is_number(r))
-            raise ValueError(f"history {p}: rating {bad!r} is not a number") from None
+        v = np.empty(len(ratings))
+        for k, r in enumerate(ratings):
+            try:
+                v[k] = float(r)
+            except (TypeError, ValueError):
+                raise ValueError(f"history {p}: rating {r!r} is not a number") from None
         near = np.abs(v[:, None] - self.levels_[None, :]) <= 1e-6
         missing = ~near.any(axis=1)
         if missing.any():
@@ -760,14 +761,6 @@ def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
         u, b, value, grad, P = nu, nb, nvalue, ngrad, nP
     A = np.einsum("kij,jk->ik", Minv, u)
     return A, b
-
-
-def _is_number(r):
-    try:
-        float(r)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def _part_ids(name, user_ids, item_ids):
