@@ -324,6 +324,27 @@ def test_star_wars_history_gets_well_known_films(data_dir):
     assert len(ids) == 10 and counts.min() >= 20, counts
 
 
+def test_fold_in_of_many_people_at_once_is_each_alone(fitted, data):
+    """People folded in together (same and different history lengths, an empty history) get the
+    units each gets alone."""
+    m = fitted.parts_["item"]
+    ph = m.transform().astype(np.float32)
+    rng = np.random.default_rng(3)
+    rows, cols, vals = [], [], []
+    for p, k in enumerate([3, 1, 3, 0, 6, 3]):
+        items = rng.choice(data.n_items, k, replace=False)
+        rows += [p] * k
+        cols += list(items)
+        vals += list(rng.choice(m.levels_, k))
+    hist = sp.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(6, data.n_items))
+    W, b = fold_in_visible_units(m, ph, hist)
+    for p in range(6):
+        Wp, bp = fold_in_visible_units(m, ph, hist[p])
+        np.testing.assert_allclose(W[p], Wp[0], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(b[p], bp[0], rtol=0, atol=1e-6)
+    assert not np.allclose(W[0], W[2])  # different histories of one length are not mixed up
+
+
 def test_fold_in_over_the_rated_items_span_finds_the_same_unit(fitted, data):
     """The fit over A (m K numbers) and the fit over W (F K numbers) reach the same MAP estimate."""
     m = fitted.parts_["item"]
