@@ -163,6 +163,7 @@ class ItemLookup:
                        if items is not None and "genres" in items.columns else None)
         self._exact = None
         self._folded = None
+        self._by_id = None
         self.n_ratings = np.bincount(model.train_.indices, minlength=n).astype(np.int64)
 
     def _title_maps(self):
@@ -176,16 +177,18 @@ class ItemLookup:
 
     def id_index(self, key):
         """Index of the raw id written as text `key`, or None."""
-        ids = self.ids
-        if ids.dtype.kind in "iu":
+        if self._by_id is None:  # first index of each id; a dict, as a server asks for every rating
+            self._by_id = {}
+            for i, v in enumerate(self.ids.tolist()):
+                self._by_id.setdefault(v, i)
+        if self.ids.dtype.kind in "iu":
             try:
                 value = int(str(key).strip())
             except ValueError:
                 return None
         else:
             value = str(key).strip()
-        hit = np.flatnonzero(ids == value)
-        return int(hit[0]) if len(hit) else None
+        return self._by_id.get(value)
 
     def title_indices(self, text) -> list[int]:
         """Items whose title is exactly `text`; failing that, equal ignoring case and spacing."""

@@ -15,7 +15,8 @@ import threading
 from typing import Optional, Union
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+import scipy.sparse as sp
+from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,30 +150,59 @@ class Batcher:
                 done.set_exception(err)
 
 
+class BodyLimit:
+    """Refuses a request body over MAX_BODY_BYTES with a 413 before any endpoint reads it: by its
+    Content-Length, or, for a chunked body, by counting what arrives (then handed on whole).  Plain
+    ASGI, so that a request pays no task or stream of its own for the check."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        size = dict(scope["headers"]).get(b"content-length")
+        if size is not None:
+            size = size.decode("latin-1")
+            if not size.isdigit() or int(size) > MAX_BODY_BYTES:
+                return await _error(413, f"the request body is {size} bytes; at most {MAX_BODY_BYTES} are accepted",
+                                    "body")(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            if total > MAX_BODY_BYTES:
+                return await _error(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body")(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        whole = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return whole.pop() if whole else await receive()
+
+        return await self.app(scope, replay, send)
+
+
 def create_app(model, data=None) -> FastAPI:
     """The app serving `model` (a fitted RBMRecommender; an RBM works too, ranking by its score).
     data: the RatingData the model was trained on, for goodbooks to-read lists (optional)."""
     look = ItemLookup(model)
     is_rec = isinstance(model, RBMRecommender)
+    score_text = _score_text(model)
+    levels = [float(v) for v in model.levels_]
     # One scoring at a time: the Numba kernels hold the GIL and use every core already, so nothing is
     # lost, and Numba's fallback threading layer (workqueue) must not be entered by two threads.
     # History requests that wait meanwhile are scored together (Batcher).
     lock = threading.Lock()
     app = FastAPI(title="rbm_cuda recommendations", version="1")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
-            return _error(413, f"the request body is {size} bytes; at most {MAX_BODY_BYTES} are accepted", "body")
-        if request.method in ("POST", "PUT", "PATCH") and size is None:  # chunked: count what arrives
-            total = 0
-            async for chunk in request.stream():
-                total += len(chunk)
-                if total > MAX_BODY_BYTES:
-                    return _error(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body")
-                request._body = getattr(request, "_body", b"") + chunk
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -213,21 +243,24 @@ def create_app(model, data=None) -> FastAPI:
         with lock:
             return fn()
 
-    def recommendations(ids, scores, expected, history_idx):
-        idx = np.atleast_1d(model.item_index(ids)) if len(ids) else np.zeros(0, np.int64)
+    def recommendations(idx, scores, expected, history_idx):
+        """The Recommendations body (a dict) for item indices idx with their scores, expected
+        ratings (or None) and, for each, the history items it is most similar to."""
         because = [[] for _ in idx]
         if len(history_idx) and len(idx) and is_rec:
             sims = model.item_similarity(model.item_ids_[idx], model.item_ids_[history_idx])
+            best = np.argsort(-sims, axis=1, kind="stable")[:, :2]
             for r in range(len(idx)):
                 # the history items it is most similar to; an item like none of them has no reason
-                best = [b for b in np.argsort(-sims[r], kind="stable")[:2] if sims[r, b] > 0]
-                because[r] = [Because(item_id=rid(history_idx[b]), title=title(history_idx[b]),
-                                      similarity=round(float(sims[r, b]), 4)) for b in best]
-        return Recommendations(score=_score_text(model), items=[
-            Recommendation(rank=k + 1, item_id=rid(i), title=title(i), score=round(float(s), 6),
-                           expected_rating=None if expected is None else round(float(expected[k]), 4),
-                           because=because[k])
-            for k, (i, s) in enumerate(zip(idx, scores))])
+                because[r] = [{"item_id": rid(history_idx[b]), "title": title(history_idx[b]),
+                               "similarity": round(float(sims[r, b]), 4)} for b in best[r] if sims[r, b] > 0]
+        return {"score": score_text, "items": [
+            {"rank": k + 1, "item_id": rid(i), "title": title(i), "score": round(float(s), 6),
+             "expected_rating": None if expected is None else round(float(expected[k]), 4), "because": because[k]}
+            for k, (i, s) in enumerate(zip(idx.tolist(), scores.tolist()))]}
+
+    def indices(ids):
+        return np.atleast_1d(model.item_index(ids)) if len(ids) else np.zeros(0, np.int64)
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -262,7 +295,7 @@ def create_app(model, data=None) -> FastAPI:
             ids, scores = model.recommend(uid, n=n)
             expected = model.predict(np.repeat(uid, len(ids)), ids) if is_rec and model.rating_parts_ and len(ids) \
                 else None
-            return recommendations(ids, scores, expected, np.zeros(0, np.int64))
+            return recommendations(indices(ids), scores, expected, np.zeros(0, np.int64))
 
         return run(work)
 
@@ -279,57 +312,61 @@ def create_app(model, data=None) -> FastAPI:
             raise ApiError(404, f"user_id: user {user_id!r} is not in the to-read data", "user_id") from None
         cands = cands[np.isin(cands, model.item_ids_)]  # the data's items the model knows
         if not len(cands):
-            return Recommendations(score=_score_text(model), items=[])
-        return run(lambda: recommendations(*model.recommend(uid, n=n, items=cands), None, np.zeros(0, np.int64)))
+            return {"score": score_text, "items": []}
+
+        def work():
+            ids, scores = model.recommend(uid, n=n, items=cands)
+            return recommendations(indices(ids), scores, None, np.zeros(0, np.int64))
+
+        return run(work)
 
     @app.post("/api/recommendations", response_model=Recommendations)
     def for_history(req: HistoryRequest):
-        levels = np.asarray(model.levels_, dtype=np.float64)
         hist = {}
         for k, e in enumerate(req.history):
             field = f"history.{k}"
             i = item_index(e.item_id, f"{field}.item_id")
-            if not np.any(np.isclose(levels, e.rating, rtol=0, atol=1e-6)):
-                raise ApiError(422, f"{field}.rating: {e.rating:g} is not on the model's scale "
-                                    f"{[float(v) for v in levels]}", f"{field}.rating")
+            level = min(levels, key=lambda v: abs(v - e.rating))
+            if abs(level - e.rating) > 1e-6:
+                raise ApiError(422, f"{field}.rating: {e.rating:g} is not on the model's scale {levels}",
+                               f"{field}.rating")
             if i in hist:
                 raise ApiError(422, f"{field}.item_id: item {e.item_id!r} is rated twice", f"{field}.item_id")
-            hist[i] = float(levels[np.argmin(np.abs(levels - e.rating))])
+            hist[i] = level
         if not hist:
             raise ApiError(422, "history: rate at least one item", "history")
-        history_idx = np.fromiter(hist, dtype=np.int64)
-        raw = {model.item_ids_[i].item() if hasattr(model.item_ids_[i], "item") else model.item_ids_[i]: r
-               for i, r in hist.items()}
-        return batcher((raw, req.n, req.exclude_seen, history_idx))
+        return batcher((np.fromiter(hist, np.int64), np.fromiter(hist.values(), np.float32), req.n, req.exclude_seen))
 
     def score_histories(requests):
-        """The answers to history requests (raw history, n, exclude_seen, history indices), the
-        people of each exclude_seen value folded in and ranked together."""
+        """The answers to history requests (item indices, ratings, n, exclude_seen), the people of
+        each exclude_seen value folded in and ranked together."""
         out = [None] * len(requests)
         for exclude in (True, False):
-            which = [k for k, r in enumerate(requests) if r[2] is exclude]
+            which = [k for k, r in enumerate(requests) if r[3] is exclude]
             if not which:
                 continue
-            raws = [requests[k][0] for k in which]
+            lengths = [len(requests[k][0]) for k in which]
+            X = sp.csr_matrix((np.concatenate([requests[k][1] for k in which]),
+                               np.concatenate([requests[k][0] for k in which]),
+                               np.concatenate([[0], np.cumsum(lengths)])), shape=(len(which), model.n_items_))
             if not is_rec:  # a plain RBM ranks one history at a time
-                for k in which:
-                    raw, n, _, history_idx = requests[k]
-                    out[k] = recommendations(*model.recommend_for(raw, n=n, exclude_seen=exclude), None, history_idx)
+                for row, k in enumerate(which):
+                    ids, scores = model.recommend_for(X[row], n=requests[k][2], exclude_seen=exclude)
+                    out[k] = recommendations(indices(ids), scores, None, requests[k][0])
                 continue
-            ids, scores = model.recommend(histories=raws, n=max(requests[k][1] for k in which),
-                                          exclude_seen=exclude)
-            keep = [np.flatnonzero(np.isfinite(scores[row]))[:requests[k][1]] for row, k in enumerate(which)]
+            ids, scores = model.recommend(histories=X, n=max(requests[k][2] for k in which), exclude_seen=exclude)
+            keep = [np.flatnonzero(np.isfinite(scores[row]))[:requests[k][2]] for row, k in enumerate(which)]
+            top = [indices(ids[row, kept]) for row, kept in enumerate(keep)]
             expected = None
             if model.rating_parts_:
-                shown = np.unique(np.concatenate([ids[row, kept] for row, kept in enumerate(keep)]))
+                shown = np.unique(np.concatenate(top))
                 if len(shown):
-                    expected = model.predict_ratings(histories=raws, items=shown)
+                    expected = model.predict_ratings(histories=X, items=model.item_ids_[shown])
             for row, k in enumerate(which):
-                row_ids = ids[row, keep[row]]
                 row_expected = None
-                if expected is not None and len(row_ids):
-                    row_expected = expected[row, np.searchsorted(shown, row_ids)]
-                out[k] = recommendations(row_ids, scores[row, keep[row]], row_expected, requests[k][3])
+                if expected is not None and len(top[row]):
+                    row_expected = expected[row, np.searchsorted(shown, top[row])]
+                out[k] = recommendations(top[row], scores[row, keep[row]], row_expected, requests[k][0])
         return out
 
     batcher = Batcher(score_histories, lock)
@@ -339,8 +376,8 @@ def create_app(model, data=None) -> FastAPI:
     def similar(item_id: str, n: int = Query(10, ge=1, le=MAX_N)):
         i = item_index(item_id, "item_id")
         ids, sims = run(lambda: model.similar_items(model.item_ids_[i], n=n))
-        idx = np.atleast_1d(model.item_index(ids)) if len(ids) else []
-        return [Similar(item_id=rid(j), title=title(j), similarity=round(float(s), 4)) for j, s in zip(idx, sims)]
+        return [{"item_id": rid(j), "title": title(j), "similarity": round(float(s), 4)}
+                for j, s in zip(indices(ids).tolist(), sims)]
 
     return app
 
