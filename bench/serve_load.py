@@ -6,9 +6,10 @@
 
 The server runs in its own process (python -m rbm_cuda.serve, 127.0.0.1 only; with no --model, the
 cached or freshly trained ml-latest-small recommender).  Each client is a thread with its own
-connection that posts a random history of 3 to 10 ratings of the model's items and checks every
-response: status 200, n items, none of them in the history, scores best first.  Bounded in count
-(--max-requests) and time (--seconds).  Prints requests/s, p50 / p99 latency and the errors.
+connection that posts random histories of 3 to 10 ratings of the model's items (500 per client, made
+before the clock starts and sent in turn) and checks every response: status 200, n items, none of
+them in the history, scores best first.  Bounded in count (--max-requests) and time (--seconds).
+Prints requests/s, p50 / p99 latency and the errors.
 """
 
 from __future__ import annotations
@@ -46,29 +47,39 @@ def wait_up(url, proc, timeout):
     raise SystemExit(f"the server did not answer within {timeout:.0f} s")
 
 
-def client(url, items, levels, n, seed, stop, out, max_requests, counter, lock):
+def bodies(items, levels, n, seed, count=500):
+    """count request bodies (JSON bytes) of random histories of 3 to 10 ratings, and each one's
+    items, made before the clock starts so that the clients spend the cores on the server."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        chosen = [i.item() if hasattr(i, "item") else i for i in rng.choice(items, size=int(rng.integers(3, 11)),
+                                                                           replace=False)]
+        history = [{"item_id": i, "rating": float(rng.choice(levels))} for i in chosen]
+        out.append((json.dumps({"history": history, "n": n}).encode(), set(chosen)))
+    return out
+
+
+def client(url, requests, n, stop, out, max_requests, counter, lock):
     import http.client
 
-    rng = np.random.default_rng(seed)
     host, port = url.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    k = 0
     while not stop.is_set():
         with lock:
             if counter[0] >= max_requests:
                 return
             counter[0] += 1
-        k = int(rng.integers(3, 11))
-        chosen = rng.choice(items, size=k, replace=False)
-        history = [{"item_id": i.item() if hasattr(i, "item") else i, "rating": float(rng.choice(levels))}
-                   for i in chosen]
-        body = json.dumps({"history": history, "n": n})
+        body, history = requests[k % len(requests)]
+        k += 1
         t = time.perf_counter()
         try:
             conn.request("POST", "/api/recommendations", body, {"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
             dt = time.perf_counter() - t
-            problem = check(resp.status, data, {h["item_id"] for h in history}, n)
+            problem = check(resp.status, data, history, n)
         except OSError as err:
             dt, problem = time.perf_counter() - t, f"connection: {err}"
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -127,10 +138,10 @@ def main(argv=None):
         levels = [v for v in meta["levels"] if float(v).is_integer()] or meta["levels"]
         stop, lock = threading.Event(), threading.Lock()
         warm = []
-        client(url, items, levels, a.n, 10_000, stop, warm, a.warmup, [0], lock)
+        client(url, bodies(items, levels, a.n, 10_000, a.warmup), a.n, stop, warm, a.warmup, [0], lock)
         out, counter = [], [0]
-        threads = [threading.Thread(target=client, args=(url, items, levels, a.n, s, stop, out, a.max_requests,
-                                                         counter, lock)) for s in range(a.clients)]
+        threads = [threading.Thread(target=client, args=(url, bodies(items, levels, a.n, s), a.n, stop, out,
+                                                         a.max_requests, counter, lock)) for s in range(a.clients)]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
