@@ -3,6 +3,7 @@ bad request (a 4xx with a JSON error naming the field, never a 500), concurrency
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -157,6 +158,13 @@ def test_concurrent_people_get_their_own_lists(client, rec):
     assert got == want * 3
 
 
+async def eventually(cond, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+
 def test_requests_waiting_for_the_scorer_go_together_each_with_its_own_answer():
     """While one batch is scored, the requests that arrive wait and are then scored in one call; a
     request that fails makes that call fail, and then each of them is scored alone, so only the bad
@@ -173,61 +181,80 @@ def test_requests_waiting_for_the_scorer_go_together_each_with_its_own_answer():
 
     batcher = Batcher(score_many, threading.Lock())
 
-    def wait_for(cond):
-        deadline = time.monotonic() + 10
-        while not cond():
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(batcher, 1)
-        wait_for(lambda: len(calls) == 1)
-        rest = {x: pool.submit(batcher, x) for x in (2, 3, "bad", 4)}
-        wait_for(lambda: batcher.waiting == 4)
+    async def main():
+        first = asyncio.create_task(batcher(1))
+        await eventually(lambda: len(calls) == 1)
+        rest = {x: asyncio.create_task(batcher(x)) for x in (2, 3, "bad", 4)}
+        await eventually(lambda: batcher.waiting == 4)
         gate.set()
-        assert first.result() == 2
-        assert [rest[x].result() for x in (2, 3, 4)] == [4, 6, 8]
+        assert await first == 2
+        assert [await rest[x] for x in (2, 3, 4)] == [4, 6, 8]
         with pytest.raises(ValueError, match="a bad request"):
-            rest["bad"].result()
+            await rest["bad"]
+
+    asyncio.run(main())
     assert calls[0] == [1] and sorted(map(str, calls[1])) == ["2", "3", "4", "bad"]
     assert sorted(map(str, (c[0] for c in calls[2:]))) == ["2", "3", "4", "bad"] and all(len(c) == 1 for c in calls[2:])
     assert batcher.batches == 2
 
 
 def test_an_interrupted_batch_answers_every_request_with_the_interruption():
-    """Ctrl-C (any BaseException) while scoring a batch: every request of the batch gets it, none
-    waits forever, and the scorer is free for the next request."""
+    """Any BaseException while scoring a batch: every request of the batch gets it, none waits
+    forever, and the scorer is free for the next request."""
+    class Interrupted(BaseException):
+        pass
+
     def score_many(requests):
         if "stop" in requests:
-            raise KeyboardInterrupt
+            raise Interrupted
         return list(requests)
 
     batcher = Batcher(score_many, threading.Lock())
-    with ThreadPoolExecutor(3) as pool:
+
+    async def main():
         with batcher.busy:
-            futures = [pool.submit(batcher, x) for x in ("a", "stop", "b")]
-            deadline = time.monotonic() + 10
-            while batcher.waiting < 3:
-                assert time.monotonic() < deadline
-                time.sleep(0.005)
-        for f in futures:
-            with pytest.raises(KeyboardInterrupt):
-                f.result(timeout=10)
-    assert batcher("c") == "c"
+            tasks = [asyncio.create_task(batcher(x)) for x in ("a", "stop", "b")]
+            await eventually(lambda: batcher.waiting == 3)
+        for t in tasks:
+            with pytest.raises(Interrupted):
+                await asyncio.wait_for(t, 10)
+        assert await asyncio.wait_for(batcher("c"), 10) == "c"
+
+    asyncio.run(main())
+
+
+def test_a_request_that_goes_away_does_not_stop_the_others():
+    """A request cancelled while it waits (its client disconnected) is scored with its batch and its
+    answer dropped; the others get theirs."""
+    batcher = Batcher(lambda reqs: [r * 2 for r in reqs], threading.Lock())
+    loop_errors = []
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
+        with batcher.busy:
+            tasks = [asyncio.create_task(batcher(x)) for x in range(4)]
+            await eventually(lambda: batcher.waiting == 4)
+            tasks[1].cancel()
+        assert [await t for k, t in enumerate(tasks) if k != 1] == [0, 4, 6]
+        assert tasks[1].cancelled()
+        await asyncio.sleep(0.05)  # any late callback has run
+
+    asyncio.run(main())
+    assert loop_errors == []
 
 
 def test_a_batch_takes_at_most_max_batch_requests_oldest_first():
     calls = []
     batcher = Batcher(lambda reqs: calls.append(list(reqs)) or list(reqs), threading.Lock(), max_batch=3)
-    with ThreadPoolExecutor(7) as pool:
+
+    async def main():
         with batcher.busy:
-            futures = [pool.submit(batcher, k) for k in range(7)]
-            deadline = time.monotonic() + 10
-            while batcher.waiting < 7:
-                assert time.monotonic() < deadline
-                time.sleep(0.005)
-        assert sorted(f.result() for f in futures) == list(range(7))
-    assert [len(c) for c in calls] == [3, 3, 1] and sorted(sum(calls, [])) == list(range(7))
+            tasks = [asyncio.create_task(batcher(k)) for k in range(7)]
+            await eventually(lambda: batcher.waiting == 7)
+        assert [await t for t in tasks] == list(range(7))
+
+    asyncio.run(main())
+    assert calls == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_batched_history_requests_answer_as_single_ones(rec):

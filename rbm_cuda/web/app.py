@@ -2,14 +2,16 @@
 
 Scoring stays in rbm_cuda; this module only translates HTTP to the recommender's public methods and
 back.  Requests and responses are pydantic models; every refusal is a 4xx with a JSON body
-{"error": what is wrong, "field": where}.  The endpoints are plain `def` functions, so FastAPI runs
-them in its thread pool and CPU-bound scoring never blocks the event loop.  The model is read-only
-while serving, so concurrent requests share it; history requests that arrive together are folded in
-and ranked in one call (Batcher).
+{"error": what is wrong, "field": where}.  CPU-bound scoring never blocks the event loop: the endpoints
+are plain `def` functions that FastAPI runs in its thread pool, except the history one, which checks
+its request in the loop and awaits the Batcher's scoring thread.  The model is read-only while
+serving, so concurrent requests share it; history requests that arrive together are folded in and
+ranked in one call (Batcher).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from typing import Optional, Union
@@ -83,23 +85,27 @@ class ApiError(Exception):
 
 
 class Batcher:
-    """Runs score_many(list of requests) -> list of results, one call at a time, over every request
-    waiting when the call starts: a request that arrives while another batch is being scored waits
-    for that batch, then goes with all the others that arrived meanwhile.  Scoring sixteen people
-    in one call costs little more than scoring one (the fixed cost of each call is most of it), so
-    under load this answers more requests per second, sooner.  No thread of its own: the first
-    waiting request thread to get the scorer scores the batch (at most max_batch requests, oldest
-    first) for all of them.
+    """Scores requests in batches: `await batcher(request)` queues the request and returns its
+    answer from score_many(list of requests) -> list of results.  One scoring thread of its own
+    takes every request waiting (at most max_batch, oldest first) each time it is free: a request
+    that arrives while a batch is scored goes with all the others that arrived meanwhile.  Scoring
+    sixteen people in one call costs little more than scoring one (the fixed cost of each call is
+    most of it), so under load this answers more requests per second, sooner; and the event loop
+    only queues and answers, so it never waits for scoring.
 
     `busy` is the lock held while scoring; other work that must not run alongside (the app's other
     endpoints) takes it too."""
 
     def __init__(self, score_many, busy, max_batch=64):
+        from concurrent.futures import ThreadPoolExecutor
+
         self._score_many = score_many
         self.max_batch = max_batch
         self.busy = busy
         self._queue_lock = threading.Lock()
-        self._queue = []  # (request, Future) not yet taken by a batch
+        self._queue = []  # (request, asyncio future, its loop) not yet taken by a batch
+        self._draining = False  # whether the scoring thread has been asked to empty the queue
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="rbm-cuda-scorer")
         self.batches = 0  # batches scored (for tests and the load benchmark's report)
 
     @property
@@ -108,46 +114,56 @@ class Batcher:
         with self._queue_lock:
             return len(self._queue)
 
-    def __call__(self, request):
-        from concurrent.futures import Future
-
-        done = Future()
+    async def __call__(self, request):
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         with self._queue_lock:
-            self._queue.append((request, done))
-        while not done.done():
+            self._queue.append((request, done, loop))
+            start, self._draining = not self._draining, True
+        if start:
+            self._scorer.submit(self._drain)
+        return await done
+
+    def _drain(self):
+        """The scoring thread: batches until the queue is empty."""
+        while True:
             with self.busy:
-                if done.done():  # scored in the batch of the thread that held the lock
-                    break
                 with self._queue_lock:
                     batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-                if batch:
-                    self._run(batch)  # the oldest requests: this thread's own, or it goes round again
-        return done.result()
-
-    def _run(self, batch):
-        self.batches += 1
-        try:
-            self._answer(batch)
-        except BaseException as err:  # Ctrl-C, a cancelled task: no request of the batch may wait forever
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(err)
-            raise
+                    if not batch:
+                        self._draining = False
+                        return
+                self.batches += 1
+                try:
+                    self._answer(batch)
+                except BaseException as err:  # noqa: BLE001 - no request of the batch may wait forever
+                    for _, done, loop in batch:
+                        loop.call_soon_threadsafe(_settle, done, None, err)
 
     def _answer(self, batch):
         try:
-            results = self._score_many([r for r, _ in batch])
+            results = self._score_many([r for r, _, _ in batch])
         except Exception:  # noqa: BLE001 - score each alone, so that each gets its own answer or error
             results = None
         if results is not None:
-            for (_, done), res in zip(batch, results):
-                done.set_result(res)
+            for (_, done, loop), res in zip(batch, results):
+                loop.call_soon_threadsafe(_settle, done, res, None)
             return
-        for request, done in batch:
+        for request, done, loop in batch:
             try:
-                done.set_result(self._score_many([request])[0])
-            except Exception as err:  # noqa: BLE001 - the request's own error, raised in its thread
-                done.set_exception(err)
+                res, err = self._score_many([request])[0], None
+            except Exception as e:  # noqa: BLE001 - the request's own error, raised where it waits
+                res, err = None, e
+            loop.call_soon_threadsafe(_settle, done, res, err)
+
+
+def _settle(done, result, error):
+    if done.done():  # the request went away (its client disconnected)
+        return
+    if error is None:
+        done.set_result(result)
+    else:
+        done.set_exception(error)
 
 
 class BodyLimit:
@@ -321,7 +337,7 @@ def create_app(model, data=None) -> FastAPI:
         return run(work)
 
     @app.post("/api/recommendations", response_model=Recommendations)
-    def for_history(req: HistoryRequest):
+    async def for_history(req: HistoryRequest):  # checks in the event loop (dict lookups), scores in the Batcher's thread
         hist = {}
         for k, e in enumerate(req.history):
             field = f"history.{k}"
@@ -335,7 +351,7 @@ def create_app(model, data=None) -> FastAPI:
             hist[i] = level
         if not hist:
             raise ApiError(422, "history: rate at least one item", "history")
-        return batcher((np.fromiter(hist, np.int64), np.fromiter(hist.values(), np.float32), req.n, req.exclude_seen))
+        return await batcher((np.fromiter(hist, np.int64), np.fromiter(hist.values(), np.float32), req.n, req.exclude_seen))
 
     def score_histories(requests):
         """The answers to history requests (item indices, ratings, n, exclude_seen), the people of
