@@ -684,15 +684,17 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, prior=None, max_iter
         lo, hi = histories.indptr[p], histories.indptr[p + 1]
         return histories.indices[lo:hi], np.searchsorted(levels, histories.data[lo:hi])
 
-    for people in _same_lengths(np.flatnonzero(span & (lengths > 0)), lengths, K):
-        m = int(lengths[people[0]])
-        H = np.empty((len(people), m, F))
+    for people in _similar_lengths(np.flatnonzero(span & (lengths > 0)), lengths, K):
+        m = int(lengths[people].max())
+        H = np.zeros((len(people), m, F))
         Y = np.zeros((len(people), m, K))
+        valid = np.zeros((len(people), m), dtype=bool)
         for r, p in enumerate(people):
             items, y = rated(p)
-            H[r] = item_hidden[items]
-            Y[r, np.arange(m), y] = 1.0
-        A, b = _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter)
+            H[r, :len(y)] = item_hidden[items]
+            Y[r, np.arange(len(y)), y] = 1.0
+            valid[r, :len(y)] = True
+        A, b = _newton_offsets(H, Y, valid, W_mean, b_mean, W_prec, b_prec, max_iter)
         out_W[people] = W_mean - (A.transpose(0, 2, 1) @ H) / W_prec
         out_b[people] = b
     for p in np.flatnonzero(~span & (lengths > 0)):
@@ -701,14 +703,22 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, prior=None, max_iter
     return out_W, out_b
 
 
-def _same_lengths(people, lengths, K, max_elements=2**23):
-    """people, in groups of the same history length, each group's Newton systems (float64
-    [(m K + K)^2] per person) within max_elements."""
-    for m in np.unique(lengths[people]):
-        group = people[lengths[people] == m]
-        step = max(1, max_elements // (m * K + K) ** 2)
+def _similar_lengths(people, lengths, K, max_elements=2**23):
+    """people in groups solved together, padded to the group's longest history: a group ends where
+    a length would exceed both 1.5 times and 8 more than its shortest (a short history costs little
+    more padded, and each group costs a fixed number of NumPy calls per Newton step); each group's
+    arrays ([m, m] per level and person) within max_elements."""
+    people = people[np.argsort(lengths[people], kind="stable")]
+    start = 0
+    for end in range(1, len(people) + 1):
+        shortest = int(lengths[people[start]])
+        if end < len(people) and lengths[people[end]] <= max(1.5 * shortest, shortest + 8):
+            continue
+        group = people[start:end]
+        step = max(1, max_elements // (K * int(lengths[group[-1]]) ** 2))
         for s in range(0, len(group), step):
             yield group[s:s + step]
+        start = end
 
 
 def _lbfgs_unit(H, y, mean, prec, K, F, max_iter):
@@ -731,21 +741,25 @@ def _lbfgs_unit(H, y, mean, prec, K, F, max_iter):
     return t[:K * F].reshape(K, F), t[K * F:]
 
 
-def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
+def _newton_offsets(H, Y, valid, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
     """The MAP fits of fold_in_visible_units over the rated items' span, by Newton's method, for P
-    people who rated m items each: H [P, m, F] the items' hidden states, Y [P, m, K] their one-hot
-    levels.
+    people at once.  H [P, m, F] the rated items' hidden states, Y [P, m, K] their one-hot levels,
+    valid [P, m]: each person's items, padded to a common m with rows that valid marks False.
 
     With u_k = M_k a_k (M_k = H diag(1 / W_prec[k]) H^T) the logit offsets of the m rated items, the
     objective is  sum_i CE(c_i + b - u_i, y_i) + 1/2 sum_k u_k^T M_k^-1 u_k + 1/2 |b - b_mean|^2_b_prec,
     smooth and strictly convex in (u, b): a few damped Newton steps on m K + K numbers, each person
-    stepping and stopping on their own.  Returns (A [P, m, K], b [P, K])."""
+    stepping and stopping on their own.  A padded item has no data term and an identity block in
+    M_k^-1, apart from the rest, so its offsets stay 0 and the others' fit is the unpadded one.
+    Returns (A [P, m, K], b [P, K])."""
     P, m, K = Y.shape
     n = m * K
+    live = valid.astype(np.float64)[..., None]
     C = H @ W_mean.T  # the prior mean's logits without the bias
     M = (H[:, None] / W_prec[None, :, None, :]) @ H[:, None].transpose(0, 1, 3, 2)  # [P, K, m, m]
     diag = np.arange(m)
-    M[..., diag, diag] += (1e-9 * M[..., diag, diag].sum(axis=2) / m + 1e-12)[..., None]
+    trace = M[..., diag, diag].sum(axis=2) / valid.sum(axis=1)[:, None]
+    M[..., diag, diag] += np.where(valid[:, None, :], (1e-9 * trace + 1e-12)[..., None], 1.0)
     Minv = np.linalg.inv(M)
 
     def offsets(Mi, u):  # M_k^-1 u_k for every k: [p, m, K]
@@ -755,7 +769,7 @@ def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
         z = C[who] + b[:, None, :] - u
         z = z - z.max(axis=2, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
-        Pr = np.exp(logp)
+        Pr = np.exp(logp) * live[who]
         Mu = offsets(Minv[who], u)
         d = b - b_mean
         value = -(Y[who] * logp).sum(axis=(1, 2)) + 0.5 * (u * Mu).sum(axis=(1, 2)) + 0.5 * (b_prec * d * d).sum(axis=1)
@@ -767,18 +781,7 @@ def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
     value, grad, Pr = parts(np.arange(P), u, b)
     active = np.arange(P)
     for _ in range(max_iter):
-        p = len(active)
-        S = Pr[active][..., None] * np.eye(K) - Pr[active][..., None] * Pr[active][..., None, :]  # CE Hessians
-        T = np.zeros((p, m, K, m, K))
-        for k in range(K):
-            T[:, :, k, :, k] = Minv[active, k]
-        T[:, diag, :, diag, :] += S.transpose(1, 0, 2, 3)
-        Hess = np.empty((p, n + K, n + K))
-        Hess[:, :n, :n] = T.reshape(p, n, n)
-        Hess[:, :n, n:] = -S.reshape(p, n, K)
-        Hess[:, n:, :n] = -S.reshape(p, n, K).transpose(0, 2, 1)
-        Hess[:, n:, n:] = S.sum(axis=1) + np.diag(b_prec)
-        step = np.linalg.solve(Hess, -grad[active][..., None])[..., 0]
+        step = _newton_step(Minv[active], Pr[active], grad[active], b_prec)
         decrement = -(grad[active] * step).sum(axis=1)
         going = decrement / 2 > tol * np.maximum(1.0, np.abs(value[active]))
         active, step, decrement = active[going], step[going], decrement[going]
@@ -797,6 +800,37 @@ def _newton_offsets(H, Y, W_mean, b_mean, W_prec, b_prec, max_iter, tol=1e-8):
             t[pending[~ok]] *= 0.5
             pending = pending[~ok]
     return offsets(Minv, u), b
+
+
+def _newton_step(Minv, Pr, grad, b_prec):
+    """The Newton steps [p, m K + K] of _newton_offsets: the solutions of Hess step = -grad, with
+    Hess = [[A, -E], [-E^T, S_b]] in (u, b), A = Q + D, Q = M_k^-1 for each level k (m x m blocks),
+    D = the items' softmax Hessians S_i = diag(p_i) - p_i p_i^T (K x K blocks), E = the S_i stacked
+    and S_b = sum_i S_i + diag(b_prec).
+
+    A dense solve costs (m K + K)^3.  Here A = G - V V^T, with G = Q + diag(p) block diagonal per
+    level and V one column p_i per item, so A^-1 is G^-1 (K inverses of m x m) corrected by an m x m
+    system (Woodbury), and b is eliminated by its K x K Schur complement: about K m^3 in all.
+    Minv [p, K, m, m], Pr [p, m, K] (the items' level probabilities), grad [p, m K + K]."""
+    p, m, K = Pr.shape
+    diag = np.arange(m)
+    G = Minv.copy()
+    G[..., diag, diag] += Pr.transpose(0, 2, 1)
+    Ginv = np.linalg.inv(G)  # [p, K, m, m]
+    S = Pr[..., None] * np.eye(K) - Pr[..., :, None] * Pr[..., None, :]  # [p, m, K, K]
+    # right-hand sides: -grad_u, and the K columns of E; the level index k stays in place
+    R = np.concatenate([-grad[:, :m * K].reshape(p, m, K, 1), S], axis=3)  # [p, m, K, 1 + K]
+    Y = (Ginv @ R.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # G^-1 R
+    GV = Ginv * Pr.transpose(0, 2, 1)[:, :, None, :]  # G^-1 V: [p, K, m (row i), m (item j)]
+    cap = np.eye(m) - (Pr.transpose(0, 2, 1)[..., None] * GV).sum(axis=1)  # I - V^T G^-1 V
+    w = np.linalg.solve(cap, (Pr[..., None] * Y).sum(axis=2))  # [p, m, 1 + K]
+    AinvR = Y + (GV @ w[:, None]).transpose(0, 2, 1, 3)
+    Ainv_r, Ainv_E = AinvR[..., 0].reshape(p, m * K, 1), AinvR[..., 1:].reshape(p, m * K, K)
+    Et = S.reshape(p, m * K, K).transpose(0, 2, 1)
+    schur = S.sum(axis=1) + np.diag(b_prec) - Et @ Ainv_E
+    db = np.linalg.solve(schur, -grad[:, m * K:, None] + Et @ Ainv_r)
+    du = Ainv_r + Ainv_E @ db
+    return np.concatenate([du[..., 0], db[..., 0]], axis=1)
 
 
 def _part_ids(name, user_ids, item_ids):

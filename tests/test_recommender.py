@@ -345,6 +345,33 @@ def test_fold_in_of_many_people_at_once_is_each_alone(fitted, data):
     assert not np.allclose(W[0], W[2])  # different histories of one length are not mixed up
 
 
+def test_fold_in_newton_step_solves_the_whole_system():
+    """The structured Newton step (per-level inverses, Woodbury, Schur complement on b) equals a
+    dense solve of the (m K + K)-square Hessian."""
+    from rbm_cuda.recommender import _newton_step
+
+    rng = np.random.default_rng(0)
+    p, m, K = 3, 4, 5
+    B = rng.normal(size=(p, K, m, m))
+    Minv = B @ B.transpose(0, 1, 3, 2) + np.eye(m)
+    z = rng.normal(size=(p, m, K))
+    Pr = np.exp(z) / np.exp(z).sum(axis=2, keepdims=True)
+    grad = rng.normal(size=(p, m * K + K))
+    b_prec = rng.uniform(0.5, 2.0, size=K)
+    got = _newton_step(Minv, Pr, grad, b_prec)
+    n = m * K
+    for q in range(p):
+        S = [np.diag(Pr[q, i]) - np.outer(Pr[q, i], Pr[q, i]) for i in range(m)]
+        Hess = np.zeros((n + K, n + K))
+        for i in range(m):
+            Hess[i * K:(i + 1) * K, i * K:(i + 1) * K] = S[i]
+            Hess[i * K:(i + 1) * K, n:] = Hess[n:, i * K:(i + 1) * K] = -S[i]
+            for j in range(m):
+                Hess[i * K + np.arange(K), j * K + np.arange(K)] += Minv[q, :, i, j]
+        Hess[n:, n:] = sum(S) + np.diag(b_prec)
+        np.testing.assert_allclose(got[q], np.linalg.solve(Hess, -grad[q]), rtol=1e-8, atol=1e-10)
+
+
 def test_fold_in_over_the_rated_items_span_finds_the_same_unit(fitted, data):
     """The fit over A (m K numbers) and the fit over W (F K numbers) reach the same MAP estimate."""
     m = fitted.parts_["item"]
