@@ -155,8 +155,11 @@ def main(argv=None):
         proc.wait(10)
     lat = np.array([d for d, _ in out]) * 1e3
     errors = [p for _, p in out if p]
+    import importlib.util
+
+    stack = "+".join(m for m in ("uvloop", "httptools") if importlib.util.find_spec(m)) or "asyncio+h11"
     print(f"# {meta['kind']} of {meta['dataset']} ({meta['n_items']} items), {a.clients} clients, "
-          f"{elapsed:.1f} s, {os.cpu_count()} CPUs")
+          f"{a.workers} server processes ({stack}), {elapsed:.1f} s, {os.cpu_count()} CPUs")
     print(f"requests {len(out)}, {len(out) / elapsed:.1f} requests/s; latency p50 {np.percentile(lat, 50):.1f} ms, "
           f"p99 {np.percentile(lat, 99):.1f} ms; errors {len(errors)}")
     for e in sorted(set(errors))[:5]:
