@@ -14,7 +14,7 @@ import contextlib
 
 import numpy as np
 
-from .cuda.kernels import PointerKernels
+from .cuda.kernels import CompiledKernels
 
 try:
     from . import _emu
@@ -34,7 +34,7 @@ def module():
     return _emu
 
 
-class EmulatedBackend(PointerKernels):
+class EmulatedBackend(CompiledKernels):
     """Backend whose kernels are the CUDA kernels executed on the host (numpy arrays in, numpy out).
 
     check_bounds (default on) checks every index before a launch: the emulated kernels, like the
@@ -54,11 +54,6 @@ class EmulatedBackend(PointerKernels):
     @staticmethod
     def _to_numpy(a):
         return np.asarray(a)
-
-    def _pointer(self, a):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"the emulation backend needs numpy arrays, got {type(a).__module__}.{type(a).__name__}")
-        return a.ctypes.data
 
 
 @contextlib.contextmanager

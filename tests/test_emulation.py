@@ -199,8 +199,8 @@ def test_a_failed_runtime_call_does_not_fail_the_next_launch():
 
     out = np.zeros(8, np.uint32)
     with pytest.raises(RuntimeError, match=r"CUDA error cudaErrorInvalidDevice .* at .*kernels\.cu:\d+"):
-        _emu.philox_words(0, 0, 0, 0, 0, 8, out.ctypes.data, 0, 1)  # there is no device 1
-    _emu.philox_words(5, 1, 0, 0, 0, 8, out.ctypes.data, 0, 0)
+        _emu.philox_words(0, 0, 0, 0, 0, out, 0, 1)  # there is no device 1
+    _emu.philox_words(5, 1, 0, 0, 0, out, 0, 0)
     np.testing.assert_array_equal(out, philox_words(5, 1, 0, 0, 0, 8))
 
 
@@ -755,20 +755,45 @@ def test_argument_checks(emu):
     ip = X.indptr.astype(np.int64)
     out = np.empty((4, 8), np.float32)
     call = emu.sample_hidden
-    with pytest.raises(TypeError, match="rows must be int64"):
+    # the compiled function checks dtype, order and device (nanobind), never converting: the message
+    # shows the expected array types, and a converted copy would lose the kernel's writes
+    with pytest.raises(TypeError, match=r"rows: ndarray\[dtype=int64"):
         call(ip, X.indices, states, values, rows.astype(np.int32), W, bh, 0, 0, 0, out, out, True)
-    with pytest.raises(ValueError, match="prob_out has shape"):
-        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out[:3], out, True)
-    with pytest.raises(ValueError, match="C-contiguous"):
+    with pytest.raises(TypeError, match=r"prob_out: ndarray\[dtype=float32, order='C'"):
         call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, np.empty((8, 4), np.float32).T, out, True)
+    with pytest.raises(TypeError, match=r"sample_out: ndarray"):
+        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out, [[0.0] * 8] * 4, True)
+    read_only = out.copy()
+    read_only.flags.writeable = False
+    with pytest.raises(TypeError, match=r"sample_out: ndarray"):
+        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out, read_only, True)
+    # shapes are checked against each other, naming the array
+    with pytest.raises(ValueError, match=r"prob_out has shape \(3, 8\), expected \(4, 8\)"):
+        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out[:3], out, True)
+    with pytest.raises(ValueError, match="values must have 0 or nnz"):
+        call(ip, X.indices, states, np.ones(3, np.float32), rows, W, bh, 0, 0, 0, out, out, True)
+    with pytest.raises(ValueError, match=r"bh has shape \(7,\), expected \(8,\)"):
+        call(ip, X.indices, states, values, rows, W, bh[:7], 0, 0, 0, out, out, True)
+    # indices: with check_bounds (the emulation's default), before any launch
     with pytest.raises(IndexError, match="rows"):
         call(ip, X.indices, states, values, rows + N_USERS, W, bh, 0, 0, 0, out, out, True)
     with pytest.raises(IndexError, match="states"):
         call(ip, X.indices, states + 5, values, rows, W, bh, 0, 0, 0, out, out, True)
-    with pytest.raises(TypeError, match="must be an array"):
-        call(ip, X.indices, states, values, rows, W, bh, 0, 0, 0, out, [[0.0] * 8] * 4, True)
-    with pytest.raises(ValueError, match="values"):
-        call(ip, X.indices, states, np.ones(3, np.float32), rows, W, bh, 0, 0, 0, out, out, True)
+
+
+def test_every_backend_has_every_kernel_with_the_numba_arguments():
+    """One list of kernels (rbm_cuda.cpu.kernels.KERNELS): the Numba backend takes them from it, and
+    the compiled backends' methods take the same arguments in the same order."""
+    import inspect
+
+    from rbm_cuda.cpu import kernels
+    from rbm_cuda.cpu.backend import NumbaBackend
+    from rbm_cuda.cuda.kernels import CompiledKernels
+
+    for name in kernels.KERNELS:
+        numba_args = list(inspect.signature(getattr(kernels, name).py_func).parameters)
+        assert getattr(NumbaBackend, name) is getattr(kernels, name), name
+        assert list(inspect.signature(getattr(CompiledKernels, name)).parameters)[1:] == numba_args, name
 
 
 def test_empty_inputs_are_no_ops(emu):

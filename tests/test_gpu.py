@@ -136,9 +136,9 @@ def test_cuda_errors_become_runtime_errors_with_file_and_line():
 
     out = cupy.empty(4, dtype=np.uint32)
     with pytest.raises(RuntimeError, match=r"CUDA error cudaErrorInvalidDevice .* at .*kernels\.cu:\d+"):
-        _cuda.philox_words(0, 0, 0, 0, 0, 4, out.data.ptr, 0, 9999)
+        _cuda.philox_words(0, 0, 0, 0, 0, out, 0, 9999)
     # the failed cudaSetDevice left its error as the thread's last error: the next launch must not report it
-    _cuda.philox_words(5, 1, 0, 0, 0, 4, out.data.ptr, 0, cupy.cuda.runtime.getDevice())
+    _cuda.philox_words(5, 1, 0, 0, 0, out, 0, cupy.cuda.runtime.getDevice())
     from rbm_cuda.cpu.philox import philox_words
 
     np.testing.assert_array_equal(out.get(), philox_words(5, 1, 0, 0, 0, 4))

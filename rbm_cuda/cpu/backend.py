@@ -26,20 +26,6 @@ class NumbaBackend:
     name = "numba"
     xp = np
 
-    group_by_item = staticmethod(kernels.group_by_item)
-    sample_hidden = staticmethod(kernels.sample_hidden)
-    sample_visible_softmax = staticmethod(kernels.sample_visible_softmax)
-    sigmoid_bernoulli = staticmethod(kernels.sigmoid_bernoulli)
-    compact_rows = staticmethod(kernels.compact_rows)
-    scatter_gradients = staticmethod(kernels.scatter_gradients)
-    apply_update = staticmethod(kernels.apply_update)
-    update_softmax = staticmethod(kernels.update_softmax)
-    catch_up = staticmethod(kernels.catch_up)
-    update_hidden_bias = staticmethod(kernels.update_hidden_bias)
-    predict_pairs = staticmethod(kernels.predict_pairs)
-    score_items = staticmethod(kernels.score_items)
-    free_energy = staticmethod(kernels.free_energy)
-
     @staticmethod
     def asarray(a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
@@ -57,8 +43,12 @@ class NumbaBackend:
     @staticmethod
     def epoch_batches(indptr, indices, order, batch_size, n_items, host_indptr, grouped=True):
         """The epoch's batches as (rows, group) pairs, group_by_item's group computed as each batch
-        is reached (None when not `grouped`): the arrays of the pointer backends' epoch_batches."""
+        is reached (None when not `grouped`): the arrays of the compiled backends' epoch_batches."""
         order = np.asarray(order, dtype=np.int64)
         for a in range(0, len(order), batch_size):
             rows = order[a:a + batch_size]
             yield rows, kernels.group_by_item(indptr, indices, rows, n_items) if grouped else None
+
+
+for _name in kernels.KERNELS:  # the kernels, from their one list
+    setattr(NumbaBackend, _name, staticmethod(getattr(kernels, _name)))

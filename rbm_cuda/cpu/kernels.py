@@ -20,6 +20,12 @@ from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, 
                    gather_rows_sum, level_update, prefetch, tile_gather, tile_logits, tile_scatter,
                    tile_softmax_draws)
 
+# The kernels every backend provides, with these names and arguments (NumbaBackend takes them from
+# here; the compiled backends implement each in rbm_cuda/cuda/kernels.py).
+KERNELS = ("group_by_item", "sample_hidden", "sample_visible_softmax", "sigmoid_bernoulli", "compact_rows",
+           "scatter_gradients", "apply_update", "update_softmax", "catch_up", "update_hidden_bias",
+           "predict_pairs", "score_items", "free_energy")
+
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, update_softmax, scatter_gradients: parallel tasks per call, each a range of items

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 
 from .. import gpu
-from .kernels import PointerKernels
+from .kernels import CompiledKernels
 
 
-class CupyBackend(PointerKernels):
+class CupyBackend(CompiledKernels):
     name = "cuda"
 
     def __init__(self, check_bounds=None):
@@ -32,12 +32,6 @@ class CupyBackend(PointerKernels):
 
     def _to_numpy(self, a):
         return self._cupy.asnumpy(a)
-
-    def _pointer(self, a):
-        if not isinstance(a, self._cupy.ndarray):
-            raise TypeError(f"the CUDA backend needs cupy arrays (device memory), got {type(a).__module__}."
-                            f"{type(a).__name__}")
-        return a.data.ptr
 
     def _stream(self):
         return self._cupy.cuda.get_current_stream().ptr

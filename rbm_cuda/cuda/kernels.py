@@ -2,12 +2,13 @@
 memory) and the emulation backend (rbm_cuda._emu, the same kernel source run on the CPU over numpy
 arrays).
 
-Each method has the name and arguments of the Numba kernel in rbm_cuda/cpu/kernels.py.  It checks
-dtypes, shapes and C-contiguity (the compiled side only sees pointers, so a wrong array would
-silently read the wrong memory), then passes pointers, sizes, the stream and the device.  With
-``check_bounds`` it also checks that every index points inside its array (rows, indptr, items,
-levels): O(nnz) work and a device synchronisation per call, for tests and debugging
-(``RBM_CUDA_CHECK_BOUNDS=1`` turns it on for the CuPy backend).
+Each method has the name and arguments of the Numba kernel in rbm_cuda/cpu/kernels.py and passes
+the arrays on with the stream and the device.  The compiled functions take typed arrays: nanobind
+checks each one's dtype, C order and device (a TypeError otherwise), and csrc/bindings.cpp checks
+their shapes against each other (a ValueError naming the array).  With ``check_bounds`` the methods
+also check that every index points inside its array (rows, indptr, items, levels): O(nnz) work and a
+device synchronisation per call, for tests and debugging (``RBM_CUDA_CHECK_BOUNDS=1`` turns it on for
+the CuPy backend).
 """
 
 from __future__ import annotations
@@ -17,24 +18,22 @@ import numpy as np
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 
-F32 = np.dtype(np.float32)
-I32 = np.dtype(np.int32)
-I64 = np.dtype(np.int64)
-U32 = np.dtype(np.uint32)
+
+def _require(a, name, dtype):
+    """TypeError unless `a` is an array of `dtype` (for the methods that run array operations, not a
+    kernel, on their inputs)."""
+    if not hasattr(a, "dtype") or a.dtype != dtype:
+        raise TypeError(f"{name} must be a {np.dtype(dtype).name} array, got {getattr(a, 'dtype', type(a).__name__)}")
 
 
-def _shape_str(shape):
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+class CompiledKernels:
+    """The kernel methods of a backend whose kernels are a compiled module (rbm_cuda._cuda or _emu).
 
-
-class PointerKernels:
-    """The kernel methods of a backend whose kernels take raw pointers.
-
-    Subclasses set ``name``, ``xp`` and implement ``_pointer(array)``; ``_stream()`` and
-    ``_device()`` default to 0 (the host emulation ignores both).
+    Subclasses set ``name`` and ``xp`` and implement ``_to_numpy``; ``_stream()`` and ``_device()``
+    default to 0 (the host emulation ignores both).
     """
 
-    name = "pointer"
+    name = "compiled"
 
     def __init__(self, module, xp, check_bounds=False):
         self._m = module
@@ -57,9 +56,6 @@ class PointerKernels:
         return self._to_numpy(a)
 
     # -- to override ----------------------------------------------------------------------------
-    def _pointer(self, a) -> int:
-        raise NotImplementedError
-
     def _to_numpy(self, a):
         raise NotImplementedError
 
@@ -69,24 +65,10 @@ class PointerKernels:
     def _device(self) -> int:
         return 0
 
-    # -- checks ------------------------------------------------------------------------------------
-    def _ptr(self, a, name, dtype, shape, out=False):
-        """Pointer of `a` after checking it is a C-contiguous `dtype` array of `shape` (None: any)."""
-        if not hasattr(a, "dtype") or not hasattr(a, "shape"):
-            raise TypeError(f"{name} must be an array, got {type(a).__name__}")
-        if a.dtype != dtype:
-            raise TypeError(f"{name} must be {dtype.name}, got {a.dtype}")
-        if len(a.shape) != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape)):
-            raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {_shape_str(shape)}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous (the kernels index it as a flat array)")
-        if out and not getattr(a.flags, "writeable", True):
-            raise ValueError(f"{name} is read-only, but the kernel writes to it")
-        return self._pointer(a)
-
+    # -- bounds checks (check_bounds) ------------------------------------------------------------------
     def _in_range(self, a, name, hi, lo=0):
-        if not self.check_bounds or a.shape[0] == 0:
-            return
+        if not self.check_bounds or not hasattr(a, "shape") or a.shape[0] == 0:
+            return  # a non-array: the kernel's own argument check says what was expected
         amin, amax = self._read(a.min()), self._read(a.max())
         if amin < lo or amax >= hi:
             raise IndexError(f"{name} must lie in [{lo}, {hi}), found values in [{amin}, {amax}]")
@@ -98,50 +80,35 @@ class PointerKernels:
         if self._read(ip[0]) < 0 or self._read(ip[-1]) > nnz or (n_rows > 0 and self._read((ip[1:] < ip[:-1]).any())):
             raise IndexError(f"indptr must be non-decreasing within [0, nnz = {nnz}]")
 
-    def _csr(self, indptr, indices, states, values, rows, n_items, n_levels):
-        """Checks the CSR rating arrays and returns their pointers and sizes."""
-        nnz = indices.shape[0] if hasattr(indices, "shape") else None
-        p_indptr = self._ptr(indptr, "indptr", I64, (None,))
-        if indptr.shape[0] < 1:
-            raise ValueError("indptr must have n_rows + 1 >= 1 entries")
-        p_indices = self._ptr(indices, "indices", I32, (None,))
-        p_states = self._ptr(states, "states", I32, (nnz,))
-        if not hasattr(values, "shape") or values.shape[0] not in (0, nnz):
-            raise ValueError(f"values must have 0 or nnz = {nnz} entries, got shape {getattr(values, 'shape', None)}")
-        p_values = self._ptr(values, "values", F32, (values.shape[0],))
-        p_rows = self._ptr(rows, "rows", I64, (None,))
-        if self.check_bounds:
-            self._check_rows(indptr, rows, nnz)
-            self._in_range(indices, "indices", n_items)
-            self._in_range(states, "states", n_levels)
-        return p_indptr, p_indices, p_states, p_values, values.shape[0], p_rows, rows.shape[0]
+    def _check_csr(self, indptr, indices, states, rows, W):
+        """With check_bounds: rows, indptr, indices and states of a batch's ratings within their arrays."""
+        if self.check_bounds and indptr.shape[0] >= 1:
+            self._check_rows(indptr, rows, indices.shape[0])
+            self._in_range(indices, "indices", W.shape[0])
+            self._in_range(states, "states", W.shape[1])
 
-    @staticmethod
-    def _weights(W):
-        if not hasattr(W, "shape") or len(W.shape) != 3:
-            raise ValueError(f"W must be float32[n_items, K, F], got shape {getattr(W, 'shape', None)}")
-        return W.shape
+    def _check_group(self, start, slot_b, slot_p, B):
+        if self.check_bounds and start.ndim == 1 and start.shape[0] >= 1:
+            m = slot_b.shape[0]
+            if self._read(start[0]) != 0 or self._read(start[-1]) != m or \
+                    (start.shape[0] > 1 and self._read((start[1:] < start[:-1]).any())):
+                raise IndexError(f"start must rise from 0 to the number of slots ({m})")
+            self._in_range(slot_b, "slot_b", B)
+            self._in_range(slot_p, "slot_p", m)
 
     # -- kernels (rbm_cuda/cpu/kernels.py) -------------------------------------------------------------
     def sample_hidden(self, indptr, indices, states, values, rows, W, bh, seed, step, gibbs, prob_out, sample_out,
                       sample):
-        n_items, K, F = self._weights(W)
-        p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
-            indptr, indices, states, values, rows, n_items, K)
-        self._m.sample_hidden(
-            p_indptr, p_indices, p_states, p_values, n_values, p_rows, B,
-            self._ptr(W, "W", F32, (n_items, K, F)), K, F, self._ptr(bh, "bh", F32, (F,)),
-            int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
-            self._ptr(prob_out, "prob_out", F32, (B, F), out=True),
-            self._ptr(sample_out, "sample_out", F32, (B, F), out=True), bool(sample),
-            self._stream(), self._device())
+        self._check_csr(indptr, indices, states, rows, W)
+        self._m.sample_hidden(indptr, indices, states, values, rows, W, bh, int(seed) & _U64, int(step) & _U32,
+                              int(gibbs) & _U32, prob_out, sample_out, bool(sample), self._stream(), self._device())
 
     def group_by_item(self, indptr, indices, rows, n_items):
         """rbm_cuda/cpu/kernels.py group_by_item, with array operations of ``xp`` (a stable sort by
         item of the batch's entries in batch order): the same four arrays, bit for bit."""
         xp = self.xp
-        for a, name, dtype in ((indptr, "indptr", I64), (indices, "indices", I32), (rows, "rows", I64)):
-            self._ptr(a, name, dtype, (None,))  # the checks only: no kernel runs here
+        for a, name, dtype in ((indptr, "indptr", np.int64), (indices, "indices", np.int32), (rows, "rows", np.int64)):
+            _require(a, name, dtype)  # no kernel runs here to check them
         if self.check_bounds:
             self._check_rows(indptr, rows, indices.shape[0])
             self._in_range(indices, "indices", n_items)
@@ -177,8 +144,8 @@ class PointerKernels:
             for a, b in zip(cuts[:-1], cuts[1:]):
                 yield rows[a:b], None
             return
-        for a, name, dtype in ((indptr, "indptr", I64), (indices, "indices", I32)):
-            self._ptr(a, name, dtype, (None,))
+        for a, name, dtype in ((indptr, "indptr", np.int64), (indices, "indices", np.int32)):
+            _require(a, name, dtype)
         if self.check_bounds:
             self._check_rows(indptr, rows, indices.shape[0])
             self._in_range(indices, "indices", n_items)
@@ -211,182 +178,88 @@ class PointerKernels:
             start = xp.searchsorted(items_sorted[lo:hi], bounds, side="left")
             yield rows[a:b], (start, slot_b[lo:hi], slot_p[lo:hi], delta[a:b])
 
-    def _group(self, start, slot_b, slot_p, delta, n_items, B):
-        """Checks group_by_item's arrays; returns their pointers and the number of slots."""
-        m = slot_b.shape[0] if hasattr(slot_b, "shape") else None
-        ptrs = (self._ptr(start, "start", I64, (n_items + 1,)), self._ptr(slot_b, "slot_b", I32, (None,)),
-                self._ptr(slot_p, "slot_p", I32, (m,)), self._ptr(delta, "delta", I64, (B,)))
-        if self.check_bounds:
-            if self._read(start[0]) != 0 or self._read(start[-1]) != m or \
-                    (n_items > 0 and self._read((start[1:] < start[:-1]).any())):
-                raise IndexError(f"start must rise from 0 to the number of slots ({m})")
-            self._in_range(slot_b, "slot_b", B)
-            self._in_range(slot_p, "slot_p", m)
-        return ptrs, m
-
     def sample_visible_softmax(self, indptr, indices, rows, start, slot_b, slot_p, delta, h, W, bv, seed, step,
                                gibbs, out_states):
-        n_items, K, F = self._weights(W)
-        nnz = indices.shape[0]
-        self._ptr(indptr, "indptr", I64, (None,))
-        p_indices = self._ptr(indices, "indices", I32, (None,))
-        B = rows.shape[0]
-        self._ptr(rows, "rows", I64, (B,))
-        (_, p_slot_b, p_slot_p, p_delta), m = self._group(start, slot_b, slot_p, delta, n_items, B)
         if self.check_bounds:
-            self._check_rows(indptr, rows, nnz)
-            self._in_range(indices, "indices", n_items)
-        if self.check_bounds and self._read(((h != 0) & (h != 1)).any()):
-            raise ValueError("sample_visible_softmax: h must hold binary hidden states (0.0 or 1.0)")
+            self._check_rows(indptr, rows, indices.shape[0])
+            self._in_range(indices, "indices", W.shape[0])
+            self._check_group(start, slot_b, slot_p, rows.shape[0])
+            if self._read(((h != 0) & (h != 1)).any()):
+                raise ValueError("sample_visible_softmax: h must hold binary hidden states (0.0 or 1.0)")
+        B, F = h.shape
         hbits = self.xp.empty((B, (F + 31) // 32), dtype=np.uint32)  # scratch: the kernel reads h as bits
-        self._m.sample_visible_softmax(
-            p_indices, p_slot_b, p_slot_p, p_delta, m, self._ptr(h, "h", F32, (B, F)), B,
-            self._ptr(hbits, "hbits", U32, hbits.shape, out=True),
-            self._ptr(W, "W", F32, (n_items, K, F)), self._ptr(bv, "bv", F32, (n_items, K)), K, F,
-            int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
-            self._ptr(out_states, "out_states", I32, (nnz,), out=True), self._stream(), self._device())
+        self._m.sample_visible_softmax(indices, slot_b, slot_p, delta, h, hbits, W, bv, int(seed) & _U64,
+                                       int(step) & _U32, int(gibbs) & _U32, out_states, self._stream(), self._device())
 
     def sigmoid_bernoulli(self, logits, rows, seed, step, gibbs, phase, prob_out, sample_out):
-        if not hasattr(logits, "shape") or len(logits.shape) != 2:
-            raise ValueError(f"logits must be float32[B, N], got shape {getattr(logits, 'shape', None)}")
-        B, N = logits.shape
-        self._m.sigmoid_bernoulli(
-            self._ptr(logits, "logits", F32, (B, N)), B, N, self._ptr(rows, "rows", I64, (B,)),
-            int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32, int(phase) & _U32,
-            self._ptr(prob_out, "prob_out", F32, (B, N), out=True),
-            self._ptr(sample_out, "sample_out", F32, (B, N), out=True), self._stream(), self._device())
+        self._m.sigmoid_bernoulli(logits, rows, int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32,
+                                  int(phase) & _U32, prob_out, sample_out, self._stream(), self._device())
 
     def compact_rows(self, dense, indptr_out, indices_out):
-        if not hasattr(dense, "shape") or len(dense.shape) != 2:
-            raise ValueError(f"dense must be float32[B, N], got shape {getattr(dense, 'shape', None)}")
         B, N = dense.shape
-        p_dense = self._ptr(dense, "dense", F32, (B, N))
-        p_indptr = self._ptr(indptr_out, "indptr_out", I64, (B + 1,), out=True)
-        # the kernel cannot stop at a full buffer: room for every column, as the Numba kernel's check
-        # would only find out after the count
-        p_indices = self._ptr(indices_out, "indices_out", I32, (None,), out=True)
-        if indices_out.shape[0] < B * N:
-            raise ValueError(f"indices_out has {indices_out.shape[0]} entries, compact_rows needs B * N = {B * N}")
         counts = self.xp.empty(B * (-(-N // self._m.COMPACT_CHUNK)), dtype=np.int64)  # scratch
-        self._m.compact_rows(p_dense, B, N, self._ptr(counts, "chunk_counts", I64, counts.shape, out=True), p_indptr,
-                             p_indices, self._stream(), self._device())
+        self._m.compact_rows(dense, counts, indptr_out, indices_out, self._stream(), self._device())
 
     def scatter_gradients(self, indptr, indices, states, values, rows, ph, sign, dW, dbv):
-        n_items, K, F = self._weights(dW)
-        p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
-            indptr, indices, states, values, rows, n_items, K)
-        self._m.scatter_gradients(
-            p_indptr, p_indices, p_states, p_values, n_values, p_rows, B, self._ptr(ph, "ph", F32, (B, F)),
-            float(sign), self._ptr(dW, "dW", F32, (n_items, K, F), out=True),
-            self._ptr(dbv, "dbv", F32, (n_items, K), out=True), K, F, self._stream(), self._device())
+        self._check_csr(indptr, indices, states, rows, dW)
+        self._m.scatter_gradients(indptr, indices, states, values, rows, ph, float(sign), dW, dbv, self._stream(),
+                                  self._device())
 
     def apply_update(self, param, grad, velocity, learning_rate, momentum, weight_decay, scale):
-        n = param.shape[0] if hasattr(param, "shape") and len(param.shape) == 1 else None
-        if n is None:
-            raise ValueError(f"param must be a flat float32 array, got shape {getattr(param, 'shape', None)}")
-        self._m.apply_update(
-            self._ptr(param, "param", F32, (n,), out=True), self._ptr(grad, "grad", F32, (n,), out=True),
-            self._ptr(velocity, "velocity", F32, (n,), out=True), n, float(learning_rate), float(momentum),
-            float(weight_decay), float(scale), self._stream(), self._device())
+        self._m.apply_update(param, grad, velocity, float(learning_rate), float(momentum), float(weight_decay),
+                             float(scale), self._stream(), self._device())
 
     def update_hidden_bias(self, ph0, phT, bh, grad, velocity, learning_rate, momentum, scale):
-        if not hasattr(ph0, "shape") or len(ph0.shape) != 2:
-            raise ValueError(f"ph0 must be float32[B, F], got shape {getattr(ph0, 'shape', None)}")
-        B, F = ph0.shape
-        self._m.update_hidden_bias(
-            self._ptr(ph0, "ph0", F32, (B, F)), self._ptr(phT, "phT", F32, (B, F)), B, F,
-            self._ptr(bh, "bh", F32, (F,), out=True), self._ptr(grad, "grad", F32, (F,), out=True),
-            self._ptr(velocity, "velocity", F32, (F,), out=True), float(learning_rate), float(momentum), float(scale),
-            self._stream(), self._device())
+        self._m.update_hidden_bias(ph0, phT, bh, grad, velocity, float(learning_rate), float(momentum), float(scale),
+                                   self._stream(), self._device())
 
     def update_softmax(self, start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
                        learning_rate, momentum, weight_decay, scale, last, step):
-        n_items, K, F = self._weights(W)
-        B = delta.shape[0] if hasattr(delta, "shape") else None
-        (p_start, p_slot_b, p_slot_p, p_delta), _ = self._group(start, slot_b, slot_p, delta, n_items, B)
-        nnz = states.shape[0] if hasattr(states, "shape") else None
-        p_states = self._ptr(states, "states", I32, (nnz,))
-        p_neg = self._ptr(neg_states, "neg_states", I32, (nnz,))
         if self.check_bounds:
-            self._in_range(states, "states", K)
-            self._in_range(neg_states, "neg_states", K)
-        self._m.update_softmax(
-            p_start, p_slot_b, p_slot_p, p_delta, p_states, p_neg, self._ptr(ph0, "ph0", F32, (B, F)),
-            self._ptr(phT, "phT", F32, (B, F)), self._ptr(W, "W", F32, (n_items, K, F), out=True),
-            self._ptr(bv, "bv", F32, (n_items, K), out=True),
-            self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
-            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, float(learning_rate),
-            float(momentum), float(weight_decay), float(scale), self._ptr(last, "last", I64, (n_items,), out=True),
-            int(step), self._stream(), self._device())
+            self._check_group(start, slot_b, slot_p, delta.shape[0])
+            self._in_range(states, "states", W.shape[1])
+            self._in_range(neg_states, "neg_states", W.shape[1])
+        self._m.update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
+                               float(learning_rate), float(momentum), float(weight_decay), float(scale), last,
+                               int(step), self._stream(), self._device())
 
     def catch_up(self, start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv, mark):
-        n_items, K, F = self._weights(W)
         step = int(step)
-        p_start = self._ptr(start, "start", I64, (n_items + 1,))
-        p_last = self._ptr(last, "last", I64, (n_items,), out=True)
-        rows = powers_W.shape[0] if hasattr(powers_W, "shape") else None
-        p_pW = self._ptr(powers_W, "powers_W", F32, (rows, 4))
-        p_pb = self._ptr(powers_bv, "powers_bv", F32, (rows, 4))
-        if self.check_bounds and n_items:  # every gap step - last[i] >= 0 must have its row in the tables
+        if self.check_bounds and W.shape[0]:  # every gap step - last[i] >= 0 must have its row in the tables
+            rows = powers_W.shape[0]
             lo, hi = self._read(last.min()), self._read(last.max())
             if hi > step or step - lo >= rows:
                 raise ValueError(f"last holds steps {lo} .. {hi}: the gaps to step {step} need powers rows up to "
                                  f"{step - lo}, there are {rows} (and no item may be ahead of the step)")
-        self._m.catch_up(
-            p_start, p_last, step, self._ptr(W, "W", F32, (n_items, K, F), out=True),
-            self._ptr(bv, "bv", F32, (n_items, K), out=True),
-            self._ptr(vel_W, "vel_W", F32, (n_items, K, F), out=True),
-            self._ptr(vel_bv, "vel_bv", F32, (n_items, K), out=True), n_items, K, F, p_pW, p_pb, bool(mark),
-            self._stream(), self._device())
+        self._m.catch_up(start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv, bool(mark), self._stream(),
+                         self._device())
 
     def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
-        n_items, K, F = self._weights(W)
-        if not hasattr(ph, "shape") or len(ph.shape) != 2:
-            raise ValueError(f"ph must be float32[U, F], got shape {getattr(ph, 'shape', None)}")
-        P = items.shape[0]
         if self.check_bounds:
             self._in_range(pair_rows, "pair_rows", ph.shape[0])
-            self._in_range(items, "items", n_items)
-        self._m.predict_pairs(
-            self._ptr(ph, "ph", F32, (ph.shape[0], F)), self._ptr(pair_rows, "pair_rows", I64, (P,)),
-            self._ptr(items, "items", I32, (P,)), P, self._ptr(W, "W", F32, (n_items, K, F)),
-            self._ptr(bv, "bv", F32, (n_items, K)), self._ptr(levels, "levels", F32, (K,)), K, F,
-            self._ptr(out, "out", F32, (P,), out=True), self._stream(), self._device())
+            self._in_range(items, "items", W.shape[0])
+        self._m.predict_pairs(ph, pair_rows, items, W, bv, levels, out, self._stream(), self._device())
 
     def score_items(self, logits, bv, levels, out):
-        if not hasattr(bv, "shape") or len(bv.shape) != 2:
-            raise ValueError(f"bv must be float32[n_items, K], got shape {getattr(bv, 'shape', None)}")
-        n_items, K = bv.shape
-        U = logits.shape[0]
-        self._m.score_items(
-            self._ptr(logits, "logits", F32, (U, n_items * K)), U, self._ptr(bv, "bv", F32, (n_items, K)), n_items, K,
-            self._ptr(levels, "levels", F32, (K,)), self._ptr(out, "out", F32, (U, n_items), out=True),
-            self._stream(), self._device())
+        self._m.score_items(logits, bv, levels, out, self._stream(), self._device())
 
     def free_energy(self, indptr, indices, states, values, rows, W, bv, bh, out):
-        n_items, K, F = self._weights(W)
-        p_indptr, p_indices, p_states, p_values, n_values, p_rows, B = self._csr(
-            indptr, indices, states, values, rows, n_items, K)
-        scratch = self.xp.empty((B, F), dtype=np.float32)
-        self._m.free_energy(
-            p_indptr, p_indices, p_states, p_values, n_values, p_rows, B, self._ptr(W, "W", F32, (n_items, K, F)),
-            self._ptr(bv, "bv", F32, (n_items, K)), self._ptr(bh, "bh", F32, (F,)), K, F,
-            self._ptr(out, "out", F32, (B,), out=True), self._ptr(scratch, "scratch", F32, (B, F), out=True),
-            self._stream(), self._device())
+        self._check_csr(indptr, indices, states, rows, W)
+        scratch = self.xp.empty((rows.shape[0], W.shape[2]), dtype=np.float32)
+        self._m.free_energy(indptr, indices, states, values, rows, W, bv, bh, out, scratch, self._stream(),
+                            self._device())
 
     # -- Philox (rbm_cuda/cpu/philox.py), computed by a kernel ------------------------------------------
     def philox_words(self, seed, step, gibbs, phase, start, count):
         out = self.xp.empty(int(count), dtype=np.uint32)
         self._m.philox_words(int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32, int(phase) & _U32,
-                             int(start) & _U64, int(count), self._ptr(out, "out", U32, (int(count),), out=True),
-                             self._stream(), self._device())
+                             int(start) & _U64, out, self._stream(), self._device())
         return out
 
     def philox_uniforms(self, seed, step, gibbs, phase, start, count):
         out = self.xp.empty(int(count), dtype=np.float32)
         self._m.philox_uniforms(int(seed) & _U64, int(step) & _U32, int(gibbs) & _U32, int(phase) & _U32,
-                                int(start) & _U64, int(count), self._ptr(out, "out", F32, (int(count),), out=True),
-                                self._stream(), self._device())
+                                int(start) & _U64, out, self._stream(), self._device())
         return out
 
     def synchronize(self):
