@@ -178,9 +178,10 @@ class ItemLookup:
     def id_index(self, key):
         """Index of the raw id written as text `key`, or None."""
         if self._by_id is None:  # first index of each id; a dict, as a server asks for every rating
-            self._by_id = {}
+            by_id = {}
             for i, v in enumerate(self.ids.tolist()):
-                self._by_id.setdefault(v, i)
+                by_id.setdefault(v, i)
+            self._by_id = by_id  # whole, for a request thread that looks at the same time
         if self.ids.dtype.kind in "iu":
             try:
                 value = int(str(key).strip())

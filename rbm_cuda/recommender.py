@@ -684,7 +684,7 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, prior=None, max_iter
         lo, hi = histories.indptr[p], histories.indptr[p + 1]
         return histories.indices[lo:hi], np.searchsorted(levels, histories.data[lo:hi])
 
-    for people in _similar_lengths(np.flatnonzero(span & (lengths > 0)), lengths, K):
+    for people in _similar_lengths(np.flatnonzero(span & (lengths > 0)), lengths, K, F):
         m = int(lengths[people].max())
         H = np.zeros((len(people), m, F))
         Y = np.zeros((len(people), m, K))
@@ -703,11 +703,11 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, prior=None, max_iter
     return out_W, out_b
 
 
-def _similar_lengths(people, lengths, K, max_elements=2**23):
+def _similar_lengths(people, lengths, K, F, max_elements=2**23):
     """people in groups solved together, padded to the group's longest history: a group ends where
     a length would exceed both 1.5 times and 8 more than its shortest (a short history costs little
     more padded, and each group costs a fixed number of NumPy calls per Newton step); each group's
-    arrays ([m, m] per level and person) within max_elements."""
+    largest array ([K, m, max(m, F)] per person) within max_elements."""
     people = people[np.argsort(lengths[people], kind="stable")]
     start = 0
     for end in range(1, len(people) + 1):
@@ -715,7 +715,8 @@ def _similar_lengths(people, lengths, K, max_elements=2**23):
         if end < len(people) and lengths[people[end]] <= max(1.5 * shortest, shortest + 8):
             continue
         group = people[start:end]
-        step = max(1, max_elements // (K * int(lengths[group[-1]]) ** 2))
+        m = int(lengths[group[-1]])
+        step = max(1, max_elements // (K * m * max(m, F)))
         for s in range(0, len(group), step):
             yield group[s:s + step]
         start = end

@@ -774,6 +774,15 @@ def test_argument_checks(emu):
         call(ip, X.indices, states, np.ones(3, np.float32), rows, W, bh, 0, 0, 0, out, out, True)
     with pytest.raises(ValueError, match=r"bh has shape \(7,\), expected \(8,\)"):
         call(ip, X.indices, states, values, rows, W, bh[:7], 0, 0, 0, out, out, True)
+    # what the Python side reads before the compiled function's checks is checked there
+    with pytest.raises(TypeError, match="rows must be an array"):
+        call(ip, X.indices, states, values, rows.tolist(), W, bh, 0, 0, 0, out, out, True)
+    with pytest.raises(ValueError, match="W must have 3 dimensions"):
+        emu.free_energy(ip, X.indices, states, values, rows, W[:, 0], bv, bh, np.empty(4, np.float32))
+    group = emu.group_by_item(ip, X.indices, rows, X.shape[1])
+    with pytest.raises(ValueError, match=r"delta has shape \(3,\), expected \(4,\)"):
+        emu.sample_visible_softmax(ip, X.indices, rows, *group[:3], group[3][:3], out[:3], W, bv, 0, 0, 1,
+                                   np.zeros(X.nnz, np.int32))
     # indices: with check_bounds (the emulation's default), before any launch
     with pytest.raises(IndexError, match="rows"):
         call(ip, X.indices, states, values, rows + N_USERS, W, bh, 0, 0, 0, out, out, True)

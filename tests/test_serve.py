@@ -113,6 +113,8 @@ def test_to_read_candidates(client, rec):
     ("post", "/api/recommendations", {"history": [{"item_id": 100}]}, 422, "history.0.rating"),
     ("post", "/api/recommendations", {"history": [{"item_id": 100, "rating": 4, "x": 1}]}, 422, "history.0.x"),
     ("post", "/api/recommendations", "{not json", 422, "body"),
+    ("post", "/api/recommendations", '{"history": [{"item_id": 100, "rating": NaN}]}', 422, "history.0.rating"),
+    ("post", "/api/recommendations", '{"history": [{"item_id": 100, "rating": Infinity}]}', 422, "history.0.rating"),
     ("get", "/api/users/99999/recommendations", None, 404, "user_id"),
     ("get", "/api/users/1/recommendations?n=abc", None, 422, "n"),
     ("get", "/api/items/4242/similar", None, 404, "item_id"),
@@ -241,6 +243,30 @@ def test_a_request_that_goes_away_does_not_stop_the_others():
 
     asyncio.run(main())
     assert loop_errors == []
+
+
+def test_a_request_whose_loop_has_closed_does_not_stop_the_scorer():
+    """A request left behind by an event loop that has closed (a server shutting down) cannot be
+    answered; the others of its batch are, and the scoring thread goes on."""
+    batcher = Batcher(lambda reqs: [r * 2 for r in reqs], threading.Lock())
+
+    async def queue_one():
+        task = asyncio.create_task(batcher(1))
+        await eventually(lambda: batcher.waiting == 1)
+        return task
+
+    gone = asyncio.new_event_loop()
+    batcher.busy.acquire()  # nothing is scored until both requests wait
+    gone.run_until_complete(queue_one())
+    gone.close()
+
+    async def live():
+        task = asyncio.create_task(batcher(21))
+        await eventually(lambda: batcher.waiting == 2)
+        batcher.busy.release()  # one batch: the closed loop's request and this one
+        return await asyncio.wait_for(task, 10)
+
+    assert asyncio.run(live()) == 42
 
 
 def test_a_batch_takes_at_most_max_batch_requests_oldest_first():

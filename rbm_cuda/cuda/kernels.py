@@ -26,6 +26,16 @@ def _require(a, name, dtype):
         raise TypeError(f"{name} must be a {np.dtype(dtype).name} array, got {getattr(a, 'dtype', type(a).__name__)}")
 
 
+def _shape(a, name, ndim):
+    """a's shape, after checking that it is an array of ndim dimensions: for the methods that read a
+    shape before the compiled function checks its arguments."""
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+    if len(a.shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension{'s' if ndim > 1 else ''}, got shape {tuple(a.shape)}")
+    return a.shape
+
+
 class CompiledKernels:
     """The kernel methods of a backend whose kernels are a compiled module (rbm_cuda._cuda or _emu).
 
@@ -67,14 +77,14 @@ class CompiledKernels:
 
     # -- bounds checks (check_bounds) ------------------------------------------------------------------
     def _in_range(self, a, name, hi, lo=0):
-        if not self.check_bounds or not hasattr(a, "shape") or a.shape[0] == 0:
-            return  # a non-array: the kernel's own argument check says what was expected
+        if not self.check_bounds or _shape(a, name, 1)[0] == 0:
+            return
         amin, amax = self._read(a.min()), self._read(a.max())
         if amin < lo or amax >= hi:
             raise IndexError(f"{name} must lie in [{lo}, {hi}), found values in [{amin}, {amax}]")
 
     def _check_rows(self, indptr, rows, nnz):
-        n_rows = indptr.shape[0] - 1
+        n_rows = _shape(indptr, "indptr", 1)[0] - 1
         self._in_range(rows, "rows", n_rows)
         ip = indptr
         if self._read(ip[0]) < 0 or self._read(ip[-1]) > nnz or (n_rows > 0 and self._read((ip[1:] < ip[:-1]).any())):
@@ -82,14 +92,15 @@ class CompiledKernels:
 
     def _check_csr(self, indptr, indices, states, rows, W):
         """With check_bounds: rows, indptr, indices and states of a batch's ratings within their arrays."""
-        if self.check_bounds and indptr.shape[0] >= 1:
-            self._check_rows(indptr, rows, indices.shape[0])
-            self._in_range(indices, "indices", W.shape[0])
-            self._in_range(states, "states", W.shape[1])
+        if self.check_bounds and _shape(indptr, "indptr", 1)[0] >= 1:
+            n_items, K, _ = _shape(W, "W", 3)
+            self._check_rows(indptr, rows, _shape(indices, "indices", 1)[0])
+            self._in_range(indices, "indices", n_items)
+            self._in_range(states, "states", K)
 
     def _check_group(self, start, slot_b, slot_p, B):
-        if self.check_bounds and start.ndim == 1 and start.shape[0] >= 1:
-            m = slot_b.shape[0]
+        if self.check_bounds and _shape(start, "start", 1)[0] >= 1:
+            m = _shape(slot_b, "slot_b", 1)[0]
             if self._read(start[0]) != 0 or self._read(start[-1]) != m or \
                     (start.shape[0] > 1 and self._read((start[1:] < start[:-1]).any())):
                 raise IndexError(f"start must rise from 0 to the number of slots ({m})")
@@ -180,13 +191,15 @@ class CompiledKernels:
 
     def sample_visible_softmax(self, indptr, indices, rows, start, slot_b, slot_p, delta, h, W, bv, seed, step,
                                gibbs, out_states):
+        B, F = _shape(h, "h", 2)
+        if _shape(delta, "delta", 1)[0] != _shape(rows, "rows", 1)[0]:  # the kernel sees delta, not rows
+            raise ValueError(f"delta has shape {tuple(delta.shape)}, expected ({rows.shape[0]},): one per row")
         if self.check_bounds:
-            self._check_rows(indptr, rows, indices.shape[0])
-            self._in_range(indices, "indices", W.shape[0])
+            self._check_rows(indptr, rows, _shape(indices, "indices", 1)[0])
+            self._in_range(indices, "indices", _shape(W, "W", 3)[0])
             self._check_group(start, slot_b, slot_p, rows.shape[0])
             if self._read(((h != 0) & (h != 1)).any()):
                 raise ValueError("sample_visible_softmax: h must hold binary hidden states (0.0 or 1.0)")
-        B, F = h.shape
         hbits = self.xp.empty((B, (F + 31) // 32), dtype=np.uint32)  # scratch: the kernel reads h as bits
         self._m.sample_visible_softmax(indices, slot_b, slot_p, delta, h, hbits, W, bv, int(seed) & _U64,
                                        int(step) & _U32, int(gibbs) & _U32, out_states, self._stream(), self._device())
@@ -196,7 +209,7 @@ class CompiledKernels:
                                   int(phase) & _U32, prob_out, sample_out, self._stream(), self._device())
 
     def compact_rows(self, dense, indptr_out, indices_out):
-        B, N = dense.shape
+        B, N = _shape(dense, "dense", 2)
         counts = self.xp.empty(B * (-(-N // self._m.COMPACT_CHUNK)), dtype=np.int64)  # scratch
         self._m.compact_rows(dense, counts, indptr_out, indices_out, self._stream(), self._device())
 
@@ -216,17 +229,19 @@ class CompiledKernels:
     def update_softmax(self, start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
                        learning_rate, momentum, weight_decay, scale, last, step):
         if self.check_bounds:
-            self._check_group(start, slot_b, slot_p, delta.shape[0])
-            self._in_range(states, "states", W.shape[1])
-            self._in_range(neg_states, "neg_states", W.shape[1])
+            K = _shape(W, "W", 3)[1]
+            self._check_group(start, slot_b, slot_p, _shape(delta, "delta", 1)[0])
+            self._in_range(states, "states", K)
+            self._in_range(neg_states, "neg_states", K)
         self._m.update_softmax(start, slot_b, slot_p, delta, states, neg_states, ph0, phT, W, bv, vel_W, vel_bv,
                                float(learning_rate), float(momentum), float(weight_decay), float(scale), last,
                                int(step), self._stream(), self._device())
 
     def catch_up(self, start, last, step, W, bv, vel_W, vel_bv, powers_W, powers_bv, mark):
         step = int(step)
-        if self.check_bounds and W.shape[0]:  # every gap step - last[i] >= 0 must have its row in the tables
-            rows = powers_W.shape[0]
+        if self.check_bounds and _shape(W, "W", 3)[0]:  # every gap step - last[i] >= 0 needs its table row
+            rows = _shape(powers_W, "powers_W", 2)[0]
+            _shape(last, "last", 1)
             lo, hi = self._read(last.min()), self._read(last.max())
             if hi > step or step - lo >= rows:
                 raise ValueError(f"last holds steps {lo} .. {hi}: the gaps to step {step} need powers rows up to "
@@ -236,8 +251,8 @@ class CompiledKernels:
 
     def predict_pairs(self, ph, pair_rows, items, W, bv, levels, out):
         if self.check_bounds:
-            self._in_range(pair_rows, "pair_rows", ph.shape[0])
-            self._in_range(items, "items", W.shape[0])
+            self._in_range(pair_rows, "pair_rows", _shape(ph, "ph", 2)[0])
+            self._in_range(items, "items", _shape(W, "W", 3)[0])
         self._m.predict_pairs(ph, pair_rows, items, W, bv, levels, out, self._stream(), self._device())
 
     def score_items(self, logits, bv, levels, out):
@@ -245,7 +260,7 @@ class CompiledKernels:
 
     def free_energy(self, indptr, indices, states, values, rows, W, bv, bh, out):
         self._check_csr(indptr, indices, states, rows, W)
-        scratch = self.xp.empty((rows.shape[0], W.shape[2]), dtype=np.float32)
+        scratch = self.xp.empty((_shape(rows, "rows", 1)[0], _shape(W, "W", 3)[2]), dtype=np.float32)
         self._m.free_energy(indptr, indices, states, values, rows, W, bv, bh, out, scratch, self._stream(),
                             self._device())
 

@@ -126,19 +126,29 @@ class Batcher:
 
     def _drain(self):
         """The scoring thread: batches until the queue is empty."""
-        while True:
-            with self.busy:
-                with self._queue_lock:
-                    batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        try:
+            while True:
+                with self.busy:
+                    with self._queue_lock:
+                        batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                        if not batch:
+                            self._draining = False
+                            return
+                    batch = [entry for entry in batch if not entry[1].cancelled()]  # their clients left
                     if not batch:
-                        self._draining = False
-                        return
-                self.batches += 1
-                try:
-                    self._answer(batch)
-                except BaseException as err:  # noqa: BLE001 - no request of the batch may wait forever
-                    for _, done, loop in batch:
-                        loop.call_soon_threadsafe(_settle, done, None, err)
+                        continue
+                    self.batches += 1
+                    try:
+                        self._answer(batch)
+                    except BaseException as err:  # noqa: BLE001 - no request of the batch may wait forever
+                        for _, done, loop in batch:
+                            _deliver(loop, done, None, err)
+        except BaseException:
+            # a failure of the thread itself: the next request must start a new one, not find the
+            # queue taken by a thread that has gone
+            with self._queue_lock:
+                self._draining = False
+            raise
 
     def _answer(self, batch):
         try:
@@ -147,14 +157,22 @@ class Batcher:
             results = None
         if results is not None:
             for (_, done, loop), res in zip(batch, results):
-                loop.call_soon_threadsafe(_settle, done, res, None)
+                _deliver(loop, done, res, None)
             return
         for request, done, loop in batch:
             try:
                 res, err = self._score_many([request])[0], None
             except Exception as e:  # noqa: BLE001 - the request's own error, raised where it waits
                 res, err = None, e
-            loop.call_soon_threadsafe(_settle, done, res, err)
+            _deliver(loop, done, res, err)
+
+
+def _deliver(loop, done, result, error):
+    """Hands a result (or error) to the request's event loop; a closed loop has nobody waiting."""
+    try:
+        loop.call_soon_threadsafe(_settle, done, result, error)
+    except RuntimeError:
+        pass
 
 
 def _settle(done, result, error):
@@ -343,7 +361,7 @@ def create_app(model, data=None) -> FastAPI:
             field = f"history.{k}"
             i = item_index(e.item_id, f"{field}.item_id")
             level = min(levels, key=lambda v: abs(v - e.rating))
-            if abs(level - e.rating) > 1e-6:
+            if not abs(level - e.rating) <= 1e-6:  # NaN too
                 raise ApiError(422, f"{field}.rating: {e.rating:g} is not on the model's scale {levels}",
                                f"{field}.rating")
             if i in hist:
