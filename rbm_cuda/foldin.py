@@ -163,7 +163,9 @@ class ItemLookup:
                        if items is not None and "genres" in items.columns else None)
         self._exact = None
         self._folded = None
-        self._by_id = None
+        self._by_id = {}  # the first index of each id: a server looks up every rating
+        for i, v in enumerate(self.ids.tolist()):
+            self._by_id.setdefault(v, i)
         self.n_ratings = np.bincount(model.train_.indices, minlength=n).astype(np.int64)
 
     def _title_maps(self):
@@ -177,11 +179,6 @@ class ItemLookup:
 
     def id_index(self, key):
         """Index of the raw id written as text `key`, or None."""
-        if self._by_id is None:  # first index of each id; a dict, as a server asks for every rating
-            by_id = {}
-            for i, v in enumerate(self.ids.tolist()):
-                by_id.setdefault(v, i)
-            self._by_id = by_id  # whole, for a request thread that looks at the same time
         if self.ids.dtype.kind in "iu":
             try:
                 value = int(str(key).strip())
