@@ -661,8 +661,8 @@ def fold_in_visible_units(item_rbm, item_hidden, histories, prior=None, max_iter
     At the optimum W = W_mean - (A^T H) / precision_W for some A [m, K] (m rated items, H their
     hidden states: the gradient of the data term lies in their span), so a history shorter than F
     items is fitted over A and b (m K + K numbers, not F K + K): the same minimum, found faster, and
-    for many people at once (histories of the same length are solved together, which is most of the
-    speed when a server folds in a batch of short histories).  Each person's fit is their own:
+    for many people at once (histories of similar lengths are solved together, padded to the
+    longest, which is most of the speed when a server folds in a batch of short histories).  Each person's fit is their own:
     it does not depend on who else is in the call, up to rounding.
 
     histories: csr [P, n_items] of ratings on the model's levels; reduced: force (True) or forbid
