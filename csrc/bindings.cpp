@@ -100,12 +100,8 @@ struct Sizes {
     int64_t items, levels, hidden;
 };
 
-Sizes weights(const Array<const float> &W, const char *name = "W") {
-    if (W.ndim() != 3) expect(W, name, {any, any, any});
-    return {dim(W, 0), dim(W, 1), dim(W, 2)};
-}
-
-Sizes weights(const Array<float> &W, const char *name = "W") {
+template <class T>
+Sizes weights(const Array<T> &W, const char *name = "W") {
     if (W.ndim() != 3) expect(W, name, {any, any, any});
     return {dim(W, 0), dim(W, 1), dim(W, 2)};
 }

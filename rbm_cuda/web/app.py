@@ -307,7 +307,7 @@ def create_app(model, data=None) -> FastAPI:
     @app.get("/api/model")
     def metadata():
         out = {"kind": type(model).__name__, "dataset": model.dataset_name_, "n_users": int(model.n_users_),
-               "n_items": int(model.n_items_), "levels": [float(v) for v in model.levels_], "score": _score_text(model),
+               "n_items": int(model.n_items_), "levels": levels, "score": score_text,
                "has_titles": look.has_titles, "to_read": data is not None and getattr(data, "to_read", None) is not None}
         if is_rec:
             out["parts"] = list(model.parts_)
