@@ -11,6 +11,7 @@ Definitions of protocols and metrics, and measured results: docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--relevance-threshold", type=float, default=None,
                     help="ranking relevance: a test rating >= this (default: any test rating)")
     ap.add_argument("--epochs", type=int, default=None, help="override the RBMs' number of epochs")
+    ap.add_argument("--recommender", default=None, metavar="JSON",
+                    help='RBMRecommender parameters for the rbm rows, e.g. \'{"n_rankers": 1, "ranker_params": '
+                         '{"average_epochs": 1}}\'')
+    ap.add_argument("--validation", action="store_true",
+                    help="score on a validation part of each training part, never the test part (stratified: a "
+                         "per-user 25 %%; folds, ua, ub, random: a random 10 %%): for choosing hyper-parameters")
     ap.add_argument("--seed", type=int, default=0, help="seed of the RBMs' training")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the RBMs train")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
@@ -54,12 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _recommender_params(text):
+    """--recommender: a JSON object of RBMRecommender parameters (checked when the model is made)."""
+    if text is None:
+        return None
+    try:
+        over = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--recommender {text!r} is not JSON: {e}") from None
+    if not isinstance(over, dict):
+        raise ValueError(f"--recommender {text!r}: expected a JSON object of RBMRecommender parameters")
+    from .recommender import RBMRecommender
+
+    bad = set(over) - set(RBMRecommender._PARAM_NAMES) | set(over) & {"parts", "seed", "device"}
+    if bad:
+        raise ValueError(f"--recommender: {sorted(bad)} cannot be set here; allowed: "
+                         f"{', '.join(n for n in RBMRecommender._PARAM_NAMES if n not in ('parts', 'seed', 'device'))}")
+    RBMRecommender(**over)._check_params()
+    return over
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .datasets import DataError, load
     from .evaluation.harness import evaluate, format_table, to_json
     from .evaluation.registry import make_models
-    from .evaluation.splits import make_splits
+    from .evaluation.splits import make_splits, validation_splits
 
     def log(msg):
         if not args.quiet:
@@ -80,6 +107,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--relevance-threshold {args.relevance_threshold}: expected a finite rating")
         if args.epochs is not None and args.epochs < 0:
             raise ValueError(f"--epochs {args.epochs}: expected an int >= 0")
+        over = _recommender_params(args.recommender)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -87,14 +115,18 @@ def main(argv=None) -> int:
     try:
         data = load(args.data, duplicates=args.duplicates)
         splits = make_splits(args.protocol, data=data, seeds=seeds, test_fraction=args.test_fraction)
+        if args.validation:
+            splits = validation_splits(splits, args.protocol)
     except (DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log(f"{data!r}: protocol {args.protocol}, {len(splits)} split(s), k = {args.k}")
-    report = evaluate(lambda: make_models(names, device=args.device, seed=args.seed, epochs=args.epochs),
+    report = evaluate(lambda: make_models(names, device=args.device, seed=args.seed, epochs=args.epochs,
+                                          recommender=over),
                       splits, k=args.k, relevance_threshold=args.relevance_threshold, log=log)
     elapsed = time.perf_counter() - t0
-    print(f"{data.name}, protocol {args.protocol} ({', '.join(report['splits'])}), k = {args.k}"
+    print(f"{data.name}, protocol {args.protocol}{' (validation parts)' if args.validation else ''} "
+          f"({', '.join(report['splits'])}), k = {args.k}"
           + (f", relevance: test rating >= {args.relevance_threshold:g}" if args.relevance_threshold is not None else "")
           + (" — mean ± std over splits" if len(splits) > 1 else ""))
     print(format_table(report, markdown=args.markdown))

@@ -111,6 +111,9 @@ class RBM:
         W (n_items x K x n_hidden floats), so with many items small batches spend much of the epoch
         there (docs/performance.md).
     epochs : int, epochs run by fit.
+    average_epochs : int, fit ends with the mean of the weights (W, biases) after each of its last
+        average_epochs epochs (all of them when there are fewer) (tail averaging: a steadier model than the last epoch's alone, at no
+        extra training cost); 1 keeps the last epoch's.  partial_fit epochs are not averaged.
     seed : int, key of every random stream (Philox); same seed -> same model on CPU and GPU.
     device : "auto" | "cpu" | "cuda".
 
@@ -122,7 +125,7 @@ class RBM:
 
     def __init__(self, n_hidden=100, *, visible="softmax", like_threshold=3.0, cd_steps=1, learning_rate=0.1,
                  momentum=0.8, initial_momentum=0.5, momentum_warmup=5, weight_decay=0.003, batch_size=100,
-                 epochs=40, seed=0, device="auto"):
+                 epochs=40, average_epochs=1, seed=0, device="auto"):
         kw = dict(locals())
         kw.pop("self")
         self._params = validate_params(**kw)
@@ -280,10 +283,34 @@ class RBM:
         """
         self._start(X)
         mon = self._monitor(valid) if monitor else None
-        for _ in range(self._params.epochs):
+        p = self._params
+        n_avg = min(p.average_epochs, p.epochs)
+        total = None
+        for e in range(p.epochs):
             self._epoch(mon, callback)
+            if n_avg > 1 and e >= p.epochs - n_avg:
+                d = self._dev
+                now = [d[k] for k in ("W", "bv", "bh")]
+                total = [x.copy() for x in now] if total is None else [t + x for t, x in zip(total, now)]
+        if total is not None:
+            d = self._dev
+            for k, t in zip(("W", "bv", "bh"), total):
+                d[k][...] = t / np.float32(n_avg)
+            self._sync_host()
         self._drop_scratch()
         return self
+
+    def _share_rows(self, other):
+        """Read the encoded training rows of `other`, a model fitted on the same rows, instead of a
+        copy of its own (models of one ensemble: the rows are held once)."""
+        a, b = self.train_, other.train_
+        if a is not b and not (a.shape == b.shape and a.nnz == b.nnz and np.array_equal(a.indptr, b.indptr)
+                               and np.array_equal(a.indices, b.indices) and np.array_equal(a.data, b.data)):
+            raise ValueError("_share_rows: the two models were trained on different rows")
+        d, o = self._device(), other._device()
+        for key in ("indptr", "indices", "indptr_host", "states", "values"):
+            d[key] = o[key]
+        self.train_ = other.train_
 
     def _drop_scratch(self):
         """Free the arrays only training reads (gradients, negative states: up to W's size and one int32
@@ -606,12 +633,7 @@ class RBM:
         similar first."""
         self._check_fitted()
         check_n(n)
-        i = int(self.item_index(item))
-        W = np.asarray(self.W_, dtype=np.float32).reshape(self.n_items_, -1)
-        norms = np.linalg.norm(W, axis=1).astype(np.float64)
-        sims = (W @ W[i]).astype(np.float64) / np.maximum(norms * norms[i], 1e-30)
-        top = self._top_n(sims, n, None, [i])
-        return self.item_ids_[top], sims[top]
+        return nearest_items(self, self.W_, item, n)
 
     def _history_row(self, history):
         """A 1 x n_items float32 CSR from {raw item id: rating} or a 1-row sparse matrix."""
@@ -656,6 +678,17 @@ class RBM:
 
         return load_model(cls, path, device=device)
 
+
+
+def nearest_items(model, W, item, n):
+    """(item ids, cosines) of the n items of `model` whose weight vectors W[i] (any trailing shape,
+    flattened) are nearest to `item`'s (raw id) by cosine, the item itself excluded, nearest first."""
+    i = int(model.item_index(item))
+    W = np.asarray(W, dtype=np.float32).reshape(W.shape[0], -1)
+    norms = np.linalg.norm(W, axis=1).astype(np.float64)
+    sims = (W @ W[i]).astype(np.float64) / np.maximum(norms * norms[i], 1e-30)
+    top = model._top_n(sims, n, None, [i])
+    return model.item_ids_[top], sims[top]
 
 
 _DEFAULTS = {k: v.default for k, v in inspect.signature(RBM.__init__).parameters.items() if k != "self"}

@@ -25,6 +25,7 @@ class RBMParams:
     weight_decay: float = 0.003
     batch_size: int = 100
     epochs: int = 40
+    average_epochs: int = 1
     seed: int = 0
     device: str = "auto"
     # Normalised form of cd_steps: ((first_epoch, T), ...), starting at epoch 0.
@@ -139,6 +140,8 @@ def validate_params(**kw) -> RBMParams:
     _check(is_real(p.weight_decay) and p.weight_decay >= 0, "weight_decay", p.weight_decay, "a finite number >= 0")
     _check(is_int(p.batch_size) and p.batch_size >= 1, "batch_size", p.batch_size, "an int >= 1 (users per batch)")
     _check(is_int(p.epochs) and p.epochs >= 0, "epochs", p.epochs, "an int >= 0")
+    _check(is_int(p.average_epochs) and p.average_epochs >= 1, "average_epochs", p.average_epochs,
+           "an int >= 1 (the last epochs whose weights fit averages)")
     _check(is_int(p.seed) and 0 <= p.seed < 2**64, "seed", p.seed, "an int in [0, 2**64)")
     _check(p.device in DEVICES, "device", p.device, f"one of {DEVICES}")
     p.schedule = parse_cd_schedule(p.cd_steps)

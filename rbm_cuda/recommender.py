@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .datasets.core import RatingData, lookup_ids
+from .ensemble import RBMEnsemble, member_seed
 from .exceptions import NotFittedError
 from .model import RBM, sparse_ratings
 from .params import check_n
@@ -37,7 +38,7 @@ DEFAULT_PART_PARAMS = {
     "user": dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.1, momentum=0.8, weight_decay=0.003,
                  epochs=40),
     "ranker": dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.05, momentum=0.9, weight_decay=0.001,
-                   epochs=30, visible="bernoulli"),
+                   epochs=30, average_epochs=5, visible="bernoulli"),
 }
 # Pairs (or users x items cells) computed at once: bounds the temporary arrays.
 BLOCK_ELEMENTS = 2**22
@@ -96,6 +97,8 @@ class RBMRecommender:
         expected rating.
     item_params, user_params, ranker_params : dict or None, RBM parameters that override the
         part's defaults (DEFAULT_PART_PARAMS), e.g. {"epochs": 20}.
+    n_rankers : int >= 1, ranker RBMs trained from different seeds (the first from `seed`); the
+        ranking score is the mean of their p(rated).  Each costs one ranker's training and scoring.
     valid_fraction : float in (0, 1), share of each user's training ratings held out to fit the
         blend weights (only when two rating parts are blended).
     refit : bool, after the weights are fitted, train the rating parts again on all the ratings
@@ -106,18 +109,19 @@ class RBMRecommender:
 
     Attributes after fit
     --------------------
-    parts_ : {name: fitted RBM}; weights_ : {rating part: blend weight} (sum 1);
+    parts_ : {name: fitted RBM; "ranker": an RBMEnsemble of n_rankers RBMs}; weights_ : {rating part: blend weight} (sum 1);
     validation_ : {"rmse": {part or "blend": RMSE on the held-out share}, "n_ratings": int} (empty
     when no blend was fitted); levels_, user_ids_, item_ids_, items_, n_users_, n_items_, train_
     (csr float32 n_users x n_items, the ratings trained on), dataset_name_.
     """
 
-    def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None,
+    def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None, n_rankers=4,
                  valid_fraction=0.1, refit=True, seed=0, device="auto", progress=False):
         self.parts = parts
         self.item_params = item_params
         self.user_params = user_params
         self.ranker_params = ranker_params
+        self.n_rankers = n_rankers
         self.valid_fraction = valid_fraction
         self.refit = refit
         self.seed = seed
@@ -125,8 +129,8 @@ class RBMRecommender:
         self.progress = progress
 
     # -- scikit-learn conventions -------------------------------------------------------------
-    _PARAM_NAMES = ("parts", "item_params", "user_params", "ranker_params", "valid_fraction", "refit", "seed",
-                    "device", "progress")
+    _PARAM_NAMES = ("parts", "item_params", "user_params", "ranker_params", "n_rankers", "valid_fraction", "refit",
+                    "seed", "device", "progress")
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -159,6 +163,9 @@ class RBMRecommender:
         bad = [p for p in parts if p not in PARTS]
         if bad or not parts or len(set(parts)) != len(parts):
             raise ValueError(f"parts={self.parts!r} is not allowed: parts must be distinct names among {PARTS}")
+        n = self.n_rankers
+        if not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1):
+            raise ValueError(f"n_rankers={n!r} is not allowed: n_rankers must be an int >= 1")
         v = self.valid_fraction
         if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < 1):
             raise ValueError(f"valid_fraction={v!r} is not allowed: valid_fraction must be a number in (0, 1)")
@@ -182,7 +189,9 @@ class RBMRecommender:
         rating = [p for p in parts if p in RATING_PARTS]
         blend = len(rating) > 1
         final_parts = list(parts) if (self.refit or not blend) else [p for p in parts if p not in RATING_PARTS]
-        total = sum(params[p]["epochs"] for p in final_parts) + (sum(params[p]["epochs"] for p in rating) if blend else 0)
+        copies = {p: self.n_rankers if p == "ranker" else 1 for p in parts}
+        total = sum(params[p]["epochs"] * copies[p] for p in final_parts) \
+            + (sum(params[p]["epochs"] for p in rating) if blend else 0)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -198,9 +207,15 @@ class RBMRecommender:
                     callback(label, rbm, record)
 
             # no per-epoch monitoring: the blend's validation is what the recommender reports
-            rbm = RBM(**params[name]).fit(self._view(name, part_data), callback=on_epoch, monitor=False)
-            rbm._forget_velocity()  # parts are not trained further (nor saved with it): W's size freed
-            return rbm
+            view = self._view(name, part_data)
+            models = []
+            for k in range(copies[name]):
+                kw = dict(params[name], seed=member_seed(self.seed, k))
+                models.append(RBM(**kw).fit(view, callback=on_epoch, monitor=False))
+                models[-1]._forget_velocity()  # parts are not trained further (nor saved with it): W's size freed
+                if k:
+                    models[-1]._share_rows(models[0])
+            return RBMEnsemble(models) if name == "ranker" else models[0]
 
         fitted = {}
         self.validation_ = {}
@@ -561,8 +576,10 @@ class RBMRecommender:
         """What was trained: the parts with their parameters and epochs, the blend weights and the
         validation RMSEs (JSON-ready)."""
         self._check_fitted()
-        return {"model": "RBMRecommender", "parts": {p: {"params": m.params_.to_dict(), "epochs": m.epochs_done_}
-                                                     for p, m in self.parts_.items()},
+        parts = {p: {"params": m.params_.to_dict(), "epochs": m.epochs_done_} for p, m in self.parts_.items()}
+        if "ranker" in parts:
+            parts["ranker"]["models"] = len(self.parts_["ranker"])
+        return {"model": "RBMRecommender", "parts": parts,
                 "weights": dict(self.weights_), "validation": self.validation_, "refit": bool(self.refit),
                 "valid_fraction": self.valid_fraction}
 
@@ -575,8 +592,10 @@ class RBMRecommender:
         self._check_fitted()
         parts, arrays = {}, {}
         for name, m in self.parts_.items():
-            parts[name], a = rbm_state(m, velocities=False, prefix=f"{name}.")
-            arrays.update(a)
+            for k, member in enumerate(m.members_ if name == "ranker" else [m]):
+                key = f"{name}.{k}" if k else name  # the first model keeps the names of a one-model file
+                parts[key], a = rbm_state(member, velocities=False, prefix=f"{key}.")
+                arrays.update(a)
         arrays.update(data_arrays(self.train_, self.user_ids_, self.item_ids_, self.items_))
         params = self.get_params()
         params["parts"] = list(self.parts_)
@@ -602,16 +621,21 @@ class RBMRecommender:
                 params = dict(header["params"])
                 if device is not None:
                     params["device"] = device
+                params.setdefault("n_rankers", 1)  # files written before there were several
                 model = cls(**{k: params[k] for k in cls._PARAM_NAMES if k in params})
                 model.parts = tuple(model.parts)
                 names, _ = model._check_params()
                 fitted = {}
                 for name in names:
-                    fitted[name] = build_rbm(RBM, header["parts"][name], npz, where,
-                                             model._view(name, data).ratings,
-                                             *_part_ids(name, user_ids, item_ids), None,
-                                             header.get("dataset", ""), device=model.device, prefix=f"{name}.",
-                                             velocities=False)
+                    view = model._view(name, data).ratings
+                    members = []
+                    for k in range(model.n_rankers if name == "ranker" else 1):
+                        key = f"{name}.{k}" if k else name
+                        members.append(build_rbm(RBM, header["parts"][key], npz, where, view,
+                                                 *_part_ids(name, user_ids, item_ids), None,
+                                                 header.get("dataset", ""), device=model.device, prefix=f"{key}.",
+                                                 velocities=False))
+                    fitted[name] = RBMEnsemble(members) if name == "ranker" else members[0]
                 weights = header["weights"]
                 rating = [p for p in names if p in RATING_PARTS]
                 if not isinstance(weights, dict) or set(weights) != set(rating) \

@@ -88,6 +88,9 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
     launches (seven kernels and a search) and no transfer: the epoch's ratings are sorted by batch
     and item beforehand (be.epoch_batches), and the buffers below are allocated once."""
     xp = be.xp
+    # The kernels read the seed's 64 bits; Numba passes a Python int as a signed int64, so a seed of
+    # 2**63 or more goes as the int64 with the same bits.
+    seed = p.seed - 2**64 if p.seed >= 2**63 else p.seed
     B = min(p.batch_size, len(order))
     ph0_all, h_all, phT_all = (xp.empty((B, F), dtype=np.float32) for _ in range(3))
     gW, gbv, gbh = d["grad"]
@@ -105,7 +108,7 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
                 be.catch_up(group[0], lazy[0], step - 1, *lazy[1:], False)
                 pending = group[0]
             be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
-                             p.seed, step, 0, ph0, h, True)
+                             seed, step, 0, ph0, h, True)
             if bernoulli:
                 W0T = d["W"][:, 0, :].T
                 logits, pv, v = neg.logits[:B], neg.pv[:B], neg.v[:B]
@@ -113,9 +116,9 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
                 for t in range(1, steps + 1):
                     xp.matmul(h, W0T, out=logits)
                     logits += d["bv"][:, 0]
-                    be.sigmoid_bernoulli(logits, rows, p.seed, step, t, PHASE_VISIBLE, pv, v)
+                    be.sigmoid_bernoulli(logits, rows, seed, step, t, PHASE_VISIBLE, pv, v)
                     be.compact_rows(v, sampled[0], neg.indices)  # the sampled items, read sparsely below
-                    be.sample_hidden(*sampled, d["W"], d["bh"], p.seed, step, t, phT, h, t < steps)
+                    be.sample_hidden(*sampled, d["W"], d["bh"], seed, step, t, phT, h, t < steps)
                 be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
                                      np.float32(1.0), gW, gbv)
                 be.scatter_gradients(*sampled, phT, np.float32(-1.0), gW, gbv)
@@ -127,9 +130,9 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
                 neg_states = d["neg_states"]
                 for t in range(1, steps + 1):
                     be.sample_visible_softmax(d["indptr"], d["indices"], rows, *group, h, d["W"], d["bv"],
-                                              p.seed, step, t, neg_states)
+                                              seed, step, t, neg_states)
                     be.sample_hidden(d["indptr"], d["indices"], neg_states, d["values"], rows, d["W"], d["bh"],
-                                     p.seed, step, t, phT, h, t < steps)
+                                     seed, step, t, phT, h, t < steps)
                 be.update_softmax(*group, d["states"], neg_states, ph0, phT, d["W"], d["bv"], d["vel"][0],
                                   d["vel"][1], p.learning_rate, momentum, p.weight_decay, scale, d["last"], step)
                 pending = None

@@ -387,6 +387,10 @@ def test_new_users_protocol_folds_in_history(data):
     (["--epochs", "-1"], "--epochs -1"),
     (["--relevance-threshold", "nan"], "--relevance-threshold nan"),
     (["--protocol", "folds", "--test-fraction", "0.5"], "the folds protocol uses the data set's own splits"),
+    (["--recommender", "{n_rankers: 2}"], "is not JSON"),
+    (["--recommender", '{"seed": 3}'], "['seed'] cannot be set here"),
+    (["--recommender", '{"n_rankers": 0}'], "n_rankers=0 is not allowed"),
+    (["--recommender", '{"ranker_params": {"average_epochs": -1}}'], "average_epochs=-1"),
 ])
 def test_cli_refuses_bad_numbers_in_one_line(tmp_path, capsys, flags, phrase):
     from rbm_cuda.evaluate import main
@@ -394,6 +398,38 @@ def test_cli_refuses_bad_numbers_in_one_line(tmp_path, capsys, flags, phrase):
     assert main(["--data", "ml-latest-small", "--protocol", "stratified", "--quiet"] + flags) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and phrase in err and err.count("\n") == 1
+
+
+def test_validation_parts_come_from_the_training_parts_only(data):
+    from rbm_cuda.evaluation.splits import validation_splits
+
+    outer = [stratified_split(data, 0.25, seed=0), random_split(data, 0.1, seed=0)]
+    for protocol, split in zip(("stratified", "random"), outer):
+        (inner,) = validation_splits([split], protocol)
+        _assert_partition(split.train, inner)  # the training part, split again
+        assert not (_entries(inner.train.ratings) | _entries(inner.test.ratings)) & _entries(split.test.ratings)
+    per_user = np.diff(validation_splits(outer[:1], "stratified")[0].test.ratings.indptr)
+    assert np.array_equal(per_user, np.minimum(half_up(0.25 * np.diff(outer[0].train.ratings.indptr)),
+                                               np.diff(outer[0].train.ratings.indptr) - 1))
+    with pytest.raises(ValueError, match="new-users"):
+        validation_splits([new_users_split(data, 0.1, 0.75, 0)], "new-users")
+
+
+def test_cli_recommender_parameters_reach_the_rbm_rows(tmp_path, data):
+    from rbm_cuda.evaluate import main
+
+    csv = tmp_path / "tiny.csv"
+    coo = data.ratings.tocoo()
+    csv.write_text("user,item,rating\n" + "".join(f"{data.user_ids[u]},{data.item_ids[i]},{int(r)}\n"
+                                                    for u, i, r in zip(coo.row, coo.col, coo.data)))
+    docs = []
+    for extra in ([], ["--recommender", '{"n_rankers": 1, "ranker_params": {"average_epochs": 1}}']):
+        out = tmp_path / f"r{len(docs)}.json"
+        assert main(["--data", str(csv), "--protocol", "stratified", "--validation", "--models", "rbm-implicit",
+                     "--epochs", "3", "--json", str(out), "--quiet"] + extra) == 0
+        docs.append(json.loads(out.read_text()))
+    assert docs[0]["splits"] == ["seed0-valid"]
+    assert docs[0]["models"]["rbm-implicit"] != docs[1]["models"]["rbm-implicit"]
 
 
 def test_cli_takes_the_duplicates_flag(tmp_path, capsys):

@@ -219,7 +219,11 @@ def test_save_load_round_trip(tmp_path, data, fitted):
     with np.load(path, allow_pickle=False) as z:
         header = json.loads(str(z["header"][()]))
     assert header["format"] == "rbm_cuda.RBMRecommender" and header["format_version"] == 1
-    assert set(header["parts"]) == {"item", "user", "ranker"}
+    # the ranker's first model keeps the names a one-model file has; the others are numbered
+    assert set(header["parts"]) == {"item", "user", "ranker", "ranker.1", "ranker.2", "ranker.3"}
+    assert header["params"]["n_rankers"] == len(back.parts_["ranker"]) == 4
+    for a, b in zip(back.parts_["ranker"].members_, fitted.parts_["ranker"].members_):
+        np.testing.assert_array_equal(a.W_, b.W_)
     assert isinstance(load_model(RBM(n_hidden=3, epochs=1, device="cpu").fit(data).save(tmp_path / "r.npz")), RBM)
 
 
@@ -260,6 +264,77 @@ def test_damaged_recommender_files_are_refused(tmp_path, fitted, change, phrase)
     bad = _rewrite(src, tmp_path / "bad.npz", **change)
     with pytest.raises(ModelFileError, match=phrase):
         RBMRecommender.load(bad)
+
+
+def test_a_file_from_before_ranker_ensembles_loads_as_one_ranker(tmp_path, data):
+    one = tiny(n_rankers=1).fit(data)
+    src = one.save(tmp_path / "one.npz")
+    old = _rewrite(src, tmp_path / "old.npz",
+                   header=lambda h: {**h, "params": {k: v for k, v in h["params"].items() if k != "n_rankers"}})
+    back = RBMRecommender.load(old)
+    assert back.n_rankers == 1 and len(back.parts_["ranker"]) == 1
+    np.testing.assert_array_equal(back.score_items(data.user_ids[:5]), one.score_items(data.user_ids[:5]))
+
+
+def test_a_file_missing_a_ranker_is_refused(tmp_path, fitted):
+    src = fitted.save(tmp_path / "ok.npz")
+    bad = _rewrite(src, tmp_path / "bad.npz",
+                   header=lambda h: {**h, "parts": {k: v for k, v in h["parts"].items() if k != "ranker.3"}})
+    with pytest.raises(ModelFileError, match="incomplete or corrupt"):
+        RBMRecommender.load(bad)
+
+
+# -- the ranker: several RBMs, each averaged over its last epochs ----------------------------------------
+def test_ranker_scores_are_the_mean_of_its_models(data, fitted):
+    ens = fitted.parts_["ranker"]
+    models = ens.members_
+    assert len(models) == fitted.n_rankers == 4
+    assert len({m.params_.seed for m in models}) == 4 and models[0].params_.seed == fitted.seed
+    users = data.user_ids[:6]
+    rows = fitted.user_index(users)
+    mean = np.mean([m.score_users(rows) for m in models], axis=0)
+    np.testing.assert_allclose(fitted.score_items(users), mean, rtol=1e-6)
+    assert not np.allclose(models[0].score_users(rows), mean, rtol=1e-3)  # the models differ
+    # a new person: every model folds them in, and the scores are averaged the same way
+    h = {7: 5, 9: 1, 12: 3}
+    row = fitted.history_matrix(h)
+    row.data[:] = 1.0
+    mean_new = np.mean([m.score_users([0], X=row) for m in models], axis=0)
+    np.testing.assert_allclose(fitted.score_items(histories=h), mean_new, rtol=1e-6)
+    # the models are trained on one copy of the rows
+    assert all(m._device()["states"] is models[0]._device()["states"] for m in models)
+
+
+def test_one_ranker_is_the_ranker_alone(data):
+    rec = tiny(parts=("ranker",), n_rankers=1).fit(data)
+    alone = RBM(**{**TINY, "average_epochs": 5}, visible="bernoulli", learning_rate=0.05, momentum=0.9,
+                weight_decay=0.001, device="cpu")
+    alone.fit(RatingData(sp.csr_matrix((np.ones(data.nnz, np.float32), data.ratings.indices, data.ratings.indptr),
+                                       shape=data.ratings.shape), data.user_ids, data.item_ids, [1.0]))
+    np.testing.assert_array_equal(rec.parts_["ranker"].members_[0].W_, alone.W_)
+
+
+@pytest.mark.parametrize("n", [0, 1.5, True, "2"])
+def test_n_rankers_is_checked_at_fit(data, n):
+    rec = tiny(n_rankers=n)
+    with pytest.raises(ValueError, match="n_rankers"):
+        rec.fit(data)
+
+
+def test_average_epochs_is_the_mean_of_the_last_epochs_weights(data):
+    seen = []
+    m = RBM(**{**TINY, "epochs": 6, "average_epochs": 3}, device="cpu")
+    m.fit(data, callback=lambda model, record: seen.append((model.W_.copy(), model.bv_.copy(), model.bh_.copy())),
+          monitor=False)
+    for k, got in enumerate((m.W_, m.bv_, m.bh_)):
+        np.testing.assert_allclose(got, np.mean([s[k] for s in seen[-3:]], axis=0), rtol=1e-5, atol=1e-7)
+        assert not np.allclose(got, seen[-1][k])  # not the last epoch's
+    # more than there are epochs: all of them
+    m2 = RBM(**{**TINY, "epochs": 2, "average_epochs": 5}, device="cpu").fit(data, monitor=False)
+    m3 = RBM(**{**TINY, "epochs": 2, "average_epochs": 2}, device="cpu").fit(data, monitor=False)
+    np.testing.assert_array_equal(m2.W_, m3.W_)
+    with pytest.raises(ValueError, match="average_epochs=0"):
+        RBM(average_epochs=0)
 
 
 # -- estimator conventions -----------------------------------------------------------------------------

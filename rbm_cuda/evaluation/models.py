@@ -33,15 +33,18 @@ class Shared:
         return self.recommender
 
 
-def shared_recommender(rows, device="cpu", seed=0, epochs=None):
-    """One unfitted RBMRecommender with the parts the harness rows `rows` need."""
+def shared_recommender(rows, device="cpu", seed=0, epochs=None, params=None):
+    """One unfitted RBMRecommender with the parts the harness rows `rows` need; params: more of its
+    parameters (a dict), epochs: every part's epochs."""
     if "rbm" in rows:
         parts = ("item", "user", "ranker")
     else:
         parts = tuple(p for p in ("item", "user", "ranker") if any(PART_OF_ROW[r] == p for r in rows))
-    over = None if epochs is None else {"epochs": epochs}
-    return Shared(RBMRecommender(parts, item_params=over, user_params=over, ranker_params=over, seed=seed,
-                                 device=device))
+    kw = dict(params or {})
+    if epochs is not None:
+        for p in ("item", "user", "ranker"):
+            kw[f"{p}_params"] = {**(kw.get(f"{p}_params") or {}), "epochs": epochs}
+    return Shared(RBMRecommender(parts, seed=seed, device=device, **kw))
 
 
 class RecommenderView(Model):

@@ -23,14 +23,14 @@ BASELINES = {
 MODEL_NAMES = tuple(PART_OF_ROW) + tuple(BASELINES)
 
 
-def make_models(names=MODEL_NAMES, device="cpu", seed=0, epochs=None):
+def make_models(names=MODEL_NAMES, device="cpu", seed=0, epochs=None, recommender=None):
     """Fresh, unfitted models by name (see MODEL_NAMES), in that order; epochs overrides every RBM
-    part's number of epochs."""
+    part's number of epochs; recommender: RBMRecommender parameters for the rbm rows (a dict)."""
     bad = [n for n in names if n not in MODEL_NAMES]
     if bad:
         raise ValueError(f"unknown model {bad[0]!r}; known: {', '.join(MODEL_NAMES)}")
     rows = [n for n in names if n in PART_OF_ROW]
-    rec = shared_recommender(rows, device=device, seed=seed, epochs=epochs) if rows else None
+    rec = shared_recommender(rows, device=device, seed=seed, epochs=epochs, params=recommender) if rows else None
     out = []
     for name in names:
         if name in PART_OF_ROW:

@@ -118,6 +118,20 @@ def validation_split(train, fraction=0.1, seed=0):
     return s.train, s.test
 
 
+def validation_splits(splits, protocol):
+    """Each split's training part split again, its test part set aside: for choosing hyper-parameters
+    without the test sets.  stratified: a per-user 25 % of the training part (seed 0), as EASE picks
+    its lambda; folds, ua, ub, random: a random 10 % of it (seed 123)."""
+    if protocol == "new-users":
+        raise ValueError("validation parts are carved from training parts; new-users holds its people out of "
+                         "training, so it has none: use another protocol")
+    out = []
+    for s in splits:
+        inner = stratified_split(s.train, 0.25, 0) if protocol == "stratified" else random_split(s.train, 0.1, 123)
+        out.append(Split(f"{s.name}-valid", inner.train, inner.test))
+    return out
+
+
 def movielens_100k_folder(data):
     """The ml-100k folder a RatingData was loaded from (None if it was not)."""
     from pathlib import Path

@@ -1,0 +1,78 @@
+"""RBMEnsemble: RBMs of the same rows, each trained from its own seed, read as one model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import nearest_items
+
+# Member k's seed is seed + k * this odd constant (mod 2**64): member 0 keeps the seed, and the
+# members of nearby seeds (0, 1, 2, ...) do not coincide.
+_SEED_STRIDE = 0x9E3779B97F4A7C15
+
+
+def member_seed(seed, k):
+    """The training seed of member k of an ensemble seeded with `seed`."""
+    return (int(seed) + k * _SEED_STRIDE) % 2**64
+
+
+class RBMEnsemble:
+    """Fitted RBMs with the same parameters and training rows but different seeds; score_users is
+    the mean of their scores.
+
+    A single RBM's top-N list moves from seed to seed; the mean of a few is steadier and ranks
+    better (docs/evaluation.md, "Levers").  The members hold the training rows once.
+
+    members_ : list of fitted RBMs over the same rows and items, in seed order (member_seed).
+    """
+
+    def __init__(self, members):
+        members = list(members)
+        if not members:
+            raise ValueError("an RBMEnsemble needs at least one fitted RBM")
+        for m in members[1:]:
+            m._share_rows(members[0])
+        self.members_ = members
+
+    def __len__(self):
+        return len(self.members_)
+
+    def __repr__(self):
+        return f"RBMEnsemble({len(self)} x {self.members_[0]!r})"
+
+    # What every member shares: read from the first.
+    @property
+    def params_(self):
+        return self.members_[0].params_
+
+    def __getattr__(self, name):
+        if name in ("train_", "levels_", "user_ids_", "item_ids_", "n_users_", "n_items_", "epochs_done_",
+                    "backend_", "dataset_name_", "user_index", "item_index", "_top_n"):
+            return getattr(self.members_[0], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def history_(self):
+        """Every member's per-epoch records, member after member."""
+        return [r for m in self.members_ for r in m.history_]
+
+    @property
+    def W_(self):
+        """The members' weights side by side: float32[n_items, K, len(self) * n_hidden]."""
+        return np.concatenate([m.W_ for m in self.members_], axis=2)
+
+    def score_users(self, users, *, X=None):
+        """The mean of the members' RBM.score_users, float32[len(users), n_items]."""
+        out = self.members_[0].score_users(users, X=X)
+        for m in self.members_[1:]:
+            out += m.score_users(users, X=X)
+        out /= np.float32(len(self.members_))
+        return out
+
+    def similar_items(self, item, *, n=10):
+        """As RBM.similar_items, over the members' weights side by side (W_)."""
+        return nearest_items(self.members_[0], self.W_, item, n)
+
+    def _forget_velocity(self):
+        for m in self.members_:
+            m._forget_velocity()
