@@ -131,9 +131,9 @@ def main(argv=None):
             model = load_model(a.model)
         else:
             from rbm_cuda import RBMRecommender
-            from rbm_cuda.datasets.resolve import cache_dir
+            from rbm_cuda.serve import default_model_path
 
-            model = RBMRecommender.load(cache_dir() / "serve-ml-latest-small.npz")
+            model = RBMRecommender.load(default_model_path())
         items = np.asarray(model.item_ids_)
         levels = [v for v in meta["levels"] if float(v).is_integer()] or meta["levels"]
         stop, lock = threading.Event(), threading.Lock()

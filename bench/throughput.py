@@ -436,7 +436,7 @@ def main(argv=None):
                     help="data sets on which to time the whole RBMRecommender fit at its default settings (all its "
                          "parts, the validation stage included), comma-separated; default: ml-1m when it is among "
                          "--datasets; 'none' for no fit rows")
-    ap.add_argument("--fit-timeout", type=float, default=3600, help="seconds a whole fit may take")
+    ap.add_argument("--fit-timeout", type=float, default=7200, help="seconds a whole fit may take")
     ap.add_argument("--json", metavar="PATH", help="write one row per case here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -40,9 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_model_path():
-    from .datasets.resolve import cache_dir
+    """The cached default model, named after the recommender's default settings, so that a version
+    of rbm_cuda with other defaults trains its own instead of serving an older one."""
+    import hashlib
+    import json
 
-    return cache_dir() / "serve-ml-latest-small.npz"
+    from .datasets.resolve import cache_dir
+    from .recommender import DEFAULT_PART_PARAMS, RBMRecommender
+
+    defaults = json.dumps([RBMRecommender().get_params(), DEFAULT_PART_PARAMS], sort_keys=True, default=str)
+    return cache_dir() / f"serve-ml-latest-small-{hashlib.sha256(defaults.encode()).hexdigest()[:12]}.npz"
 
 
 def default_model(device="cpu"):

@@ -266,8 +266,12 @@ def _train_recommender(args, train, valid, out):
     if not args.quiet:
         for part, info in desc["parts"].items():
             w = desc["weights"].get(part)
-            print(f"  part {part}: {info['epochs']} epochs, {info['params']['n_hidden']} hidden, "
-                  f"{info['params']['visible']} units" + ("" if w is None else f", blend weight {w:.3f}")
+            many = f"{info['models']} RBMs x " if info.get("models", 1) > 1 else ""
+            avg = info["params"]["average_epochs"]
+            print(f"  part {part}: {many}{info['epochs']} epochs"
+                  + (f" (weights averaged over the last {min(avg, info['epochs'])})" if avg > 1 else "")
+                  + f", {info['params']['n_hidden']} hidden, {info['params']['visible']} units"
+                  + ("" if w is None else f", blend weight {w:.3f}")
                   + ("" if f"valid_rmse_{part}" not in final else f", valid RMSE {final[f'valid_rmse_{part}']:.4f}"))
     backend = next(iter(model.parts_.values())).backend_
     return model, {"what": "RBMRecommender (" + ", ".join(desc["parts"]) + ")", "kind": "RBMRecommender",

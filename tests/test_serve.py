@@ -418,3 +418,14 @@ def test_workers_must_be_at_least_one(capsys):
 
     assert main(["--workers", "0"]) == 2
     assert "--workers 0: expected at least 1" in capsys.readouterr().err
+
+
+def test_the_cached_default_model_is_named_after_the_default_settings(monkeypatch, tmp_path):
+    from rbm_cuda import recommender, serve
+
+    monkeypatch.setenv("RBM_CUDA_CACHE", str(tmp_path))
+    now = serve.default_model_path()
+    assert now.parent == tmp_path and now.name.startswith("serve-ml-latest-small-") and now == serve.default_model_path()
+    monkeypatch.setitem(recommender.DEFAULT_PART_PARAMS, "ranker", {**recommender.DEFAULT_PART_PARAMS["ranker"],
+                                                                   "epochs": 31})
+    assert serve.default_model_path() != now  # other defaults: another file, trained afresh
