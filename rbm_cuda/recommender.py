@@ -26,6 +26,7 @@ from .ensemble import RBMEnsemble, member_seed
 from .exceptions import NotFittedError
 from .model import RBM, sparse_ratings
 from .params import check_n
+from .topn import best_items
 
 PARTS = ("item", "user", "ranker")
 RATING_PARTS = ("item", "user")
@@ -98,7 +99,9 @@ class RBMRecommender:
     item_params, user_params, ranker_params : dict or None, RBM parameters that override the
         part's defaults (DEFAULT_PART_PARAMS), e.g. {"epochs": 20}.
     n_rankers : int >= 1, ranker RBMs trained from different seeds (the first from `seed`); the
-        ranking score is the mean of their p(rated).  Each costs one ranker's training and scoring.
+        ranking score is the mean of their p(rated).  More rank a little better, and each costs one
+        ranker's training and scoring: 4 take a web server's throughput from about 930 to 550
+        requests/s (docs/evaluation.md, "Levers").
     valid_fraction : float in (0, 1), share of each user's training ratings held out to fit the
         blend weights (only when two rating parts are blended).
     refit : bool, after the weights are fitted, train the rating parts again on all the ratings
@@ -115,7 +118,7 @@ class RBMRecommender:
     (csr float32 n_users x n_items, the ratings trained on), dataset_name_.
     """
 
-    def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None, n_rankers=4,
+    def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None, n_rankers=1,
                  valid_fraction=0.1, refit=True, seed=0, device="auto", progress=False):
         self.parts = parts
         self.item_params = item_params
@@ -522,22 +525,19 @@ class RBMRecommender:
         top_scores = np.full((P, width), np.nan)
         seen_csr = self.train_ if kind == "users" else rows
         for s, block in self._blocks(kind, rows, self.n_items_):
-            scores = self._scores(kind, block).astype(np.float64)
-            scores[:, ~allowed] = -np.inf
+            # negated float32 scores, in place: the selection reads a quarter of what float64 copies cost
+            neg = np.negative(np.asarray(self._scores(kind, block), dtype=np.float32))
+            neg[:, ~allowed] = np.inf
             if exclude_seen:
-                for r in range(scores.shape[0]):
+                for r in range(neg.shape[0]):
                     who = block[r] if kind == "users" else s + r
-                    scores[r, seen_csr.indices[seen_csr.indptr[who]:seen_csr.indptr[who + 1]]] = -np.inf
+                    neg[r, seen_csr.indices[seen_csr.indptr[who]:seen_csr.indptr[who + 1]]] = np.inf
             if width == 0:
                 continue
-            part = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < self.n_items_ else \
-                np.tile(np.arange(self.n_items_), (scores.shape[0], 1))
-            for r in range(scores.shape[0]):
-                cand = part[r][np.isfinite(scores[r, part[r]])]
-                # best first; ties by item index, so the order does not depend on argpartition
-                cand = cand[np.lexsort((cand, -scores[r, cand]))]
-                top[s + r, :len(cand)] = cand
-                top_scores[s + r, :len(cand)] = scores[r, cand]
+            best = best_items(neg, width)  # best first, ties by item index
+            top[s:s + len(best)] = best
+            ok = best >= 0
+            top_scores[s:s + len(best)][ok] = -neg[np.nonzero(ok)[0], best[ok]].astype(np.float64)
         ids = self._ids_padded(top)
         if single:
             keep = top[0] >= 0

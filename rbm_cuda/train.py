@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{rbm}")
     ap.add_argument("--weight-decay", type=float, default=None, help=f"L2 weight decay on W {rbm}")
     ap.add_argument("--batch-size", type=int, default=None, help=f"users per mini-batch {rbm}")
+    ap.add_argument("--rankers", type=int, default=1,
+                    help="the recommender's ranker RBMs, from different seeds, their scores averaged: more rank a "
+                         "little better and cost their training and scoring as many times over")
     ap.add_argument("--seed", type=int, default=_D.seed, help="random seed (same seed, same model)")
     ap.add_argument("--device", default=_D.device, choices=["auto", "cpu", "cuda"],
                     help="where to train: auto picks the GPU when one can be used")
@@ -181,6 +184,8 @@ def run(args) -> dict:
 def _train_plain(args, train, valid, out):
     from . import RBM
 
+    if args.rankers != 1:
+        raise ValueError(f"--rankers {args.rankers}: rankers are the recommender's; --plain trains one RBM")
     model = RBM(**{**_rbm_overrides(args), "visible": args.visible, "like_threshold": args.like_threshold,
                    "seed": args.seed, "device": args.device})
     epochs = model.epochs
@@ -255,8 +260,9 @@ def _train_recommender(args, train, valid, out):
     if args.plot:
         raise ValueError("--plot draws one RBM's training curves: use it with --plain")
     over = _rbm_overrides(args) or None
-    model = RBMRecommender(item_params=over, user_params=over, ranker_params=over, seed=args.seed,
-                           device=args.device, valid_fraction=args.valid_fraction, progress=not args.quiet)
+    model = RBMRecommender(item_params=over, user_params=over, ranker_params=over, n_rankers=args.rankers,
+                           seed=args.seed, device=args.device, valid_fraction=args.valid_fraction,
+                           progress=not args.quiet)
     model.fit(train)
     written = model.save(out)
     rmse = model.validation_.get("rmse", {})

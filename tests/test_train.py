@@ -14,7 +14,8 @@ from rbm_cuda.train import main
 
 def test_default_job_trains_the_recommender(tmp_path, capsys):
     out, js = tmp_path / "m.npz", tmp_path / "h.json"
-    assert main(["--epochs", "2", "--hidden", "8", "--out", str(out), "--json", str(js), "--seed", "4"]) == 0
+    assert main(["--epochs", "2", "--hidden", "8", "--out", str(out), "--json", str(js), "--seed", "4",
+                 "--rankers", "2"]) == 0
     report = json.loads(js.read_text())
     assert report["kind"] == "RBMRecommender" and report["dataset"] == "ml-latest-small"
     desc = report["recommender"]
@@ -24,6 +25,7 @@ def test_default_job_trains_the_recommender(tmp_path, capsys):
     assert 0 < report["final"]["valid_rmse"] < 2
     model = RBMRecommender.load(out)
     assert model.weights_ == desc["weights"]
+    assert desc["parts"]["ranker"]["models"] == len(model.parts_["ranker"]) == 2
     # what was printed is the ranker's top-10 for the first user, with the expected ratings
     printed = capsys.readouterr().out
     assert "p(rated)" in printed
@@ -128,6 +130,8 @@ def test_resume_refuses_a_checkpoint_of_other_parameters(tmp_path, capsys):
     (["--valid-fraction", "-0.5"], "--valid-fraction -0.5"),
     (["--plain", "--cd", "1000000"], "more than the 1000 allowed"),
     (["--plain", "--hidden", "1000000000"], "more than this machine's"),
+    (["--rankers", "0"], "n_rankers=0"),
+    (["--plain", "--rankers", "2"], "--rankers 2: rankers are the recommender's"),
 ])
 def test_bad_numbers_are_refused_before_training(tmp_path, capsys, flags, phrase):
     assert main(flags + ["--epochs", "1", "--out", str(tmp_path / "m.npz"), "--quiet"]) == 2
