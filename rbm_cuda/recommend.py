@@ -174,7 +174,7 @@ def _score_label(model) -> str:
 def _model_line(model, path) -> str:
     name = model.dataset_name_ or "unnamed data"
     if _is_recommender(model):
-        parts = ", ".join(f"{p} ({len(m)} RBMs x {m.epochs_done_} epochs)" if p == "ranker" else
+        parts = ", ".join(f"{p} ({len(m)} RBMs x {m.epochs_done_} epochs)" if p == "ranker" and len(m) > 1 else
                           f"{p} ({m.epochs_done_} epochs)" for p, m in model.parts_.items())
         return f"Model {path}: {name}, {model.n_users_} users x {model.n_items_} items, RBMRecommender: {parts}"
     return (f"Model {path}: {name}, {model.n_users_} users x {model.n_items_} items, "
