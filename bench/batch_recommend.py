@@ -36,7 +36,7 @@ START_ENV = dict(os.environ)
 
 def model_path(shape):
     """A recommender fitted for one epoch per part on the synthetic set of `shape`, built once."""
-    path = synthetic._cache_dir() / f"batch-model-{shape}-v2.npz"
+    path = synthetic._cache_dir() / f"batch-model-{shape}-v1.npz"
     if not path.exists():
         from rbm_cuda import RBMRecommender
 

@@ -47,7 +47,7 @@ class RBMEnsemble:
 
     def __getattr__(self, name):
         if name in ("train_", "levels_", "user_ids_", "item_ids_", "n_users_", "n_items_", "epochs_done_",
-                    "backend_", "dataset_name_", "user_index", "item_index", "_top_n"):
+                    "backend_", "dataset_name_", "user_index", "item_index"):
             return getattr(self.members_[0], name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -72,7 +72,3 @@ class RBMEnsemble:
     def similar_items(self, item, *, n=10):
         """As RBM.similar_items, over the members' weights side by side (W_)."""
         return nearest_items(self.members_[0], self.W_, item, n)
-
-    def _forget_velocity(self):
-        for m in self.members_:
-            m._forget_velocity()

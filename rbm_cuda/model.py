@@ -112,8 +112,9 @@ class RBM:
         there (docs/performance.md).
     epochs : int, epochs run by fit.
     average_epochs : int, fit ends with the mean of the weights (W, biases) after each of its last
-        average_epochs epochs (all of them when there are fewer) (tail averaging: a steadier model than the last epoch's alone, at no
-        extra training cost); 1 keeps the last epoch's.  partial_fit epochs are not averaged.
+        average_epochs epochs, or all of them when there are fewer: a steadier model than the last
+        epoch's alone, at no extra training cost.  1 keeps the last epoch's; partial_fit epochs are
+        not averaged.
     seed : int, key of every random stream (Philox); same seed -> same model on CPU and GPU.
     device : "auto" | "cpu" | "cuda".
 

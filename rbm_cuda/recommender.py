@@ -216,7 +216,7 @@ class RBMRecommender:
                 kw = dict(params[name], seed=member_seed(self.seed, k))
                 models.append(RBM(**kw).fit(view, callback=on_epoch, monitor=False))
                 models[-1]._forget_velocity()  # parts are not trained further (nor saved with it): W's size freed
-                if k:
+                if k:  # the rows held once already while the next model trains
                     models[-1]._share_rows(models[0])
             return RBMEnsemble(models) if name == "ranker" else models[0]
 
