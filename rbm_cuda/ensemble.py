@@ -30,9 +30,15 @@ class RBMEnsemble:
         members = list(members)
         if not members:
             raise ValueError("an RBMEnsemble needs at least one fitted RBM")
-        for m in members[1:]:
-            m._share_rows(members[0])
         self.members_ = members
+
+    def _share_rows(self):
+        """The members read the first one's copy of the training rows (made when first scored, so
+        that loading a model touches no device)."""
+        first = self.members_[0]._device()
+        for m in self.members_[1:]:
+            if m._dev is None or m._dev["states"] is not first["states"]:
+                m._share_rows(self.members_[0])
 
     def __len__(self):
         return len(self.members_)
@@ -59,10 +65,13 @@ class RBMEnsemble:
     @property
     def W_(self):
         """The members' weights side by side: float32[n_items, K, len(self) * n_hidden]."""
+        if len(self.members_) == 1:
+            return self.members_[0].W_
         return np.concatenate([m.W_ for m in self.members_], axis=2)
 
     def score_users(self, users, *, X=None):
         """The mean of the members' RBM.score_users, float32[len(users), n_items]."""
+        self._share_rows()
         out = self.members_[0].score_users(users, X=X)
         for m in self.members_[1:]:
             out += m.score_users(users, X=X)

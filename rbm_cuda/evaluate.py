@@ -77,7 +77,10 @@ def _recommender_params(text):
     if bad:
         raise ValueError(f"--recommender: {sorted(bad)} cannot be set here; allowed: "
                          f"{', '.join(n for n in RBMRecommender._PARAM_NAMES if n not in ('parts', 'seed', 'device'))}")
-    RBMRecommender(**over)._check_params()
+    try:
+        RBMRecommender(**over)._check_params()
+    except TypeError as e:  # an unknown RBM parameter in one of the *_params
+        raise ValueError(f"--recommender: {e}") from None
     return over
 
 

@@ -599,6 +599,8 @@ class RBMRecommender:
         arrays.update(data_arrays(self.train_, self.user_ids_, self.item_ids_, self.items_))
         params = self.get_params()
         params["parts"] = list(self.parts_)
+        if "ranker" in self.parts_:  # what was fitted, whatever the attribute says now
+            params["n_rankers"] = len(self.parts_["ranker"])
         header = {"format": RECOMMENDER_FORMAT, "format_version": FORMAT_VERSION, "params": params,
                   "levels": self.levels_.tolist(), "dataset": self.dataset_name_, "n_users": int(self.n_users_),
                   "n_items": int(self.n_items_), "weights": self.weights_, "validation": self.validation_,

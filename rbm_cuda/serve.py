@@ -46,9 +46,11 @@ def default_model_path():
     import json
 
     from .datasets.resolve import cache_dir
+    from .model import RBM
     from .recommender import DEFAULT_PART_PARAMS, RBMRecommender
 
-    defaults = json.dumps([RBMRecommender().get_params(), DEFAULT_PART_PARAMS], sort_keys=True, default=str)
+    defaults = json.dumps([RBMRecommender().get_params(), DEFAULT_PART_PARAMS, RBM().get_params()],
+                          sort_keys=True, default=str)
     return cache_dir() / f"serve-ml-latest-small-{hashlib.sha256(defaults.encode()).hexdigest()[:12]}.npz"
 
 

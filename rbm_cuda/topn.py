@@ -50,7 +50,8 @@ def best_items(neg, n):
         _best_rows(neg, width, out)
         return out
     # every item up to the width-th smallest value, so that ties at the cut go by index too
-    cut = np.partition(neg, width - 1, axis=1)[:, width - 1]
+    finite = np.where(np.isfinite(neg), neg, np.inf)  # excluded entries never set the cut
+    cut = np.partition(finite, width - 1, axis=1)[:, width - 1]
     cut[np.isnan(cut)] = np.inf  # NaNs sort last: fewer than width other entries, all candidates
     for r in range(P):
         cand = np.flatnonzero((neg[r] <= cut[r]) & np.isfinite(neg[r]))

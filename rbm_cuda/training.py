@@ -90,7 +90,8 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
     xp = be.xp
     # The kernels read the seed's 64 bits; Numba passes a Python int as a signed int64, so a seed of
     # 2**63 or more goes as the int64 with the same bits.
-    seed = p.seed - 2**64 if p.seed >= 2**63 else p.seed
+    seed = int(p.seed)
+    seed = seed - 2**64 if seed >= 2**63 else seed
     B = min(p.batch_size, len(order))
     ph0_all, h_all, phT_all = (xp.empty((B, F), dtype=np.float32) for _ in range(3))
     gW, gbv, gbh = d["grad"]

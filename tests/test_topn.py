@@ -23,4 +23,5 @@ def test_best_items_is_a_full_sort_cut_at_n(n):
     neg[0, :2990] = np.inf  # a row with 10 candidates
     neg[1] = np.inf  # none
     neg[2, 5] = np.nan
+    neg[3, :2000] = -np.inf  # a score of +inf is not a finite score either: excluded like the rest
     np.testing.assert_array_equal(best_items(neg, n), reference(neg, n))
