@@ -51,11 +51,17 @@ class RBMEnsemble:
     def params_(self):
         return self.members_[0].params_
 
-    def __getattr__(self, name):
-        if name in ("train_", "levels_", "user_ids_", "item_ids_", "n_users_", "n_items_", "epochs_done_",
-                    "backend_", "dataset_name_", "user_index", "item_index"):
-            return getattr(self.members_[0], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @property
+    def train_(self):
+        return self.members_[0].train_
+
+    @property
+    def epochs_done_(self):
+        return self.members_[0].epochs_done_
+
+    @property
+    def backend_(self):
+        return self.members_[0].backend_
 
     @property
     def history_(self):

@@ -291,8 +291,11 @@ class RBM:
             self._epoch(mon, callback)
             if n_avg > 1 and e >= p.epochs - n_avg:
                 d = self._dev
-                now = [d[k] for k in ("W", "bv", "bh")]
-                total = [x.copy() for x in now] if total is None else [t + x for t, x in zip(total, now)]
+                if total is None:
+                    total = [d[k].copy() for k in ("W", "bv", "bh")]
+                else:
+                    for t, k in zip(total, ("W", "bv", "bh")):
+                        t += d[k]
         if total is not None:
             d = self._dev
             for k, t in zip(("W", "bv", "bh"), total):
