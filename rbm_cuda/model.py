@@ -81,7 +81,8 @@ def _check_memory(n_items, n_states, p):
     arrays = 3 if p.visible == "bernoulli" else 2  # W and its velocity (and W's gradient for bernoulli)
     need = n_items * n_states * p.n_hidden * 4 * arrays
     if p.visible == "bernoulli":
-        # a batch's dense logits, probabilities and samples, and the samples' items and states as CSR
+        # a batch's dense logits, and its samples' items and states as CSR (B * N each at most); a GPU
+        # also keeps the dense probabilities and draws
         need += 5 * p.batch_size * n_items * 4
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

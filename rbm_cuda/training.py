@@ -71,11 +71,11 @@ def cd_epoch(be, d, params, order, epoch, step):
 
 class _BernoulliNegative:
     """The buffers of the bernoulli negative phase for batches of up to B rows over n_items items: the
-    dense logits, probabilities and samples, and the samples as CSR (indptr, indices, all in state 0,
-    values all ones; row b is batch position b, whose hidden units draw elements b * F + f)."""
+    dense logits, and the samples as CSR (indptr, indices, all in state 0, values all ones; row b is
+    batch position b, whose hidden units draw elements b * F + f)."""
 
     def __init__(self, xp, B, n_items):
-        self.logits, self.pv, self.v = (xp.empty((B, n_items), dtype=np.float32) for _ in range(3))
+        self.logits = xp.empty((B, n_items), dtype=np.float32)
         self.indptr = xp.zeros(B + 1, dtype=np.int64)
         self.indices = xp.zeros(B * n_items, dtype=np.int32)  # zeros: every entry a valid item
         self.states = xp.zeros(B * n_items, dtype=np.int32)
@@ -111,14 +111,13 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
             be.sample_hidden(d["indptr"], d["indices"], d["states"], d["values"], rows, d["W"], d["bh"],
                              seed, step, 0, ph0, h, True)
             if bernoulli:
-                W0T = d["W"][:, 0, :].T
-                logits, pv, v = neg.logits[:B], neg.pv[:B], neg.v[:B]
+                W0T, bv = d["W"][:, 0, :].T, d["bv"].reshape(-1)
+                logits = neg.logits[:B]
                 sampled = (neg.indptr[:B + 1], neg.indices, neg.states, neg.values, neg.positions[:B])
                 for t in range(1, steps + 1):
                     xp.matmul(h, W0T, out=logits)
-                    logits += d["bv"][:, 0]
-                    be.sigmoid_bernoulli(logits, rows, seed, step, t, PHASE_VISIBLE, pv, v)
-                    be.compact_rows(v, sampled[0], neg.indices)  # the sampled items, read sparsely below
+                    # the sampled items as CSR, read sparsely below
+                    be.sample_bernoulli_rows(logits, bv, rows, seed, step, t, PHASE_VISIBLE, sampled[0], neg.indices)
                     be.sample_hidden(*sampled, d["W"], d["bh"], seed, step, t, phT, h, t < steps)
                 be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
                                      np.float32(1.0), gW, gbv)

@@ -407,6 +407,49 @@ def test_compact_rows_refuses_a_short_buffer(emu):
             run(dense, np.zeros(3, np.int64), np.zeros(5, np.int32))
 
 
+# ---- sample_bernoulli_rows ------------------------------------------------------------------------------
+@pytest.mark.parametrize("B,N", [(100, N_ITEMS), (3, 2500), (1, 5)])
+def test_sample_bernoulli_rows(B, N):
+    """The drawn items of each row as CSR: on Numba exactly sigmoid_bernoulli of logits + bv followed by
+    compact_rows; on the compiled kernels the same draws, away from the sigmoid's last bits."""
+    rng = np.random.default_rng(B + N)
+    logits = rng.normal(-2, 3, (B, N)).astype(np.float32)
+    bv = rng.normal(0, 1, N).astype(np.float32)
+    rows = rng.permutation(N_USERS)[:B].astype(np.int64)
+    seed, step, gibbs = 2**40 + 3, 77, 1
+
+    def args():
+        return dict(logits=logits.copy(), bv=bv.copy(), rows=rows.copy(), seed=seed, step=step, gibbs=gibbs,
+                    phase=PHASE_VISIBLE, indptr_out=np.full(B + 1, -1, np.int64),
+                    indices_out=np.full(B * N, -1, np.int32))
+
+    want, got = both("sample_bernoulli_rows", args, ["indptr_out", "indices_out"])
+    pv, v = np.empty((B, N), np.float32), np.empty((B, N), np.float32)
+    nk.sigmoid_bernoulli(logits + bv, rows, seed, step, gibbs, PHASE_VISIBLE, pv, v)
+    r, c = np.nonzero(v)
+    assert 0 < len(c) < B * N
+    assert np.array_equal(want["indptr_out"], np.concatenate([[0], np.cumsum(np.bincount(r, minlength=B))]))
+    assert np.array_equal(want["indices_out"][:len(c)], c)
+
+    def dense(out):
+        d = np.zeros((B, N), np.float32)
+        ip = out["indptr_out"]
+        for b in range(B):
+            d[b, out["indices_out"][ip[b]:ip[b + 1]]] = 1.0
+        return d
+
+    elems = rows[:, None] * N + np.arange(N)[None, :]
+    u = philox_uniforms(seed, step, gibbs, PHASE_VISIBLE, 0, int(elems.max()) + 1)[elems]
+    assert_samples(dense(got), dense(want), u, pv, "v")
+
+
+def test_sample_bernoulli_rows_refuses_a_short_buffer(emu):
+    for run in (nk.sample_bernoulli_rows, emu.sample_bernoulli_rows):
+        with pytest.raises(ValueError, match="indices_out"):
+            run(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.arange(2, dtype=np.int64), 0, 0, 1,
+                PHASE_VISIBLE, np.zeros(3, np.int64), np.zeros(5, np.int32))
+
+
 # ---- scatter_gradients ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("visible", ["softmax", "like", "bernoulli"])
 @pytest.mark.parametrize("F,B", [(100, 100), (37, 1), (129, 943)])

@@ -23,9 +23,11 @@ from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, 
 # The kernels every backend provides, with these names and arguments (NumbaBackend takes them from
 # here; the compiled backends implement each in rbm_cuda/cuda/kernels.py).
 KERNELS = ("group_by_item", "sample_hidden", "sample_visible_softmax", "sigmoid_bernoulli", "compact_rows",
-           "scatter_gradients", "apply_update", "update_softmax", "catch_up", "update_hidden_bias",
-           "predict_pairs", "score_items", "free_energy")
+           "sample_bernoulli_rows", "scatter_gradients", "apply_update", "update_softmax", "catch_up",
+           "update_hidden_bias", "predict_pairs", "score_items", "free_energy")
 
+# sample_bernoulli_rows: the uniforms of this many items of a row are drawn at a time.
+_DRAW_CHUNK = 1024
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, update_softmax, scatter_gradients: parallel tasks per call, each a range of items
@@ -349,6 +351,48 @@ def sigmoid_bernoulli(logits, rows, seed, step, gibbs, phase, prob_out, sample_o
         for n in range(width):
             pb[n] = _sigmoid(lb[n])
         _bernoulli_row(pb, sample_out[b], width, seed, step, gibbs, phase, np.uint64(rows[b]) * np.uint64(width))
+
+
+@njit(parallel=True, cache=True)
+def sample_bernoulli_rows(logits, bv, rows, seed, step, gibbs, phase, indptr_out, indices_out):
+    """The items drawn for each row, as CSR: sigmoid_bernoulli of logits + bv, then compact_rows of the
+    draws, in one pass.  Same numbers: item n of row b is drawn when the uniform of element
+    rows[b] * N + n is below sigmoid(logits[b, n] + bv[n]), computed in float32.
+
+    logits float32[B, N] (h W^T, read only); bv float32[N]; indptr_out int64[B + 1]; indices_out
+    int32[B * N] (each row's draws are first written at offset b * N).  The dense probabilities and
+    samples are never stored: at the 20M shape they are 10 MB each per batch of 100 people.
+    """
+    n_rows, width = logits.shape
+    if indices_out.shape[0] < n_rows * width:
+        raise ValueError("sample_bernoulli_rows: indices_out must hold B * N entries")
+    counts = np.empty(n_rows, dtype=np.int64)
+    for b in prange(n_rows):
+        lb = logits[b]
+        base = np.uint64(rows[b]) * np.uint64(width)
+        u = np.empty(_DRAW_CHUNK, dtype=np.float32)
+        p = np.empty(_DRAW_CHUNK, dtype=np.float32)
+        c = b * width
+        for n0 in range(0, width, _DRAW_CHUNK):
+            m = min(_DRAW_CHUNK, width - n0)
+            uniforms_into(seed, step, gibbs, phase, base + np.uint64(n0), u[:m])
+            lc = lb[n0:n0 + m]
+            bc = bv[n0:n0 + m]
+            for k in range(m):
+                p[k] = _sigmoid(lc[k] + bc[k])
+            for k in range(m):  # few are drawn: a predictable branch
+                if u[k] < p[k]:
+                    indices_out[c] = n0 + k
+                    c += 1
+        counts[b] = c - b * width
+    indptr_out[0] = 0
+    for b in range(n_rows):
+        c = counts[b]
+        q = indptr_out[b]
+        indptr_out[b + 1] = q + c
+        src = b * width
+        for k in range(c):  # rows move down, in order: no row's draws are overwritten before they move
+            indices_out[q + k] = indices_out[src + k]
 
 
 @njit(parallel=True, cache=True)

@@ -213,6 +213,15 @@ class CompiledKernels:
         counts = self.xp.empty(B * (-(-N // self._m.COMPACT_CHUNK)), dtype=np.int64)  # scratch
         self._m.compact_rows(dense, counts, indptr_out, indices_out, self._stream(), self._device())
 
+    def sample_bernoulli_rows(self, logits, bv, rows, seed, step, gibbs, phase, indptr_out, indices_out):
+        """kernels.sample_bernoulli_rows in steps: the bias added to a copy of the logits, then
+        sigmoid_bernoulli and compact_rows (on a GPU the dense draws stay in device memory)."""
+        B, N = _shape(logits, "logits", 2)
+        x = logits + bv[None, :]
+        prob, draws = self.xp.empty((B, N), dtype=np.float32), self.xp.empty((B, N), dtype=np.float32)
+        self.sigmoid_bernoulli(x, rows, seed, step, gibbs, phase, prob, draws)
+        self.compact_rows(draws, indptr_out, indices_out)
+
     def scatter_gradients(self, indptr, indices, states, values, rows, ph, sign, dW, dbv):
         self._check_csr(indptr, indices, states, rows, dW)
         self._m.scatter_gradients(indptr, indices, states, values, rows, ph, float(sign), dW, dbv, self._stream(),
