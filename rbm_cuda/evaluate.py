@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the RBMs train")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="print only the table")
-    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (metrics only), as in the docs")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (metrics and fit seconds), as in the docs")
     return ap
 
 

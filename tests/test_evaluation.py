@@ -256,6 +256,13 @@ def test_table_has_models_as_rows_and_spread(data):
     assert lines[0].split()[:3] == ["model", "rmse", "mae"]
     assert lines[2].startswith("global-mean") and "±" in lines[2]
     assert lines[3].startswith("popularity") and " - " in lines[3]
+    md = format_table(report, markdown=True).splitlines()
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    assert header[0] == "model" and header[-1] == "fit_seconds" and "seconds" not in header
+    fits = [report["models"][m]["fit_seconds"] for m in ("global-mean", "popularity")]
+    for line, fit in zip(md[2:], fits):
+        cell = line.strip("|").split("|")[-1].strip()
+        assert float(cell.split(" ± ")[0]) == pytest.approx(fit, abs=0.051)
     doc = to_json(report, "random", "synthetic", 10)
     assert doc["models"]["global-mean"]["rmse"] == pytest.approx(
         np.mean([doc["per_split"]["global-mean"][s]["rmse"] for s in ("seed0", "seed1")]))

@@ -132,10 +132,9 @@ def metric_columns(report):
 
 def format_table(report, digits=4, markdown=False) -> str:
     """Models as rows, metrics as columns, 'mean ± std' over splits when there are several.
-    markdown: a Markdown table of the metrics only (timings vary from run to run: left out)."""
+    markdown: a Markdown table of the metrics and each model's fit seconds (rows that share one
+    recommender fit: the whole fit for `rbm`, the final training of its part for the others)."""
     cols = metric_columns(report)
-    if markdown:
-        cols = [c for c in cols if not c.endswith("seconds")]
     several = len(report["splits"]) > 1
     header = ["model"] + cols
     rows = []
@@ -145,7 +144,7 @@ def format_table(report, digits=4, markdown=False) -> str:
             if c not in res or res[c] is None or (isinstance(res[c], float) and math.isnan(res[c])):
                 row.append("-")
                 continue
-            d = 2 if c.endswith("seconds") else digits
+            d = 1 if c.endswith("seconds") else digits
             cell = f"{res[c]:.{d}f}"
             if several:
                 cell += f" {'± ' if markdown else '±'}{report['spread'][name][c]:.{d}f}"
