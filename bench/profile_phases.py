@@ -28,7 +28,7 @@ from rbm_cuda.training import cd_epoch, epoch_order  # noqa: E402
 KERNELS = {
     "softmax": ("sample_hidden", "group_by_item", "catch_up", "sample_visible_softmax", "update_softmax",
                 "update_hidden_bias"),
-    "bernoulli": ("sample_hidden", "sample_bernoulli_rows", "scatter_gradients", "apply_update", "update_hidden_bias"),
+    "bernoulli": ("sample_hidden", "sample_bernoulli_rows", "update_bernoulli", "update_hidden_bias"),
 }
 
 

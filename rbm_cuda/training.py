@@ -119,13 +119,9 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
                     # the sampled items as CSR, read sparsely below
                     be.sample_bernoulli_rows(logits, bv, rows, seed, step, t, PHASE_VISIBLE, sampled[0], neg.indices)
                     be.sample_hidden(*sampled, d["W"], d["bh"], seed, step, t, phT, h, t < steps)
-                be.scatter_gradients(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0,
-                                     np.float32(1.0), gW, gbv)
-                be.scatter_gradients(*sampled, phT, np.float32(-1.0), gW, gbv)
-                for param, grad, vel, decay in ((d["W"], gW, d["vel"][0], p.weight_decay),
-                                                (d["bv"], gbv, d["vel"][1], 0.0)):
-                    be.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), p.learning_rate,
-                                    momentum, decay, scale)
+                be.update_bernoulli(d["indptr"], d["indices"], d["states"], d["values"], rows, ph0, *sampled, phT,
+                                    d["W"], d["bv"], d["vel"][0], d["vel"][1], gW, gbv, p.learning_rate, momentum,
+                                    p.weight_decay, scale)
             else:
                 neg_states = d["neg_states"]
                 for t in range(1, steps + 1):

@@ -495,6 +495,54 @@ def test_apply_update(n):
     assert (got["grad"] == 0).all()
 
 
+# ---- update_bernoulli -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("with_values", [True, False])
+@pytest.mark.parametrize("F,B", [(100, 100), (37, 1)])
+def test_update_bernoulli(ratings, with_values, F, B):
+    """The fused gradient and update of bernoulli units: on Numba the same bits as the two
+    scatter_gradients and the two apply_update it replaces; on the compiled kernels the same within
+    float tolerance.  Every item moves (momentum and decay), rated, sampled or neither."""
+    X = ratings
+    n_items = X.shape[1]
+    _, values, _ = encode(X, "bernoulli")
+    if not with_values:
+        values = np.empty(0, np.float32)
+    rows = batch_rows(X, B, seed=5)
+    rng = np.random.default_rng(F + B)
+    ph0, phT = (rng.random((B, F)).astype(np.float32) for _ in range(2))
+    sampled = (rng.random((B, n_items)) < 0.02).astype(np.float32)
+    s_indptr, s_indices = np.zeros(B + 1, np.int64), np.zeros(B * n_items, np.int32)
+    nk.compact_rows(sampled, s_indptr, s_indices)
+    W0, bv0, _ = params(n_items, 1, F, seed=2)
+    vW0 = (0.1 * rng.standard_normal(W0.shape)).astype(np.float32)
+    vb0 = (0.1 * rng.standard_normal(bv0.shape)).astype(np.float32)
+    hyper = dict(learning_rate=0.05, momentum=0.9, weight_decay=0.001, scale=1 / B)
+
+    def args():
+        return dict(indptr=X.indptr.astype(np.int64), indices=X.indices.astype(np.int32),
+                    states=np.zeros(X.nnz, np.int32), values=values.copy(), rows=rows.copy(), ph0=ph0.copy(),
+                    s_indptr=s_indptr.copy(), s_indices=s_indices.copy(), s_states=np.zeros(B * n_items, np.int32),
+                    s_values=np.empty(0, np.float32), s_rows=np.arange(B, dtype=np.int64), phT=phT.copy(),
+                    W=W0.copy(), bv=bv0.copy(), vel_W=vW0.copy(), vel_bv=vb0.copy(), dW=np.zeros_like(W0),
+                    dbv=np.zeros_like(bv0), **hyper)
+
+    want, got = both("update_bernoulli", args, ["W", "bv", "vel_W", "vel_bv", "dW", "dbv"])
+    a = args()  # the unfused path on Numba
+    nk.scatter_gradients(a["indptr"], a["indices"], a["states"], a["values"], a["rows"], a["ph0"], np.float32(1.0),
+                         a["dW"], a["dbv"])
+    nk.scatter_gradients(a["s_indptr"], a["s_indices"], a["s_states"], a["s_values"], a["s_rows"], a["phT"],
+                         np.float32(-1.0), a["dW"], a["dbv"])
+    for param, grad, vel, decay in (("W", "dW", "vel_W", hyper["weight_decay"]), ("bv", "dbv", "vel_bv", 0.0)):
+        nk.apply_update(a[param].reshape(-1), a[grad].reshape(-1), a[vel].reshape(-1), hyper["learning_rate"],
+                        hyper["momentum"], decay, hyper["scale"])
+    for name in ("W", "bv", "vel_W", "vel_bv"):
+        np.testing.assert_array_equal(want[name], a[name], err_msg=name)
+        assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
+    for out in (want, got):
+        assert not out["dW"].any() and not out["dbv"].any()
+    assert not np.array_equal(want["W"], W0) and not np.array_equal(want["bv"], bv0)
+
+
 # ---- update_hidden_bias ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("B,F", [(1, 100), (100, 37), (943, 129)])
 def test_update_hidden_bias(B, F):

@@ -97,6 +97,7 @@ if rbm_cuda.gpu.HAS_CUDA:
     test_sample_bernoulli_rows_refuses_a_short_buffer = _emu_tests.test_sample_bernoulli_rows_refuses_a_short_buffer
     test_scatter_gradients = _emu_tests.test_scatter_gradients
     test_apply_update = _emu_tests.test_apply_update
+    test_update_bernoulli = _emu_tests.test_update_bernoulli
     test_update_hidden_bias = _emu_tests.test_update_hidden_bias
     test_predict_pairs = _emu_tests.test_predict_pairs
     test_score_items = _emu_tests.test_score_items

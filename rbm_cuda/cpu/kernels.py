@@ -23,8 +23,8 @@ from .simd import (EXPF_FLOOR, EXPF_LN2_HI, EXPF_LN2_LO, EXPF_LOG2E, EXPF_POLY, 
 # The kernels every backend provides, with these names and arguments (NumbaBackend takes them from
 # here; the compiled backends implement each in rbm_cuda/cuda/kernels.py).
 KERNELS = ("group_by_item", "sample_hidden", "sample_visible_softmax", "sigmoid_bernoulli", "compact_rows",
-           "sample_bernoulli_rows", "scatter_gradients", "apply_update", "update_softmax", "catch_up",
-           "update_hidden_bias", "predict_pairs", "score_items", "free_energy")
+           "sample_bernoulli_rows", "scatter_gradients", "apply_update", "update_bernoulli", "update_softmax",
+           "catch_up", "update_hidden_bias", "predict_pairs", "score_items", "free_energy")
 
 # sample_bernoulli_rows: the uniforms of this many items of a row are drawn at a time.
 _DRAW_CHUNK = 1024
@@ -454,6 +454,63 @@ def scatter_gradients(indptr, indices, states, values, rows, ph, sign, dW, dbv):
                 s = sign * values[j] if use_values else sign
                 _axpy_row(dW[i, states[j]], s, ph[b], n_hidden)
                 dbv[i, states[j]] += s
+
+
+@njit(parallel=True, cache=True)
+def update_bernoulli(indptr, indices, states, values, rows, ph0, s_indptr, s_indices, s_states, s_values, s_rows, phT,
+                     W, bv, vel_W, vel_bv, dW, dbv, learning_rate, momentum, weight_decay, scale):
+    """One CD step's gradient and update of W and bv for bernoulli visible units (a dense negative
+    phase), fused: the data entries of `rows` (indptr, indices, states, values) with ph0, and the
+    sampled entries of `s_rows` (s_indptr, ...) with phT.
+
+    The same as scatter_gradients(data, ph0, +1) and scatter_gradients(sampled, phT, -1) into the
+    zero dW, dbv, then apply_update of W (with weight_decay) and of bv (without): the same float
+    operations in the same order, so the same bits.  dW and dbv are the scratch of the backends that
+    sum the gradient in memory; here they stay zero.  Each task takes a range of items and, for every
+    item (momentum and decay reach all of them), sums its gradient in rows of its own, then updates
+    the item's weights.
+    """
+    n_items, n_levels, n_hidden = W.shape
+    lr = np.float32(learning_rate)
+    mom = np.float32(momentum)
+    wd = np.float32(weight_decay)
+    sc = np.float32(scale)
+    zero = np.float32(0.0)
+    pos = group_by_item(indptr, indices, rows, n_items)
+    neg = group_by_item(s_indptr, s_indices, s_rows, n_items)
+    for c in prange(ITEM_CHUNKS):
+        g = np.empty((n_levels, n_hidden), dtype=np.float32)
+        gb = np.empty(n_levels, dtype=np.float32)
+        for i in range(c * n_items // ITEM_CHUNKS, (c + 1) * n_items // ITEM_CHUNKS):
+            g[:] = zero
+            gb[:] = zero
+            _sum_entries(pos, i, states, values, ph0, np.float32(1.0), g, gb)
+            _sum_entries(neg, i, s_states, s_values, phT, np.float32(-1.0), g, gb)
+            for k in range(n_levels):
+                w = W[i, k]
+                v = vel_W[i, k]
+                gk = g[k]
+                for f in range(n_hidden):
+                    x = mom * v[f] + lr * (sc * gk[f] - wd * w[f])
+                    v[f] = x
+                    w[f] += x
+                x = mom * vel_bv[i, k] + lr * (sc * gb[k] - zero * bv[i, k])
+                vel_bv[i, k] = x
+                bv[i, k] += x
+
+
+@njit(cache=True, inline="always")
+def _sum_entries(group, i, states, values, ph, sign, g, gb):
+    """g[state] += s ph[b] and gb[state] += s over item i's entries of a grouped batch, in slot
+    order, with s = sign * value (sign without values): scatter_gradients' sums for one item."""
+    start, slot_b, slot_p, delta = group
+    use_values = values.shape[0] > 0
+    for q in range(start[i], start[i + 1]):
+        b = slot_b[q]
+        j = slot_p[q] + delta[b]
+        s = sign * values[j] if use_values else sign
+        _axpy_row(g[states[j]], s, ph[b], g.shape[1])
+        gb[states[j]] += s
 
 
 @njit(parallel=True, cache=True)

@@ -222,6 +222,16 @@ class CompiledKernels:
         self.sigmoid_bernoulli(x, rows, seed, step, gibbs, phase, prob, draws)
         self.compact_rows(draws, indptr_out, indices_out)
 
+    def update_bernoulli(self, indptr, indices, states, values, rows, ph0, s_indptr, s_indices, s_states, s_values,
+                         s_rows, phT, W, bv, vel_W, vel_bv, dW, dbv, learning_rate, momentum, weight_decay, scale):
+        """kernels.update_bernoulli in steps: the two scatter_gradients into dW, dbv (zero on entry),
+        then apply_update of W and bv, which zeroes them again."""
+        self.scatter_gradients(indptr, indices, states, values, rows, ph0, np.float32(1.0), dW, dbv)
+        self.scatter_gradients(s_indptr, s_indices, s_states, s_values, s_rows, phT, np.float32(-1.0), dW, dbv)
+        for param, grad, vel, decay in ((W, dW, vel_W, weight_decay), (bv, dbv, vel_bv, 0.0)):
+            self.apply_update(param.reshape(-1), grad.reshape(-1), vel.reshape(-1), learning_rate, momentum, decay,
+                              scale)
+
     def scatter_gradients(self, indptr, indices, states, values, rows, ph, sign, dW, dbv):
         self._check_csr(indptr, indices, states, rows, dW)
         self._m.scatter_gradients(indptr, indices, states, values, rows, ph, float(sign), dW, dbv, self._stream(),
