@@ -2,7 +2,7 @@
 
   name, xp (numpy or cupy), asarray(a, dtype), to_numpy(a), and the kernels
   group_by_item, sample_hidden, sample_visible_softmax, sigmoid_bernoulli, compact_rows,
-  sample_bernoulli_rows, scatter_gradients, apply_update,
+  sample_bernoulli_rows, scatter_gradients, apply_update, update_bernoulli,
   update_softmax, catch_up, predict_pairs, score_items, free_energy (see rbm_cuda/cpu/kernels.py for their
   contracts).
 """
