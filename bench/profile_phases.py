@@ -84,8 +84,9 @@ def training_arrays(model):
     return {
         "W": model.W_.copy(), "bv": model.bv_.copy(), "bh": model.bh_.copy(),
         "vel": [np.zeros_like(model.W_), np.zeros_like(model.bv_), np.zeros_like(model.bh_)],
-        "grad": [np.zeros_like(model.W_) if bernoulli else None, np.zeros_like(model.bv_) if bernoulli else None,
-                 np.zeros(F, dtype=np.float32)],
+        # the Numba backend sums the bernoulli gradient without W-sized arrays: empty ones, as RBM.fit passes
+        "grad": [np.zeros((0,) + a.shape[1:], dtype=np.float32) if bernoulli else None for a in (model.W_, model.bv_)]
+        + [np.zeros(F, dtype=np.float32)],
         "indptr": csr.indptr.astype(np.int64), "indices": csr.indices.astype(np.int32),
         "indptr_host": csr.indptr.astype(np.int64),
         "states": np.searchsorted(model.levels_, csr.data).astype(np.int32),

@@ -78,12 +78,14 @@ def _check_memory(n_items, n_states, p):
     """Refuse, with the figure, a model whose weights alone would not fit in this machine's memory."""
     import os
 
-    arrays = 3 if p.visible == "bernoulli" else 2  # W and its velocity (and W's gradient for bernoulli)
+    gpu = p.device != "cpu"  # "auto" is counted as the GPU: the larger of the two
+    # W and its velocity (and, on a GPU, W's gradient for bernoulli units)
+    arrays = 3 if p.visible == "bernoulli" and gpu else 2
     need = n_items * n_states * p.n_hidden * 4 * arrays
     if p.visible == "bernoulli":
         # a batch's dense logits, and its samples' items and states as CSR (B * N each at most); a GPU
         # also keeps the dense probabilities and draws
-        need += 5 * p.batch_size * n_items * 4
+        need += (5 if gpu else 3) * p.batch_size * n_items * 4
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -387,10 +389,12 @@ class RBM:
         t0 = time.perf_counter()
         if "grad" not in d:  # training scratch, made by the first epoch and freed by fit (_drop_scratch)
             bernoulli = p.visible == "bernoulli"
-            # Gradient arrays: bh's always; W's and bv's only for bernoulli units (the softmax path
-            # sums them inside update_softmax, from the negative states of the rated entries).
-            d["grad"] = [be.xp.zeros(x.shape, dtype=np.float32) if keep else None
-                         for x, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True))]
+            # Gradient arrays: bh's always; W's and bv's for bernoulli units on a backend that sums
+            # them in memory (empty on the others; the softmax path sums them inside update_softmax).
+            full = bernoulli and be.gradient_scratch
+            d["grad"] = [be.xp.zeros(x.shape if keep else (0,) + x.shape[1:], dtype=np.float32) if use else None
+                         for x, use, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True),
+                                                 (full, full, True))]
             if not bernoulli:
                 d["neg_states"] = be.xp.zeros(self.train_.nnz, dtype=np.int32)
         self.step_ = cd_epoch(be, d, p, epoch_order(p.seed, epoch, self.train_.indptr), epoch, self.step_)

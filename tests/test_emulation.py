@@ -410,10 +410,13 @@ def test_compact_rows_refuses_a_short_buffer(emu):
 # ---- sample_bernoulli_rows ------------------------------------------------------------------------------
 @pytest.mark.parametrize("B,N", [(100, N_ITEMS), (3, 2500), (1, 5)])
 def test_sample_bernoulli_rows(B, N):
-    """The drawn items of each row as CSR: on Numba exactly sigmoid_bernoulli of logits + bv followed by
-    compact_rows; on the compiled kernels the same draws, away from the sigmoid's last bits."""
+    """The drawn items of each row as CSR: on Numba exactly the nonzero columns of sigmoid_bernoulli's
+    draws on logits + bv; on the compiled kernels the same draws, away from the sigmoid's last bits.
+    With B > 1, a row draws nothing and a row draws every item."""
     rng = np.random.default_rng(B + N)
     logits = rng.normal(-2, 3, (B, N)).astype(np.float32)
+    if B > 1:
+        logits[0], logits[-1] = -200.0, 200.0
     bv = rng.normal(0, 1, N).astype(np.float32)
     rows = rng.permutation(N_USERS)[:B].astype(np.int64)
     seed, step, gibbs = 2**40 + 3, 77, 1
@@ -428,6 +431,8 @@ def test_sample_bernoulli_rows(B, N):
     nk.sigmoid_bernoulli(logits + bv, rows, seed, step, gibbs, PHASE_VISIBLE, pv, v)
     r, c = np.nonzero(v)
     assert 0 < len(c) < B * N
+    if B > 1:
+        assert not v[0].any() and v[-1].all()
     assert np.array_equal(want["indptr_out"], np.concatenate([[0], np.cumsum(np.bincount(r, minlength=B))]))
     assert np.array_equal(want["indices_out"][:len(c)], c)
 
@@ -443,11 +448,15 @@ def test_sample_bernoulli_rows(B, N):
     assert_samples(dense(got), dense(want), u, pv, "v")
 
 
-def test_sample_bernoulli_rows_refuses_a_short_buffer(emu):
+def test_sample_bernoulli_rows_refuses_a_short_buffer_or_bias(emu):
+    rows = np.arange(2, dtype=np.int64)
     for run in (nk.sample_bernoulli_rows, emu.sample_bernoulli_rows):
         with pytest.raises(ValueError, match="indices_out"):
-            run(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.arange(2, dtype=np.int64), 0, 0, 1,
-                PHASE_VISIBLE, np.zeros(3, np.int64), np.zeros(5, np.int32))
+            run(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), rows, 0, 0, 1, PHASE_VISIBLE,
+                np.zeros(3, np.int64), np.zeros(5, np.int32))
+        with pytest.raises(ValueError, match="bv"):
+            run(np.zeros((2, 3), np.float32), np.zeros(2, np.float32), rows, 0, 0, 1, PHASE_VISIBLE,
+                np.zeros(3, np.int64), np.zeros(6, np.int32))
 
 
 # ---- scatter_gradients ----------------------------------------------------------------------------------
@@ -499,9 +508,10 @@ def test_apply_update(n):
 @pytest.mark.parametrize("with_values", [True, False])
 @pytest.mark.parametrize("F,B", [(100, 100), (37, 1)])
 def test_update_bernoulli(ratings, with_values, F, B):
-    """The fused gradient and update of bernoulli units: on Numba the same bits as the two
-    scatter_gradients and the two apply_update it replaces; on the compiled kernels the same within
-    float tolerance.  Every item moves (momentum and decay), rated, sampled or neither."""
+    """The fused gradient and update of bernoulli units: on Numba the same bits as scatter_gradients of
+    the data (+1) and of the sampled items (-1), then apply_update of W and bv; on the compiled
+    kernels the same within float tolerance, their gradient scratch zero again after.  Every item
+    moves (momentum and decay), rated, sampled or neither."""
     X = ratings
     n_items = X.shape[1]
     _, values, _ = encode(X, "bernoulli")
@@ -538,8 +548,7 @@ def test_update_bernoulli(ratings, with_values, F, B):
     for name in ("W", "bv", "vel_W", "vel_bv"):
         np.testing.assert_array_equal(want[name], a[name], err_msg=name)
         assert_close(got[name], want[name], PROB_RTOL, PROB_ATOL, name)
-    for out in (want, got):
-        assert not out["dW"].any() and not out["dbv"].any()
+    assert not got["dW"].any() and not got["dbv"].any()
     assert not np.array_equal(want["W"], W0) and not np.array_equal(want["bv"], bv0)
 
 

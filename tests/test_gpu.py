@@ -94,7 +94,8 @@ if rbm_cuda.gpu.HAS_CUDA:
     test_compact_rows = _emu_tests.test_compact_rows
     test_compact_rows_refuses_a_short_buffer = _emu_tests.test_compact_rows_refuses_a_short_buffer
     test_sample_bernoulli_rows = _emu_tests.test_sample_bernoulli_rows
-    test_sample_bernoulli_rows_refuses_a_short_buffer = _emu_tests.test_sample_bernoulli_rows_refuses_a_short_buffer
+    test_sample_bernoulli_rows_refuses_a_short_buffer_or_bias = (
+        _emu_tests.test_sample_bernoulli_rows_refuses_a_short_buffer_or_bias)
     test_scatter_gradients = _emu_tests.test_scatter_gradients
     test_apply_update = _emu_tests.test_apply_update
     test_update_bernoulli = _emu_tests.test_update_bernoulli

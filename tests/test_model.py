@@ -521,3 +521,22 @@ def test_set_params_after_fit_does_not_break_the_saved_file(tmp_path):
     back = RBM.load(model.save(tmp_path / "m.npz"))
     assert back.W_.shape[2] == 4 and back.params_.n_hidden == 4
     np.testing.assert_array_equal(back.recommend(0, n=3)[0], model.recommend(0, n=3)[0])
+
+
+def test_a_model_too_large_for_memory_is_refused_with_the_figure(monkeypatch):
+    """A bernoulli model on the CPU needs W, its velocity, and per batch the dense logits and the
+    drawn items as CSR: refused one byte below that, trained one byte above it."""
+    X = sp.random(50, 400, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    X.data[:] = 1.0
+    F, B = 8, 10
+    need = 400 * F * 4 * 2 + 3 * B * 400 * 4
+    real = os.sysconf
+
+    def memory(have):
+        monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": have}.get(name, real(name)))
+
+    memory(need - 1)
+    with pytest.raises(MemoryError, match=r"needs about 0\.0 GB .* use fewer hidden units"):
+        RBM(visible="bernoulli", n_hidden=F, batch_size=B, epochs=1, device="cpu").fit(X)
+    memory(need + 1)
+    assert RBM(visible="bernoulli", n_hidden=F, batch_size=B, epochs=1, device="cpu").fit(X).epochs_done_ == 1

@@ -35,6 +35,8 @@ class NumbaBackend:
         return np.asarray(a)
 
     host_reads = 0  # the arrays live on the host: nothing is ever transferred
+    # update_bernoulli sums each item's gradient in a row per task: no W-sized gradient array
+    gradient_scratch = False
 
     @staticmethod
     def launch_count():

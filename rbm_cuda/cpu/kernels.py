@@ -1,5 +1,8 @@
 """Numba kernels: the CPU twins of the CUDA kernels in csrc/kernels.cu, one function per kernel,
-same name, same arguments (numpy arrays where the CUDA launcher takes device pointers).
+same name, same arguments (numpy arrays where the CUDA launcher takes device pointers).  Two are
+fused here and run as a sequence of those kernels by the compiled backends (rbm_cuda/cuda/kernels.py):
+sample_bernoulli_rows (sigmoid_bernoulli, compact_rows) and update_bernoulli (scatter_gradients,
+apply_update).
 
 Shapes and dtypes (docs/design.md):
   indptr int64[n_rows + 1], indices int32[nnz]      the rating matrix in CSR, rows are users
@@ -31,7 +34,7 @@ _DRAW_CHUNK = 1024
 # apply_update: arrays up to this length are updated by one thread (waking the pool costs more).
 _SERIAL_UPDATE = 1 << 15
 # sample_visible_softmax, update_softmax, scatter_gradients: parallel tasks per call, each a range of items
-# holding about the same number of the batch's ratings.
+# holding about the same number of the batch's ratings (update_bernoulli: the same number of items).
 ITEM_CHUNKS = 16
 # sample_visible_softmax: ratings of one item whose logits, softmax and draws run together, a rating
 # per SIMD lane.
@@ -129,8 +132,9 @@ def _bernoulli_row(prob, out, n, seed, step, gibbs, phase, base):
 @njit(parallel=True, cache=True)
 def group_by_item(indptr, indices, rows, n_items):
     """The batch's rated entries grouped by item (a stable counting sort, O(entries + items)), for
-    sample_visible_softmax and update_softmax, which walk W item by item: each touched item's
-    weights are read once per batch instead of once per rating.  Computed once per mini-batch.
+    sample_visible_softmax and update_softmax, and inside scatter_gradients and update_bernoulli: they
+    walk W item by item, so each touched item's weights are read once per batch instead of once per
+    rating.  Computed once per mini-batch.
 
     Returns (start int64[n_items + 1], slot_b int32[m], slot_p int32[m], delta int64[B]), m the
     batch's number of rated entries: the entries of item i are slots start[i] .. start[i + 1] - 1,
@@ -359,11 +363,14 @@ def sample_bernoulli_rows(logits, bv, rows, seed, step, gibbs, phase, indptr_out
     draws, in one pass.  Same numbers: item n of row b is drawn when the uniform of element
     rows[b] * N + n is below sigmoid(logits[b, n] + bv[n]), computed in float32.
 
-    logits float32[B, N] (h W^T, read only); bv float32[N]; indptr_out int64[B + 1]; indices_out
-    int32[B * N] (each row's draws are first written at offset b * N).  The dense probabilities and
+    logits float32[B, N] (h W^T; scratch: the compiled backends add bv to it in place, this kernel
+    only reads it); bv float32[N]; indptr_out int64[B + 1]; indices_out int32[B * N] (each row's
+    draws are first written at offset b * N).  The dense probabilities and
     samples are never stored: at the 20M shape they are 10 MB each per batch of 100 people.
     """
     n_rows, width = logits.shape
+    if bv.shape[0] != width:
+        raise ValueError("sample_bernoulli_rows: bv must hold one bias per column of logits")
     if indices_out.shape[0] < n_rows * width:
         raise ValueError("sample_bernoulli_rows: indices_out must hold B * N entries")
     counts = np.empty(n_rows, dtype=np.int64)
@@ -401,9 +408,9 @@ def compact_rows(dense, indptr_out, indices_out):
     indices_out int32[>= nonzeros] (the CUDA launcher asks for B * N), each row's columns in increasing
     order.
 
-    The bernoulli negative phase samples every visible unit, but a person rates a small share of the
-    items, and so does a reconstruction: as CSR, sample_hidden and scatter_gradients read the W rows
-    of the sampled items only, instead of two dense products over all of them.
+    The last step of the compiled backends' sample_bernoulli_rows: a person rates a small share of
+    the items, and so does a reconstruction, so as CSR the hidden units and the gradient read the W
+    rows of the sampled items only, instead of two dense products over all of them.
     """
     n_rows, width = dense.shape
     indptr_out[0] = 0
@@ -466,9 +473,10 @@ def update_bernoulli(indptr, indices, states, values, rows, ph0, s_indptr, s_ind
     The same as scatter_gradients(data, ph0, +1) and scatter_gradients(sampled, phT, -1) into the
     zero dW, dbv, then apply_update of W (with weight_decay) and of bv (without): the same float
     operations in the same order, so the same bits.  dW and dbv are the scratch of the backends that
-    sum the gradient in memory; here they stay zero.  Each task takes a range of items and, for every
-    item (momentum and decay reach all of them), sums its gradient in rows of its own, then updates
-    the item's weights.
+    sum the gradient in memory (backend.gradient_scratch); this kernel never reads them, and the
+    Numba backend passes empty arrays.  Each task takes a range of as many items as the others (every
+    item is updated: momentum and decay reach all of them), sums each item's gradient in rows of its
+    own, then updates the item's weights.
     """
     n_items, n_levels, n_hidden = W.shape
     lr = np.float32(learning_rate)

@@ -44,12 +44,15 @@ class CompiledKernels:
     """
 
     name = "compiled"
+    # update_bernoulli runs scatter_gradients into W-sized gradient arrays, which training allocates
+    gradient_scratch = True
 
     def __init__(self, module, xp, check_bounds=False):
         self._m = module
         self.xp = xp
         self.check_bounds = bool(check_bounds)
         self.host_reads = 0  # device values read on the host (each one a synchronisation on a GPU)
+        self._draw_scratch = None  # sample_bernoulli_rows: the dense probabilities and draws
 
     def launch_count(self) -> int:
         """Kernel launches made by the compiled module so far (all threads, all backends sharing it)."""
@@ -214,12 +217,19 @@ class CompiledKernels:
         self._m.compact_rows(dense, counts, indptr_out, indices_out, self._stream(), self._device())
 
     def sample_bernoulli_rows(self, logits, bv, rows, seed, step, gibbs, phase, indptr_out, indices_out):
-        """kernels.sample_bernoulli_rows in steps: the bias added to a copy of the logits, then
-        sigmoid_bernoulli and compact_rows (on a GPU the dense draws stay in device memory)."""
+        """kernels.sample_bernoulli_rows in steps: the bias added to the logits in place, then
+        sigmoid_bernoulli and compact_rows through dense probabilities and draws kept for the next
+        batch of the same shape."""
         B, N = _shape(logits, "logits", 2)
-        x = logits + bv[None, :]
-        prob, draws = self.xp.empty((B, N), dtype=np.float32), self.xp.empty((B, N), dtype=np.float32)
-        self.sigmoid_bernoulli(x, rows, seed, step, gibbs, phase, prob, draws)
+        if _shape(bv, "bv", 1)[0] != N:
+            raise ValueError(f"bv has shape {tuple(bv.shape)}, expected ({N},): one bias per column of logits")
+        if _shape(indices_out, "indices_out", 1)[0] < B * N:
+            raise ValueError("sample_bernoulli_rows: indices_out must hold B * N entries")
+        if self._draw_scratch is None or self._draw_scratch[0].shape != (B, N):
+            self._draw_scratch = tuple(self.xp.empty((B, N), dtype=np.float32) for _ in range(2))
+        prob, draws = self._draw_scratch
+        logits += bv[None, :]
+        self.sigmoid_bernoulli(logits, rows, seed, step, gibbs, phase, prob, draws)
         self.compact_rows(draws, indptr_out, indices_out)
 
     def update_bernoulli(self, indptr, indices, states, values, rows, ph0, s_indptr, s_indices, s_states, s_values,

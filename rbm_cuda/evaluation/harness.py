@@ -144,7 +144,7 @@ def format_table(report, digits=4, markdown=False) -> str:
             if c not in res or res[c] is None or (isinstance(res[c], float) and math.isnan(res[c])):
                 row.append("-")
                 continue
-            d = 1 if c.endswith("seconds") else digits
+            d = (1 if markdown else 2) if c.endswith("seconds") else digits
             cell = f"{res[c]:.{d}f}"
             if several:
                 cell += f" {'± ' if markdown else '±'}{report['spread'][name][c]:.{d}f}"
