@@ -391,11 +391,11 @@ class RBM:
             bernoulli = p.visible == "bernoulli"
             # Gradient arrays: bh's always; W's and bv's for bernoulli units on a backend that sums
             # them in memory (empty on the others; the softmax path sums them inside update_softmax).
-            full = bernoulli and be.gradient_scratch
-            d["grad"] = [be.xp.zeros(x.shape if keep else (0,) + x.shape[1:], dtype=np.float32) if use else None
-                         for x, use, keep in zip((self.W_, self.bv_, self.bh_), (bernoulli, bernoulli, True),
-                                                 (full, full, True))]
-            if not bernoulli:
+            d["grad"] = [None, None, be.xp.zeros(self.bh_.shape, dtype=np.float32)]
+            if bernoulli:
+                d["grad"][:2] = [be.xp.zeros((len(x) if be.gradient_scratch else 0,) + x.shape[1:], dtype=np.float32)
+                                 for x in (self.W_, self.bv_)]
+            else:
                 d["neg_states"] = be.xp.zeros(self.train_.nnz, dtype=np.int32)
         self.step_ = cd_epoch(be, d, p, epoch_order(p.seed, epoch, self.train_.indptr), epoch, self.step_)
         self._sync_host()

@@ -487,24 +487,14 @@ def update_bernoulli(indptr, indices, states, values, rows, ph0, s_indptr, s_ind
     pos = group_by_item(indptr, indices, rows, n_items)
     neg = group_by_item(s_indptr, s_indices, s_rows, n_items)
     for c in prange(ITEM_CHUNKS):
-        g = np.empty((n_levels, n_hidden), dtype=np.float32)
-        gb = np.empty(n_levels, dtype=np.float32)
+        g = np.zeros((n_levels, n_hidden), dtype=np.float32)  # _update_range leaves them zero again
+        gb = np.zeros(n_levels, dtype=np.float32)
         for i in range(c * n_items // ITEM_CHUNKS, (c + 1) * n_items // ITEM_CHUNKS):
-            g[:] = zero
-            gb[:] = zero
             _sum_entries(pos, i, states, values, ph0, np.float32(1.0), g, gb)
             _sum_entries(neg, i, s_states, s_values, phT, np.float32(-1.0), g, gb)
             for k in range(n_levels):
-                w = W[i, k]
-                v = vel_W[i, k]
-                gk = g[k]
-                for f in range(n_hidden):
-                    x = mom * v[f] + lr * (sc * gk[f] - wd * w[f])
-                    v[f] = x
-                    w[f] += x
-                x = mom * vel_bv[i, k] + lr * (sc * gb[k] - zero * bv[i, k])
-                vel_bv[i, k] = x
-                bv[i, k] += x
+                _update_range(W[i, k], g[k], vel_W[i, k], lr, mom, wd, sc, 0, n_hidden)
+            _update_range(bv[i], gb, vel_bv[i], lr, mom, zero, sc, 0, n_levels)
 
 
 @njit(cache=True, inline="always")

@@ -127,8 +127,12 @@ def validation_splits(splits, protocol):
                          "training, so it has none: use another protocol")
     out = []
     for s in splits:
-        inner = stratified_split(s.train, 0.25, 0) if protocol == "stratified" else random_split(s.train, 0.1, 123)
-        out.append(Split(f"{s.name}-valid", inner.train, inner.test))
+        if protocol == "stratified":
+            inner = stratified_split(s.train, 0.25, 0)
+            fit, valid = inner.train, inner.test
+        else:
+            fit, valid = validation_split(s.train, 0.1, 123)
+        out.append(Split(f"{s.name}-valid", fit, valid))
     return out
 
 
