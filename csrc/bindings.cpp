@@ -121,7 +121,7 @@ void define_kernels(nb::module_ &m) {
         [](Array<const int64_t> indptr, Array<const int32_t> indices, Array<const int32_t> states,
            Array<const float> values, Array<const int64_t> rows, Array<const float> W, Array<const float> bh,
            uint64_t seed, uint32_t step, uint32_t gibbs, Array<float> prob_out, Array<float> sample_out, bool sample,
-           uintptr_t stream, int device) {
+           Array<float> partial, Array<int32_t> arrived, uintptr_t stream, int device) {
             const Ratings r{indptr, indices, states, values, rows};
             r.check();
             const Sizes s = weights(W);
@@ -129,16 +129,23 @@ void define_kernels(nb::module_ &m) {
             expect(bh, "bh", {s.hidden});
             expect(prob_out, "prob_out", {B, s.hidden});
             expect(sample_out, "sample_out", {B, s.hidden});
+            expect(partial, "partial", {B, rbm::kRowParts, s.hidden});
+            expect(arrived, "arrived", {B, s.hidden});
             nb::gil_scoped_release release;
             rbm::use_device(device);
             rbm::sample_hidden(indptr.data(), indices.data(), states.data(), values.data(), dim(values, 0),
                                rows.data(), B, W.data(), s.levels, s.hidden, bh.data(), seed, step, gibbs,
-                               prob_out.data(), sample_out.data(), sample, as_stream(stream));
+                               prob_out.data(), sample_out.data(), sample, partial.data(), arrived.data(),
+                               as_stream(stream));
         },
         "indptr"_a.noconvert(), "indices"_a.noconvert(), "states"_a.noconvert(), "values"_a.noconvert(),
         "rows"_a.noconvert(), "W"_a.noconvert(), "bh"_a.noconvert(), "seed"_a, "step"_a, "gibbs"_a,
-        "prob_out"_a.noconvert(), "sample_out"_a.noconvert(), "sample"_a, "stream"_a, "device"_a,
-        "p(h | v) and a Bernoulli draw for the batch rows (kernels.sample_hidden)");
+        "prob_out"_a.noconvert(), "sample_out"_a.noconvert(), "sample"_a, "partial"_a.noconvert(),
+        "arrived"_a.noconvert(), "stream"_a, "device"_a,
+        "p(h | v) and a Bernoulli draw for the batch rows (kernels.sample_hidden); partial and arrived: "
+        "zeroed scratch for the rows summed in parts, left zero");
+    m.attr("ROW_CHUNK") = rbm::kRowChunk;
+    m.attr("ROW_PARTS") = rbm::kRowParts;
 
     m.def(
         "sample_visible_softmax",

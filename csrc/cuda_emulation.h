@@ -208,6 +208,8 @@ inline unsigned int atomicAdd(unsigned int *address, unsigned int value) {
     *address = old + value;
     return old;
 }
+// One thread at a time: every write is visible to the threads that run after it.
+inline void __threadfence() {}
 template <class T>
 inline T __ldg(const T *address) {
     return *address;

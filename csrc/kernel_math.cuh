@@ -52,6 +52,35 @@ RBM_HD inline float hidden_input(const int64_t *indptr, const int32_t *indices, 
     return acc;
 }
 
+// sample_hidden splits a long row into parts summed by different blocks, so that a batch does not
+// wait on its longest row.  Chunk c of kRowChunk entries goes to part c % n_parts, with n_parts =
+// min(kRowParts, number of chunks); each part sums its entries in CSR order (part 0 from bh[f], the
+// others from zero), and the hidden input is the parts added in part order.  A row of at most
+// kRowChunk entries is one part: exactly hidden_input's additions.  Longer rows differ from the
+// Numba twin's single running sum by rounding only ("The twin contract", docs/design.md).
+constexpr int64_t kRowChunk = 256;
+constexpr int64_t kRowParts = 8;
+
+RBM_HD inline int64_t row_parts(int64_t n_entries) {
+    const int64_t chunks = (n_entries + kRowChunk - 1) / kRowChunk;
+    return chunks <= 1 ? 1 : (chunks < kRowParts ? chunks : kRowParts);
+}
+
+RBM_HD inline float hidden_part(const int64_t *indptr, const int32_t *indices, const int32_t *states,
+                                const float *values, bool use_values, int64_t r, const float *W, int64_t n_levels,
+                                int64_t n_hidden, const float *bh, int64_t f, int64_t part, int64_t n_parts) {
+    float acc = part == 0 ? bh[f] : 0.0f;
+    const int64_t end = indptr[r + 1];
+    for (int64_t c = indptr[r] + part * kRowChunk; c < end; c += n_parts * kRowChunk) {
+        const int64_t stop = c + kRowChunk < end ? c + kRowChunk : end;
+        for (int64_t j = c; j < stop; ++j) {
+            const float w = W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
+            acc += use_values ? values[j] * w : w;
+        }
+    }
+    return acc;
+}
+
 // The dot product of hidden states with one weight row w[n_hidden], summed from zero in unit order as
 // the Numba twin does: from floats (probabilities or 0/1 samples), or from binary states packed as bits
 // (bit f % 32 of word f / 32).  For binary states the two give the same sum, since each term h[f] * w[f]

@@ -70,19 +70,37 @@ dim3 flat_grid(int64_t n) {
 
 // ---- kernels --------------------------------------------------------------------------------------
 
-// kernels.sample_hidden: thread (b, f) sums W[item_j, state_j, f] over row rows[b] (coalesced
-// across f), then p = sigmoid, and h = (u < p) with u from element rows[b] * F + f.
+// kernels.sample_hidden: thread (b, f, part) sums its part of W[item_j, state_j, f] over row rows[b]
+// (coalesced across f; hidden_part), then p = sigmoid, and h = (u < p) with u from element
+// rows[b] * F + f.  A row of several parts: each thread stores its part in partial[b, part, f] and
+// counts itself in arrived[b, f]; the last to arrive adds the parts in order, finishes the unit and
+// sets the count back to zero for the next launch.
 __global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const int32_t *__restrict__ indices,
                                      const int32_t *__restrict__ states, const float *__restrict__ values,
                                      bool use_values, const int64_t *__restrict__ rows, const float *__restrict__ W,
                                      int64_t n_levels, int64_t n_hidden, const float *__restrict__ bh, uint64_t seed,
                                      uint32_t step, uint32_t gibbs, float *prob_out, float *sample_out,
-                                     bool sample) {
+                                     bool sample, float *partial, int *arrived) {
     const int64_t b = blockIdx.x;
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+    const int64_t part = blockIdx.z;
     if (f >= n_hidden) return;
     const int64_t r = rows[b];
-    const float p = sigmoid(hidden_input(indptr, indices, states, values, use_values, r, W, n_levels, n_hidden, bh, f));
+    const int64_t n_parts = row_parts(indptr[r + 1] - indptr[r]);
+    if (part >= n_parts) return;
+    float x = hidden_part(indptr, indices, states, values, use_values, r, W, n_levels, n_hidden, bh, f, part, n_parts);
+    if (n_parts > 1) {
+        const int64_t unit = b * n_hidden + f;
+        volatile float *parts = partial + b * kRowParts * n_hidden + f;  // parts[k * n_hidden]: part k
+        parts[part * n_hidden] = x;
+        __threadfence();  // the part is visible to every block before the count says it is there
+        if (atomicAdd(arrived + unit, 1) != n_parts - 1) return;
+        __threadfence();
+        x = parts[0];
+        for (int64_t k = 1; k < n_parts; ++k) x += parts[k * n_hidden];
+        arrived[unit] = 0;
+    }
+    const float p = sigmoid(x);
     const int64_t out = b * n_hidden + f;
     prob_out[out] = p;
     if (sample) {
@@ -445,15 +463,17 @@ uint64_t launch_count() { return launches.load(); }
 void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
                    int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, int64_t n_levels,
                    int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,
-                   float *sample_out, bool sample, cudaStream_t stream) {
+                   float *sample_out, bool sample, float *partial, int32_t *arrived, cudaStream_t stream) {
     check_count(n_values, "n_values");
     check_count(n_batch, "n_batch");
     check_count(n_hidden, "n_hidden");
     if (n_batch == 0 || n_hidden == 0) return;
     const int64_t block = hidden_block(n_hidden);
-    RBM_LAUNCH(sample_hidden_kernel, row_hidden_grid(n_batch, n_hidden, block), dim3(static_cast<unsigned>(block)),
-               0, stream, indptr, indices, states, values, n_values > 0, rows, W, n_levels, n_hidden, bh, seed, step,
-               gibbs, prob_out, sample_out, sample);
+    dim3 grid = row_hidden_grid(n_batch, n_hidden, block);
+    grid.z = static_cast<unsigned>(kRowParts);
+    RBM_LAUNCH(sample_hidden_kernel, grid, dim3(static_cast<unsigned>(block)), 0, stream, indptr, indices, states,
+               values, n_values > 0, rows, W, n_levels, n_hidden, bh, seed, step, gibbs, prob_out, sample_out, sample,
+               partial, arrived);
     RBM_CUDA_CHECK_LAUNCH();
 }
 

@@ -22,11 +22,13 @@ void synchronize(cudaStream_t stream);
 uint64_t launch_count();
 
 // Shapes: indptr[n_rows + 1], indices/states[nnz], values[n_values] (0 or nnz), rows[n_batch],
-// W[n_items, n_levels, n_hidden], bh[n_hidden], prob_out/sample_out[n_batch, n_hidden].
+// W[n_items, n_levels, n_hidden], bh[n_hidden], prob_out/sample_out[n_batch, n_hidden].  Scratch for
+// rows summed in parts (kernel_math.cuh, row_parts): partial[n_batch, kRowParts, n_hidden], and
+// arrived[n_batch, n_hidden], all zero before the launch and left zero by it.
 void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
                    int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, int64_t n_levels,
                    int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,
-                   float *sample_out, bool sample, cudaStream_t stream);
+                   float *sample_out, bool sample, float *partial, int32_t *arrived, cudaStream_t stream);
 
 // The batch grouped by item (rbm_cuda/cpu/kernels.py group_by_item; the CuPy backend computes it
 // with a stable sort): start[n_items + 1], slot_b/slot_p[n_slots], delta[n_batch]; slot q is entry

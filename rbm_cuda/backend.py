@@ -1,6 +1,7 @@
 """Choosing a backend.  Both implement the same methods with the same arguments:
 
-  name, xp (numpy or cupy), asarray(a, dtype), to_numpy(a), and the kernels
+  name, xp (numpy or cupy), asarray(a, dtype), to_numpy(a), reserve_hidden(n_rows, n_hidden) (scratch
+  allocated before an epoch's batches), and the kernels
   group_by_item, sample_hidden, sample_visible_softmax, sigmoid_bernoulli, compact_rows,
   sample_bernoulli_rows, scatter_gradients, apply_update, update_bernoulli,
   update_softmax, catch_up, predict_pairs, score_items, free_energy (see rbm_cuda/cpu/kernels.py for their

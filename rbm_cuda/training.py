@@ -96,6 +96,7 @@ def _batches(be, d, p, order, step, steps, momentum, n_items, F, bernoulli, lazy
     ph0_all, h_all, phT_all = (xp.empty((B, F), dtype=np.float32) for _ in range(3))
     gW, gbv, gbh = d["grad"]
     neg = _BernoulliNegative(xp, B, n_items) if bernoulli else None
+    be.reserve_hidden(B, F)
     batches = be.epoch_batches(d["indptr"], d["indices"], order, p.batch_size, n_items, d["indptr_host"],
                                grouped=not bernoulli)
     pending = None  # the items of a batch caught up to the step before it, not yet marked in last

@@ -12,7 +12,8 @@ What "agree" means here (the same criteria are used by tests/test_gpu.py on a re
   * free energies (sums of ~100 softplus terms, magnitude ~10-1000): FE_ATOL / FE_RTOL.
 The emulation is built with -ffp-contract=off and the host's expf, so in practice it matches the
 Numba twin bit for bit (measured: 0 difference everywhere, including a whole epoch, except
-predict_pairs at ~1e-6, where Numba's dot product is vectorised with reassociation); the tolerances
+predict_pairs at ~1e-6, where Numba's dot product is vectorised with reassociation, and the hidden
+inputs of rows longer than ROW_CHUNK entries, which sample_hidden sums in parts); the tolerances
 are those the GPU, with fused multiply-adds and its own expf, must meet too.
 """
 
@@ -265,6 +266,112 @@ def test_sample_hidden_without_draw_writes_probabilities_only(emu):
     ref = np.empty_like(out)
     nk.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, rows, W, bh, 0, 0, 0, ref, ref, False)
     assert_close(out, ref, PROB_RTOL, PROB_ATOL, "p(h|v), all users, prob_out is sample_out")
+
+
+def _row_with_cancellation(n_entries, F, visible):
+    """One CSR row of n_entries distinct items whose weights make the order of the sum visible: its
+    first entry adds +2**20 to every hidden input, its last -2**20, and each entry between adds 0.01,
+    which a running sum at 2**20 loses (half an ulp there is 0.0625) and a part summed from zero keeps."""
+    W = np.full((n_entries, 1 if visible == "bernoulli" else 5, F), 0.01, np.float32)
+    W[0], W[-1] = 2.0**20, -(2.0**20)
+    indptr = np.array([0, n_entries], np.int64)
+    indices = np.arange(n_entries, dtype=np.int32)
+    states = np.zeros(n_entries, np.int32)
+    values = np.ones(n_entries, np.float32) if visible == "bernoulli" else np.empty(0, np.float32)
+    return indptr, indices, states, values, W
+
+
+def _parts_reference(W, bh, n_entries, chunk, n_parts):
+    """The hidden input summed as csrc/kernel_math.cuh's row_parts / hidden_part say, in float32: chunk c
+    of the row goes to part c % n_parts, each part a running sum (part 0 from bh), then the parts added
+    in order."""
+    col = W[:, 0, :]
+    parts = [bh.copy() if k == 0 else np.zeros_like(bh) for k in range(n_parts)]
+    for c in range(-(-n_entries // chunk)):
+        for j in range(c * chunk, min(n_entries, (c + 1) * chunk)):
+            parts[c % n_parts] = (parts[c % n_parts] + col[j]).astype(np.float32)
+    total = parts[0]
+    for p in parts[1:]:
+        total = (total + p).astype(np.float32)
+    return total
+
+
+@pytest.mark.parametrize("visible", ["softmax", "bernoulli"])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 12])
+def test_sample_hidden_sums_a_long_row_in_parts(emu, visible, chunks):
+    """A row longer than ROW_CHUNK entries is summed in up to ROW_PARTS parts by different blocks, added
+    in part order by the last thread to arrive; a row of one chunk is the plain running sum."""
+    from rbm_cuda.emulation import module
+
+    m = module()
+    F, chunk = 40, m.ROW_CHUNK
+    n = chunks * chunk
+    indptr, indices, states, values, W = _row_with_cancellation(n, F, visible)
+    bh = np.linspace(-1, 1, F).astype(np.float32)
+    want_x = _parts_reference(W, bh, n, chunk, min(chunks, m.ROW_PARTS))
+    running = _parts_reference(W, bh, n, chunk, 1)  # the Numba twin's order: one running sum
+    if chunks == 1:
+        np.testing.assert_array_equal(want_x, running)
+    else:  # the parts after the first keep their 0.01s, which the running sum loses
+        assert np.all(want_x - running > 1.0)
+    rows = np.zeros(3, np.int64)  # the row three times: three units of work per hidden unit
+    ph, h = np.full((3, F), -1, np.float32), np.full((3, F), -1, np.float32)
+    emu.sample_hidden(indptr, indices, states, values, rows, W, bh, 5, 6, 0, ph, h, True)
+    want_p = 1 / (1 + np.exp(-want_x.astype(np.float64)))
+    for b in range(3):
+        assert_close(ph[b], want_p, 1e-6, 1e-7, "p(h|v) of a row summed in parts")
+
+
+@pytest.mark.parametrize("chunks", [2, 12])
+def test_sample_hidden_parts_do_not_depend_on_launch_order(chunks):
+    """Whichever block of a long row runs last finishes it: the same bits in every launch order, and
+    the arrival counts left at zero for the next launch."""
+    from rbm_cuda.emulation import module, schedule
+
+    m = module()
+    F = 40
+    indptr, indices, states, values, W = _row_with_cancellation(chunks * m.ROW_CHUNK, F, "softmax")
+    bh = np.linspace(-1, 1, F).astype(np.float32)
+    rows = np.zeros(3, np.int64)
+    results = []
+    for order, seed in (("forward", 0), ("reverse", 0), ("shuffled", 1), ("shuffled", 2)):
+        ph, h = np.full((3, F), -1, np.float32), np.full((3, F), -1, np.float32)
+        partial = np.full((3, m.ROW_PARTS, F), np.nan, np.float32)  # never read before written
+        arrived = np.zeros((3, F), np.int32)
+        with schedule(order, seed):
+            m.sample_hidden(indptr, indices, states, values, rows, W, bh, 5, 6, 0, ph, h, True, partial, arrived, 0, 0)
+        np.testing.assert_array_equal(arrived, 0)
+        results.append((ph, h))
+    for ph, h in results[1:]:
+        np.testing.assert_array_equal(ph, results[0][0])
+        np.testing.assert_array_equal(h, results[0][1])
+
+
+def test_sample_hidden_launches_a_long_batch_in_slices(monkeypatch):
+    """Calls of more rows than HIDDEN_ROWS_PER_LAUNCH run as several launches over slices of the rows,
+    with the same results as one launch."""
+    from rbm_cuda.emulation import EmulatedBackend
+
+    X = synthetic_ml100k()
+    states, values, K = encode(X, "softmax")
+    F = 24
+    W, _, bh = params(X.shape[1], K, F)
+    rows = batch_rows(X, 50, seed=4)
+    assert np.diff(X.indptr)[rows].max() > EmulatedBackend()._m.ROW_CHUNK  # some rows are summed in parts
+
+    def run(per_launch):
+        be = EmulatedBackend()
+        be.HIDDEN_ROWS_PER_LAUNCH = per_launch
+        ph, h = np.empty((50, F), np.float32), np.empty((50, F), np.float32)
+        before = be.launch_count()
+        be.sample_hidden(X.indptr.astype(np.int64), X.indices, states, values, rows, W, bh, 3, 4, 0, ph, h, True)
+        return ph, h, be.launch_count() - before
+
+    ph1, h1, n1 = run(4096)
+    ph7, h7, n7 = run(7)
+    assert (n1, n7) == (1, 8)
+    np.testing.assert_array_equal(ph7, ph1)
+    np.testing.assert_array_equal(h7, h1)
 
 
 # ---- group_by_item ---------------------------------------------------------------------------------------

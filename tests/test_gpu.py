@@ -85,6 +85,7 @@ if rbm_cuda.gpu.HAS_CUDA:
     test_sample_hidden = _emu_tests.test_sample_hidden
     test_sample_hidden_without_draw_writes_probabilities_only = \
         _emu_tests.test_sample_hidden_without_draw_writes_probabilities_only
+    test_sample_hidden_sums_a_long_row_in_parts = _emu_tests.test_sample_hidden_sums_a_long_row_in_parts
     test_sample_visible_softmax = _emu_tests.test_sample_visible_softmax
     test_update_softmax = _emu_tests.test_update_softmax
     test_catch_up = _emu_tests.test_catch_up

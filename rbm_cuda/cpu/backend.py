@@ -43,6 +43,10 @@ class NumbaBackend:
         return 0  # no device: Numba's kernels are plain calls
 
     @staticmethod
+    def reserve_hidden(n_rows, n_hidden):
+        """Nothing: sample_hidden needs no scratch here (the compiled backends allocate theirs)."""
+
+    @staticmethod
     def epoch_batches(indptr, indices, order, batch_size, n_items, host_indptr, grouped=True):
         """The epoch's batches as (rows, group) pairs, group_by_item's group computed as each batch
         is reached (None when not `grouped`): the arrays of the compiled backends' epoch_batches."""

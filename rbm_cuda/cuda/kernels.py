@@ -53,6 +53,7 @@ class CompiledKernels:
         self.check_bounds = bool(check_bounds)
         self.host_reads = 0  # device values read on the host (each one a synchronisation on a GPU)
         self._draw_scratch = None  # sample_bernoulli_rows: the dense probabilities and draws
+        self._hidden_scratch = None  # sample_hidden: the parts of long rows and their counts
 
     def launch_count(self) -> int:
         """Kernel launches made by the compiled module so far (all threads, all backends sharing it)."""
@@ -111,11 +112,41 @@ class CompiledKernels:
             self._in_range(slot_p, "slot_p", m)
 
     # -- kernels (rbm_cuda/cpu/kernels.py) -------------------------------------------------------------
+    # sample_hidden launches at most this many rows at once, which bounds its scratch (rows x ROW_PARTS x F)
+    HIDDEN_ROWS_PER_LAUNCH = 4096
+
+    def reserve_hidden(self, n_rows, n_hidden):
+        """Allocate sample_hidden's scratch for calls of up to n_rows rows before an epoch's batches,
+        so that no batch allocates (or zeroes) device memory."""
+        self._hidden_parts(min(n_rows, self.HIDDEN_ROWS_PER_LAUNCH), n_hidden)
+
+    def _hidden_parts(self, n_rows, n_hidden):
+        """sample_hidden's scratch for n_rows rows: partial float32[n, ROW_PARTS, F] and arrived
+        int32[n, F], zero (the kernel leaves the counts as it found them), kept between calls."""
+        s = self._hidden_scratch
+        if s is None or s[0].shape[0] < n_rows or s[0].shape[2] != n_hidden:
+            s = (self.xp.zeros((n_rows, self._m.ROW_PARTS, n_hidden), dtype=np.float32),
+                 self.xp.zeros((n_rows, n_hidden), dtype=np.int32))
+            self._hidden_scratch = s
+        return s[0][:n_rows], s[1][:n_rows]
+
     def sample_hidden(self, indptr, indices, states, values, rows, W, bh, seed, step, gibbs, prob_out, sample_out,
                       sample):
+        """kernels.sample_hidden; a row longer than ROW_CHUNK entries is summed in parts (csrc/kernel_math.cuh,
+        row_parts), equal to the Numba twin's running sum up to rounding."""
         self._check_csr(indptr, indices, states, rows, W)
-        self._m.sample_hidden(indptr, indices, states, values, rows, W, bh, int(seed) & _U64, int(step) & _U32,
-                              int(gibbs) & _U32, prob_out, sample_out, bool(sample), self._stream(), self._device())
+        B, F = _shape(rows, "rows", 1)[0], _shape(bh, "bh", 1)[0]
+        step_rows = self.HIDDEN_ROWS_PER_LAUNCH
+        try:
+            for s in range(0, max(B, 1), step_rows):
+                e = min(B, s + step_rows)
+                partial, arrived = self._hidden_parts(e - s, F)
+                self._m.sample_hidden(indptr, indices, states, values, rows[s:e], W, bh, int(seed) & _U64,
+                                      int(step) & _U32, int(gibbs) & _U32, prob_out[s:e], sample_out[s:e],
+                                      bool(sample), partial, arrived, self._stream(), self._device())
+        except BaseException:
+            self._hidden_scratch = None  # counts of a launch that did not finish: start from zeros again
+            raise
 
     def group_by_item(self, indptr, indices, rows, n_items):
         """rbm_cuda/cpu/kernels.py group_by_item, with array operations of ``xp`` (a stable sort by
