@@ -104,6 +104,11 @@ class RBMRecommender:
         requests/s (docs/evaluation.md, "Levers").
     valid_fraction : float in (0, 1), share of each user's training ratings held out to fit the
         blend weights (only when two rating parts are blended).
+    valid_max_ratings : int >= 1 or None, the validation stage (the rating parts trained without the
+        held-out share, to fit the blend weights) reads at most this many ratings: on larger data,
+        those of users drawn at random (seeded) until their ratings reach it.  The final parts train
+        on all the ratings either way.  None: every user.  The default (2,000,000) leaves data sets up
+        to that size as they are and makes the stage a tenth of the ML-20M fit's parts.
     refit : bool, after the weights are fitted, train the rating parts again on all the ratings
         (True), or keep the parts trained without the held-out share (False: half the cost).
     seed : int, seeds every part and the validation split.
@@ -113,27 +118,29 @@ class RBMRecommender:
     Attributes after fit
     --------------------
     parts_ : {name: fitted RBM; "ranker": an RBMEnsemble of n_rankers RBMs}; weights_ : {rating part: blend weight} (sum 1);
-    validation_ : {"rmse": {part or "blend": RMSE on the held-out share}, "n_ratings": int} (empty
+    validation_ : {"rmse": {part or "blend": RMSE on the held-out share}, "n_ratings": int (held out),
+    "train_ratings": int (the validation stage's training ratings)} (empty
     when no blend was fitted); levels_, user_ids_, item_ids_, items_, n_users_, n_items_, train_
     (csr float32 n_users x n_items, the ratings trained on), dataset_name_.
     """
 
     def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None, n_rankers=1,
-                 valid_fraction=0.1, refit=True, seed=0, device="auto", progress=False):
+                 valid_fraction=0.1, valid_max_ratings=2_000_000, refit=True, seed=0, device="auto", progress=False):
         self.parts = parts
         self.item_params = item_params
         self.user_params = user_params
         self.ranker_params = ranker_params
         self.n_rankers = n_rankers
         self.valid_fraction = valid_fraction
+        self.valid_max_ratings = valid_max_ratings
         self.refit = refit
         self.seed = seed
         self.device = device
         self.progress = progress
 
     # -- scikit-learn conventions -------------------------------------------------------------
-    _PARAM_NAMES = ("parts", "item_params", "user_params", "ranker_params", "n_rankers", "valid_fraction", "refit",
-                    "seed", "device", "progress")
+    _PARAM_NAMES = ("parts", "item_params", "user_params", "ranker_params", "n_rankers", "valid_fraction",
+                    "valid_max_ratings", "refit", "seed", "device", "progress")
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -172,6 +179,9 @@ class RBMRecommender:
         v = self.valid_fraction
         if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < 1):
             raise ValueError(f"valid_fraction={v!r} is not allowed: valid_fraction must be a number in (0, 1)")
+        c = self.valid_max_ratings
+        if c is not None and not (isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 1):
+            raise ValueError(f"valid_max_ratings={c!r} is not allowed: valid_max_ratings must be an int >= 1 or None")
         if not isinstance(self.refit, bool):
             raise ValueError(f"refit={self.refit!r} is not allowed: refit must be True or False")
         params = {name: self._part_params(name) for name in parts}
@@ -224,13 +234,14 @@ class RBMRecommender:
         self.validation_ = {}
         try:
             if blend:
-                split = stratified_split(data, self.valid_fraction, self.seed)
+                split = stratified_split(self._validation_rows(data), self.valid_fraction, self.seed)
                 if split.test.nnz == 0:
                     raise ValueError(f"valid_fraction={self.valid_fraction} holds out no rating of this data; "
                                      "give more ratings or a larger valid_fraction")
                 for name in rating:
                     fitted[name] = train(name, split.train, f"{name} (validation)")
                 self.weights_ = self._fit_weights(fitted, split, rating)
+                self.validation_["train_ratings"] = int(split.train.nnz)
                 del split
                 if self.refit:
                     fitted.clear()  # the validation stage's parts, freed before the final fits
@@ -249,6 +260,23 @@ class RBMRecommender:
         self.parts_ = {p: fitted[p] for p in parts}
         self._remember(data)
         return self
+
+    def _validation_rows(self, data):
+        """The ratings of the validation stage: all of them, or, when there are more than
+        valid_max_ratings, those of users taken in a seeded random order while their ratings add up
+        to at most that many (at least one user).  The other users' rows are empty."""
+        cap, csr = self.valid_max_ratings, data.ratings
+        if cap is None or csr.nnz <= cap:
+            return data
+        counts = np.diff(csr.indptr)
+        order = np.random.Generator(np.random.Philox(key=self.seed, counter=[0, 0, 1, 0])).permutation(len(counts))
+        n = max(1, int(np.searchsorted(np.cumsum(counts[order]), cap, side="right")))
+        kept = np.zeros(len(counts), dtype=bool)
+        kept[order[:n]] = True
+        entries = np.repeat(kept, counts)
+        indptr = np.concatenate([[0], np.cumsum(np.where(kept, counts, 0))])
+        sub = sp.csr_matrix((csr.data[entries], csr.indices[entries], indptr), shape=csr.shape)
+        return RatingData(sub, data.user_ids, data.item_ids, data.levels, name=data.name)
 
     @staticmethod
     def _view(name, data):
@@ -581,7 +609,7 @@ class RBMRecommender:
             parts["ranker"]["models"] = len(self.parts_["ranker"])
         return {"model": "RBMRecommender", "parts": parts,
                 "weights": dict(self.weights_), "validation": self.validation_, "refit": bool(self.refit),
-                "valid_fraction": self.valid_fraction}
+                "valid_fraction": self.valid_fraction, "valid_max_ratings": self.valid_max_ratings}
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path) -> str:

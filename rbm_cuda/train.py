@@ -154,8 +154,10 @@ def run(args) -> dict:
     if args.plain:
         share = f"({train.nnz} train, {0 if valid is None else valid.nnz} validation)"
     else:
-        share = (f"(validation: {args.valid_fraction:g} of each user's ratings held out to fit the blend, then all "
-                 "of them trained on)")
+        cap = RBMRecommender().valid_max_ratings
+        among = "" if data.nnz <= cap else f", among users drawn at random up to {cap:,} ratings"
+        share = (f"(validation: {args.valid_fraction:g} of each user's ratings held out to fit the blend{among}, "
+                 "then all of them trained on)")
     say(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.nnz} ratings {share}; "
         f"levels {data.levels.tolist()}")
     t0 = time.perf_counter()

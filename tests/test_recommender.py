@@ -106,6 +106,51 @@ def test_refit_false_trains_the_rating_parts_once_and_reads_all_ratings(data):
     assert rec.parts_["user"].epochs_done_ == TINY["epochs"]
 
 
+def _validation_stage_rows(rec, data):
+    """fit rec on data; the rows its user part trained on in the validation stage."""
+    seen = {}
+
+    def keep(label, rbm, record):
+        if label == "user (validation)":
+            seen["rows"] = rbm.train_.copy()
+
+    rec.fit(data, callback=keep)
+    return seen["rows"]
+
+
+@pytest.mark.parametrize("cap", [400, 900])
+def test_valid_max_ratings_trains_the_validation_stage_on_whole_users(data, cap):
+    counts = np.diff(data.ratings.indptr)
+    rec = tiny(valid_max_ratings=cap)
+    rows = _validation_stage_rows(rec, data)
+    kept = np.diff(rows.indptr) > 0
+    assert 0 < kept.sum() < data.n_users and counts[kept].sum() <= cap
+    # each user drawn keeps all their ratings but the held-out tenth, as without a cap
+    held = np.minimum(np.floor(0.1 * counts + 0.5), counts - 1)
+    np.testing.assert_array_equal(np.diff(rows.indptr)[kept], (counts - held)[kept])
+    assert rows[kept].multiply(data.ratings[kept] != 0).nnz == rows.nnz  # the users' own ratings
+    assert rec.validation_["train_ratings"] == rows.nnz
+    assert rec.parts_["user"].train_.nnz == rec.parts_["item"].train_.nnz == data.nnz  # final parts: all
+
+
+def test_valid_max_ratings_leaves_smaller_data_as_it_is(data, fitted):
+    assert data.nnz < fitted.valid_max_ratings
+    for cap in (None, data.nnz):
+        rec = tiny(valid_max_ratings=cap).fit(data)
+        assert rec.weights_ == fitted.weights_ and rec.validation_ == fitted.validation_
+
+
+def test_valid_max_ratings_keeps_one_user_when_the_first_is_over_it(data):
+    rows = _validation_stage_rows(tiny(valid_max_ratings=1), data)
+    assert (np.diff(rows.indptr) > 0).sum() == 1
+
+
+@pytest.mark.parametrize("cap", [0, -5, 2.5, True, "1000"])
+def test_valid_max_ratings_is_checked_at_fit(data, cap):
+    with pytest.raises(ValueError, match="valid_max_ratings="):
+        tiny(valid_max_ratings=cap).fit(data)
+
+
 def test_predict_is_the_weighted_parts(data, fitted):
     coo = data.ratings.tocoo()
     u, i = data.user_ids[coo.row[:50]], data.item_ids[coo.col[:50]]
