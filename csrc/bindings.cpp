@@ -143,7 +143,7 @@ void define_kernels(nb::module_ &m) {
         "prob_out"_a.noconvert(), "sample_out"_a.noconvert(), "sample"_a, "partial"_a.noconvert(),
         "arrived"_a.noconvert(), "stream"_a, "device"_a,
         "p(h | v) and a Bernoulli draw for the batch rows (kernels.sample_hidden); partial and arrived: "
-        "zeroed scratch for the rows summed in parts, left zero");
+        "scratch for the rows summed in parts (arrived zero before the launch, and left zero)");
     m.attr("ROW_CHUNK") = rbm::kRowChunk;
     m.attr("ROW_PARTS") = rbm::kRowParts;
 

@@ -80,7 +80,7 @@ __global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const i
                                      bool use_values, const int64_t *__restrict__ rows, const float *__restrict__ W,
                                      int64_t n_levels, int64_t n_hidden, const float *__restrict__ bh, uint64_t seed,
                                      uint32_t step, uint32_t gibbs, float *prob_out, float *sample_out,
-                                     bool sample, float *partial, int *arrived) {
+                                     bool sample, float *partial, int32_t *arrived) {
     const int64_t b = blockIdx.x;
     const int64_t f = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
     const int64_t part = blockIdx.z;
@@ -95,7 +95,7 @@ __global__ void sample_hidden_kernel(const int64_t *__restrict__ indptr, const i
         parts[part * n_hidden] = x;
         __threadfence();  // the part is visible to every block before the count says it is there
         if (atomicAdd(arrived + unit, 1) != n_parts - 1) return;
-        __threadfence();
+        __threadfence();  // the reader's side: the other parts are read after their counts were seen
         x = parts[0];
         for (int64_t k = 1; k < n_parts; ++k) x += parts[k * n_hidden];
         arrived[unit] = 0;

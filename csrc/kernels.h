@@ -23,8 +23,9 @@ uint64_t launch_count();
 
 // Shapes: indptr[n_rows + 1], indices/states[nnz], values[n_values] (0 or nnz), rows[n_batch],
 // W[n_items, n_levels, n_hidden], bh[n_hidden], prob_out/sample_out[n_batch, n_hidden].  Scratch for
-// rows summed in parts (kernel_math.cuh, row_parts): partial[n_batch, kRowParts, n_hidden], and
-// arrived[n_batch, n_hidden], all zero before the launch and left zero by it.
+// rows summed in parts (kernel_math.cuh, row_parts): partial[n_batch, kRowParts, n_hidden], any
+// values (each part is written before it is read), and arrived[n_batch, n_hidden], which must be zero
+// before the launch and is left zero by it.
 void sample_hidden(const int64_t *indptr, const int32_t *indices, const int32_t *states, const float *values,
                    int64_t n_values, const int64_t *rows, int64_t n_batch, const float *W, int64_t n_levels,
                    int64_t n_hidden, const float *bh, uint64_t seed, uint32_t step, uint32_t gibbs, float *prob_out,

@@ -41,6 +41,8 @@ DEFAULT_PART_PARAMS = {
     "ranker": dict(n_hidden=100, batch_size=100, cd_steps=1, learning_rate=0.05, momentum=0.9, weight_decay=0.001,
                    epochs=30, average_epochs=5, visible="bernoulli"),
 }
+# The validation stage's budget of ratings (RBMRecommender.valid_max_ratings).
+DEFAULT_VALID_MAX_RATINGS = 2_000_000
 # Pairs (or users x items cells) computed at once: bounds the temporary arrays.
 BLOCK_ELEMENTS = 2**22
 
@@ -104,11 +106,12 @@ class RBMRecommender:
         requests/s (docs/evaluation.md, "Levers").
     valid_fraction : float in (0, 1), share of each user's training ratings held out to fit the
         blend weights (only when two rating parts are blended).
-    valid_max_ratings : int >= 1 or None, the validation stage (the rating parts trained without the
-        held-out share, to fit the blend weights) reads at most this many ratings: on larger data,
-        those of users drawn at random (seeded) until their ratings reach it.  The final parts train
-        on all the ratings either way.  None: every user.  The default (2,000,000) leaves data sets up
-        to that size as they are and makes the stage a tenth of the ML-20M fit's parts.
+    valid_max_ratings : int >= 1 or None, with refit=True, the validation stage (the rating parts
+        trained without the held-out share, only to fit the blend weights) reads at most this many
+        ratings: on larger data, those of users drawn at random (seeded) until their ratings reach it.
+        The final parts train on all the ratings.  None: every user.  Data sets of up to 2,000,000
+        ratings (the default) are read whole.  With refit=False the stage's parts are the final ones,
+        so they read every user whatever this says.
     refit : bool, after the weights are fitted, train the rating parts again on all the ratings
         (True), or keep the parts trained without the held-out share (False: half the cost).
     seed : int, seeds every part and the validation split.
@@ -119,13 +122,14 @@ class RBMRecommender:
     --------------------
     parts_ : {name: fitted RBM; "ranker": an RBMEnsemble of n_rankers RBMs}; weights_ : {rating part: blend weight} (sum 1);
     validation_ : {"rmse": {part or "blend": RMSE on the held-out share}, "n_ratings": int (held out),
-    "train_ratings": int (the validation stage's training ratings)} (empty
+    "train_ratings": int (the validation stage's training ratings; absent from older files)} (empty
     when no blend was fitted); levels_, user_ids_, item_ids_, items_, n_users_, n_items_, train_
     (csr float32 n_users x n_items, the ratings trained on), dataset_name_.
     """
 
     def __init__(self, parts=PARTS, *, item_params=None, user_params=None, ranker_params=None, n_rankers=1,
-                 valid_fraction=0.1, valid_max_ratings=2_000_000, refit=True, seed=0, device="auto", progress=False):
+                 valid_fraction=0.1, valid_max_ratings=DEFAULT_VALID_MAX_RATINGS, refit=True, seed=0, device="auto",
+                 progress=False):
         self.parts = parts
         self.item_params = item_params
         self.user_params = user_params
@@ -234,10 +238,13 @@ class RBMRecommender:
         self.validation_ = {}
         try:
             if blend:
-                split = stratified_split(self._validation_rows(data), self.valid_fraction, self.seed)
+                rows = self._validation_rows(data)
+                split = stratified_split(rows, self.valid_fraction, self.seed)
                 if split.test.nnz == 0:
-                    raise ValueError(f"valid_fraction={self.valid_fraction} holds out no rating of this data; "
-                                     "give more ratings or a larger valid_fraction")
+                    drawn = f" of the {rows.nnz} ratings drawn under valid_max_ratings" if rows is not data else ""
+                    raise ValueError(f"valid_fraction={self.valid_fraction} holds out no rating{drawn} of this data; "
+                                     "give more ratings or a larger valid_fraction"
+                                     + (" or valid_max_ratings" if drawn else ""))
                 for name in rating:
                     fitted[name] = train(name, split.train, f"{name} (validation)")
                 self.weights_ = self._fit_weights(fitted, split, rating)
@@ -263,10 +270,11 @@ class RBMRecommender:
 
     def _validation_rows(self, data):
         """The ratings of the validation stage: all of them, or, when there are more than
-        valid_max_ratings, those of users taken in a seeded random order while their ratings add up
-        to at most that many (at least one user).  The other users' rows are empty."""
+        valid_max_ratings and the parts are trained again afterwards (refit), those of users taken in a
+        seeded random order while their ratings add up to at most that many (at least one user).  The
+        other users' rows are empty."""
         cap, csr = self.valid_max_ratings, data.ratings
-        if cap is None or csr.nnz <= cap:
+        if cap is None or not self.refit or csr.nnz <= cap:
             return data
         counts = np.diff(csr.indptr)
         order = np.random.Generator(np.random.Philox(key=self.seed, counter=[0, 0, 1, 0])).permutation(len(counts))
@@ -275,8 +283,7 @@ class RBMRecommender:
         kept[order[:n]] = True
         entries = np.repeat(kept, counts)
         indptr = np.concatenate([[0], np.cumsum(np.where(kept, counts, 0))])
-        sub = sp.csr_matrix((csr.data[entries], csr.indices[entries], indptr), shape=csr.shape)
-        return RatingData(sub, data.user_ids, data.item_ids, data.levels, name=data.name)
+        return data.with_ratings(sp.csr_matrix((csr.data[entries], csr.indices[entries], indptr), shape=csr.shape))
 
     @staticmethod
     def _view(name, data):
@@ -652,6 +659,7 @@ class RBMRecommender:
                 if device is not None:
                     params["device"] = device
                 params.setdefault("n_rankers", 1)  # files written before there were several
+                params.setdefault("valid_max_ratings", None)  # and before the validation stage had a budget
                 model = cls(**{k: params[k] for k in cls._PARAM_NAMES if k in params})
                 model.parts = tuple(model.parts)
                 names, _ = model._check_params()

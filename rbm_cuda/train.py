@@ -18,7 +18,7 @@ import numpy as np
 
 from .datasets import add_duplicates_argument
 from .params import RBMParams
-from .recommender import RBMRecommender
+from .recommender import DEFAULT_VALID_MAX_RATINGS, RBMRecommender
 
 _D = RBMParams()
 
@@ -154,7 +154,7 @@ def run(args) -> dict:
     if args.plain:
         share = f"({train.nnz} train, {0 if valid is None else valid.nnz} validation)"
     else:
-        cap = RBMRecommender().valid_max_ratings
+        cap = DEFAULT_VALID_MAX_RATINGS
         among = "" if data.nnz <= cap else f", among users drawn at random up to {cap:,} ratings"
         share = (f"(validation: {args.valid_fraction:g} of each user's ratings held out to fit the blend{among}, "
                  "then all of them trained on)")

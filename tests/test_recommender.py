@@ -125,12 +125,20 @@ def test_valid_max_ratings_trains_the_validation_stage_on_whole_users(data, cap)
     rows = _validation_stage_rows(rec, data)
     kept = np.diff(rows.indptr) > 0
     assert 0 < kept.sum() < data.n_users and counts[kept].sum() <= cap
+    # users are drawn until the next one would pass the budget: some user left out would
+    assert counts[kept].sum() + counts[~kept].max() > cap
     # each user drawn keeps all their ratings but the held-out tenth, as without a cap
     held = np.minimum(np.floor(0.1 * counts + 0.5), counts - 1)
     np.testing.assert_array_equal(np.diff(rows.indptr)[kept], (counts - held)[kept])
     assert rows[kept].multiply(data.ratings[kept] != 0).nnz == rows.nnz  # the users' own ratings
     assert rec.validation_["train_ratings"] == rows.nnz
     assert rec.parts_["user"].train_.nnz == rec.parts_["item"].train_.nnz == data.nnz  # final parts: all
+
+
+def test_valid_max_ratings_does_not_cap_parts_that_are_not_trained_again(data):
+    """With refit=False the validation stage's parts are the final ones: they read every user."""
+    rows = _validation_stage_rows(tiny(valid_max_ratings=400, refit=False), data)
+    assert np.array_equal(np.diff(rows.indptr) > 0, np.diff(data.ratings.indptr) > 0)
 
 
 def test_valid_max_ratings_leaves_smaller_data_as_it_is(data, fitted):
@@ -341,11 +349,12 @@ def test_a_file_from_before_ranker_ensembles_loads_as_one_ranker(tmp_path, data)
     def older(h):  # as written before there were n_rankers and average_epochs
         for part in h["parts"].values():
             part["params"].pop("average_epochs")
-        return {**h, "params": {k: v for k, v in h["params"].items() if k != "n_rankers"}}
+        return {**h, "params": {k: v for k, v in h["params"].items() if k not in ("n_rankers", "valid_max_ratings")}}
 
     old = _rewrite(src, tmp_path / "old.npz", header=older)
     back = RBMRecommender.load(old)
     assert back.n_rankers == 1 and len(back.parts_["ranker"]) == 1
+    assert back.valid_max_ratings is None  # fitted before the validation stage had a budget
     np.testing.assert_array_equal(back.score_items(data.user_ids[:5]), one.score_items(data.user_ids[:5]))
 
 

@@ -53,7 +53,9 @@ class CompiledKernels:
         self.check_bounds = bool(check_bounds)
         self.host_reads = 0  # device values read on the host (each one a synchronisation on a GPU)
         self._draw_scratch = None  # sample_bernoulli_rows: the dense probabilities and draws
-        self._hidden_scratch = None  # sample_hidden: the parts of long rows and their counts
+        # sample_hidden: the parts of long rows and their counts.  One per backend, so a backend must not
+        # run sample_hidden from two threads (or streams) at once; training and the web app do not.
+        self._hidden_scratch = None
 
     def launch_count(self) -> int:
         """Kernel launches made by the compiled module so far (all threads, all backends sharing it)."""
@@ -121,8 +123,8 @@ class CompiledKernels:
         self._hidden_parts(min(n_rows, self.HIDDEN_ROWS_PER_LAUNCH), n_hidden)
 
     def _hidden_parts(self, n_rows, n_hidden):
-        """sample_hidden's scratch for n_rows rows: partial float32[n, ROW_PARTS, F] and arrived
-        int32[n, F], zero (the kernel leaves the counts as it found them), kept between calls."""
+        """sample_hidden's scratch for n_rows rows, kept between calls: partial float32[n, ROW_PARTS, F]
+        (written before it is read) and arrived int32[n, F], zero (the kernel leaves it zero)."""
         s = self._hidden_scratch
         if s is None or s[0].shape[0] < n_rows or s[0].shape[2] != n_hidden:
             s = (self.xp.zeros((n_rows, self._m.ROW_PARTS, n_hidden), dtype=np.float32),
@@ -138,9 +140,13 @@ class CompiledKernels:
         B, F = _shape(rows, "rows", 1)[0], _shape(bh, "bh", 1)[0]
         step_rows = self.HIDDEN_ROWS_PER_LAUNCH
         try:
-            for s in range(0, max(B, 1), step_rows):
+            for s in range(0, max(B, 1), step_rows):  # an empty batch too: the binding checks its arrays
                 e = min(B, s + step_rows)
-                partial, arrived = self._hidden_parts(e - s, F)
+                if B == 0:  # nothing to sum: the kept scratch stays as it is
+                    partial, arrived = (self.xp.empty((0, self._m.ROW_PARTS, F), dtype=np.float32),
+                                        self.xp.empty((0, F), dtype=np.int32))
+                else:
+                    partial, arrived = self._hidden_parts(e - s, F)
                 self._m.sample_hidden(indptr, indices, states, values, rows[s:e], W, bh, int(seed) & _U64,
                                       int(step) & _U32, int(gibbs) & _U32, prob_out[s:e], sample_out[s:e],
                                       bool(sample), partial, arrived, self._stream(), self._device())
