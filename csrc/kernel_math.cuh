@@ -38,26 +38,12 @@ RBM_HD inline void catch_up_pair(float &w, float &v, const float *p) {
 // The per-entry level arrays below are float[MaxLevels] with n_levels <= MaxLevels used: loops run
 // to the compile-time MaxLevels (unrolled, so the array stays in registers) and skip k >= n_levels.
 
-// Input of hidden unit f for CSR row r: bh[f] + sum over the row's entries j of value_j *
-// W[item_j, state_j, f] (value 1 when use_values is false), summed in CSR order as the Numba twin.
-RBM_HD inline float hidden_input(const int64_t *indptr, const int32_t *indices, const int32_t *states,
-                                 const float *values, bool use_values, int64_t r, const float *W, int64_t n_levels,
-                                 int64_t n_hidden, const float *bh, int64_t f) {
-    float acc = bh[f];
-    const int64_t end = indptr[r + 1];
-    for (int64_t j = indptr[r]; j < end; ++j) {
-        const float w = W[(static_cast<int64_t>(indices[j]) * n_levels + states[j]) * n_hidden + f];
-        acc += use_values ? values[j] * w : w;
-    }
-    return acc;
-}
-
 // sample_hidden splits a long row into parts summed by different blocks, so that a batch does not
 // wait on its longest row.  Chunk c of kRowChunk entries goes to part c % n_parts, with n_parts =
 // min(kRowParts, number of chunks); each part sums its entries in CSR order (part 0 from bh[f], the
 // others from zero), and the hidden input is the parts added in part order.  A row of at most
-// kRowChunk entries is one part: exactly hidden_input's additions.  Longer rows differ from the
-// Numba twin's single running sum by rounding only ("The twin contract", docs/design.md).
+// kRowChunk entries is one part: hidden_input's additions.  Longer rows differ from the Numba twin's
+// single running sum by rounding only ("The twin contract", docs/design.md).
 constexpr int64_t kRowChunk = 256;
 constexpr int64_t kRowParts = 8;
 
@@ -79,6 +65,15 @@ RBM_HD inline float hidden_part(const int64_t *indptr, const int32_t *indices, c
         }
     }
     return acc;
+}
+
+// Input of hidden unit f for CSR row r: bh[f] + sum over the row's entries j of value_j *
+// W[item_j, state_j, f] (value 1 when use_values is false), one running sum in CSR order as the
+// Numba twin's.
+RBM_HD inline float hidden_input(const int64_t *indptr, const int32_t *indices, const int32_t *states,
+                                 const float *values, bool use_values, int64_t r, const float *W, int64_t n_levels,
+                                 int64_t n_hidden, const float *bh, int64_t f) {
+    return hidden_part(indptr, indices, states, values, use_values, r, W, n_levels, n_hidden, bh, f, 0, 1);
 }
 
 // The dot product of hidden states with one weight row w[n_hidden], summed from zero in unit order as

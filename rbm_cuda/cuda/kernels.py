@@ -125,6 +125,9 @@ class CompiledKernels:
     def _hidden_parts(self, n_rows, n_hidden):
         """sample_hidden's scratch for n_rows rows, kept between calls: partial float32[n, ROW_PARTS, F]
         (written before it is read) and arrived int32[n, F], zero (the kernel leaves it zero)."""
+        if n_rows == 0:  # an empty batch sums nothing: the kept scratch stays as it is
+            return (self.xp.empty((0, self._m.ROW_PARTS, n_hidden), dtype=np.float32),
+                    self.xp.empty((0, n_hidden), dtype=np.int32))
         s = self._hidden_scratch
         if s is None or s[0].shape[0] < n_rows or s[0].shape[2] != n_hidden:
             s = (self.xp.zeros((n_rows, self._m.ROW_PARTS, n_hidden), dtype=np.float32),
@@ -142,11 +145,7 @@ class CompiledKernels:
         try:
             for s in range(0, max(B, 1), step_rows):  # an empty batch too: the binding checks its arrays
                 e = min(B, s + step_rows)
-                if B == 0:  # nothing to sum: the kept scratch stays as it is
-                    partial, arrived = (self.xp.empty((0, self._m.ROW_PARTS, F), dtype=np.float32),
-                                        self.xp.empty((0, F), dtype=np.int32))
-                else:
-                    partial, arrived = self._hidden_parts(e - s, F)
+                partial, arrived = self._hidden_parts(e - s, F)
                 self._m.sample_hidden(indptr, indices, states, values, rows[s:e], W, bh, int(seed) & _U64,
                                       int(step) & _U32, int(gibbs) & _U32, prob_out[s:e], sample_out[s:e],
                                       bool(sample), partial, arrived, self._stream(), self._device())
